@@ -1,0 +1,33 @@
+# Two commands: `make quickstart` (train a Shakespeare GPT on this CPU and sample it) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+SHAKESPEARE ?=
+
+.PHONY: quickstart test lint bench clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+data/shakespeare_char/train.bin: | $(VENV)/.installed
+	$(PY) data/shakespeare_char/prepare.py $(if $(SHAKESPEARE),--input=$(SHAKESPEARE))
+
+quickstart: $(VENV)/.installed data/shakespeare_char/train.bin
+	$(PY) train.py config/train_shakespeare_char_cpu.py
+	$(PY) sample.py --out_dir=out-shakespeare-char-cpu --start="ROMEO:" --num_samples=2 --max_new_tokens=300
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest tests
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) out-* wandb

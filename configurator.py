@@ -1,0 +1,133 @@
+"""
+Typed configuration for the scripts: a dataclass of defaults, then config files, then --key=value.
+
+    python train.py config/train_shakespeare_char.py --batch_size=32 --device=cpu
+
+A config file is Python made of plain assignments (`batch_size = 64`, `lr = 1e-3 * 2`, `name = 'x'`).
+It is parsed, never executed: values may be literals, arithmetic on numbers, and names assigned above.
+Every value is checked against the default's type, and an unknown key is an error naming the closest
+valid one.
+"""
+
+import ast
+import difflib
+import operator
+import sys
+from dataclasses import fields, replace
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or a --key=value argument; the message says what to fix."""
+
+
+_BINARY_OPS = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow, ast.Mod: operator.mod,
+}  # fmt: skip
+
+
+def _evaluate(node, names, where):
+    """Evaluate a literal, a name assigned earlier, or arithmetic on those; nothing else runs."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in names:
+        return names[node.id]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _evaluate(node.operand, names, where)
+        return -value if isinstance(node.op, ast.USub) else +value
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY_OPS:
+        return _BINARY_OPS[type(node.op)](_evaluate(node.left, names, where), _evaluate(node.right, names, where))
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return tuple(_evaluate(e, names, where) for e in node.elts)
+    raise ConfigError(f"{where}: only literals, arithmetic and names assigned above are allowed, got `{ast.unparse(node)}`")
+
+
+def read_config_file(path):
+    """{key: value} from a file of plain assignments."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            source = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        tree = ast.parse(source, filename=path)
+    except SyntaxError as e:
+        raise ConfigError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+    values = {}
+    for stmt in tree.body:
+        where = f"{path}:{stmt.lineno}"
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+            continue  # a docstring or a comment-like string
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+            raise ConfigError(f"{where}: a config file holds only `key = value` lines")
+        values[stmt.targets[0].id] = _evaluate(stmt.value, values, where)
+    return values
+
+
+def _parse_cli_value(text, expected):
+    if expected is str:
+        return text
+    if expected is bool and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # type check below reports it
+
+
+def _check_type(key, value, default, source):
+    expected = type(default)
+    if expected is float and type(value) is int:
+        return float(value)
+    if type(value) is not expected:
+        raise ConfigError(f"{source}: {key}={value!r} should be {expected.__name__}, like the default {default!r}")
+    return value
+
+
+def _check_key(key, known, source):
+    if key not in known:
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else "; see --help for the keys"
+        raise ConfigError(f"{source}: unknown config key {key!r}{hint}")
+
+
+def parse_args(defaults, argv):
+    """
+    Merge config files and --key=value arguments (in order) onto the dataclass instance `defaults`.
+    Returns a new instance; `defaults` is not changed.
+    """
+    known = {f.name: getattr(defaults, f.name) for f in fields(defaults)}
+    overrides = {}
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            raise SystemExit(usage(defaults))
+        if not arg.startswith("--"):
+            for key, value in read_config_file(arg).items():
+                _check_key(key, known, arg)
+                overrides[key] = _check_type(key, value, known[key], arg)
+            continue
+        key, sep, text = arg[2:].partition("=")
+        _check_key(key, known, arg)
+        if not sep:
+            if not isinstance(known[key], bool):
+                raise ConfigError(f"{arg}: give a value, as --{key}=VALUE")
+            text = "True"
+        overrides[key] = _check_type(key, _parse_cli_value(text, type(known[key])), known[key], arg)
+    return replace(defaults, **overrides)
+
+
+def usage(defaults):
+    """The --help text: every key with its default."""
+    script = sys.argv[0] if sys.argv else "script.py"
+    lines = [f"usage: python {script} [config_file.py ...] [--key=value ...]", "", "keys and defaults:"]
+    lines += [f"  --{f.name}={getattr(defaults, f.name)!r}" for f in fields(defaults)]
+    return "\n".join(lines)
+
+
+def run_cli(main):
+    """Run main(); a user mistake prints one line `error: ...` and exits 2, never a traceback."""
+    try:
+        main()
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

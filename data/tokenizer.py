@@ -1,0 +1,149 @@
+"""
+One Tokenizer interface over three kinds: characters, GPT-2's BPE (tiktoken), and a byte-level BPE
+trained on your corpus (Hugging Face `tokenizers`). Each has encode(str) -> list[int],
+decode(list[int]) -> str, vocab_size, eot (end-of-text id or None) and meta() for meta.json.
+load_tokenizer(meta, directory) rebuilds the one a dataset was prepared with.
+"""
+
+import os
+
+
+class CharTokenizer:
+    """One token per character of the corpus' alphabet."""
+
+    kind = "char"
+
+    def __init__(self, chars):
+        self.chars = list(chars)
+        self.stoi = {ch: i for i, ch in enumerate(self.chars)}
+        self.vocab_size = len(self.chars)
+        self.eot = None
+
+    @classmethod
+    def from_text(cls, text):
+        return cls(sorted(set(text)))
+
+    def encode(self, text):
+        unknown = sorted(set(text) - self.stoi.keys())
+        if unknown:
+            raise ValueError(f"characters not in this model's vocabulary: {''.join(unknown)!r}")
+        return [self.stoi[ch] for ch in text]
+
+    def decode(self, ids):
+        return "".join(self.chars[i] for i in ids)
+
+    def meta(self):
+        return {"tokenizer": "char", "vocab_size": self.vocab_size, "chars": self.chars, "eot": None}
+
+
+class GPT2Tokenizer:
+    """GPT-2's byte-level BPE via tiktoken (50257 tokens, <|endoftext|> = 50256)."""
+
+    kind = "gpt2"
+
+    def __init__(self):
+        import tiktoken
+
+        try:
+            self.enc = tiktoken.get_encoding("gpt2")
+        except Exception as e:  # tiktoken raises requests/urllib/blobfile errors when offline
+            raise ValueError(
+                f"cannot load tiktoken's gpt2 files ({type(e).__name__}). Offline, put encoder.json and "
+                "vocab.bpe in a directory, name them by the sha1 of their download URLs (see "
+                "data/tokenizer.py: gpt2_cache_dir), and set TIKTOKEN_CACHE_DIR to it"
+            ) from None
+        self.vocab_size = self.enc.n_vocab
+        self.eot = self.enc.eot_token
+
+    def encode(self, text):
+        return self.enc.encode_ordinary(text)
+
+    def decode(self, ids):
+        return self.enc.decode(list(ids))
+
+    def meta(self):
+        return {"tokenizer": "gpt2", "vocab_size": self.vocab_size, "eot": self.eot}
+
+
+GPT2_FILE_URLS = {
+    "vocab.bpe": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+    "encoder.json": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+}
+
+
+def gpt2_cache_dir(files_dir, cache_dir):
+    """
+    Lay out GPT-2's encoder.json and vocab.bpe from files_dir as tiktoken's cache in cache_dir (each
+    file named by the sha1 of its download URL, as tiktoken/load.py does); point TIKTOKEN_CACHE_DIR here.
+    """
+    import hashlib
+    import shutil
+
+    os.makedirs(cache_dir, exist_ok=True)
+    for name, url in GPT2_FILE_URLS.items():
+        source = os.path.join(files_dir, name)
+        if not os.path.isfile(source):
+            raise ValueError(f"{files_dir} has no {name}")
+        shutil.copyfile(source, os.path.join(cache_dir, hashlib.sha1(url.encode()).hexdigest()))
+    return cache_dir
+
+
+class BPETokenizer:
+    """A byte-level BPE trained on the corpus with Hugging Face `tokenizers`, saved as tokenizer.json."""
+
+    kind = "bpe"
+    EOT = "<|endoftext|>"
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self.vocab_size = tokenizer.get_vocab_size()
+        self.eot = tokenizer.token_to_id(self.EOT)
+
+    @classmethod
+    def train(cls, text, vocab_size):
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[cls.EOT],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: any text encodes
+            show_progress=False,
+        )
+        tok.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
+        return cls(tok)
+
+    @classmethod
+    def load(cls, path):
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(path))
+
+    def save(self, path):
+        self.tok.save(path)
+
+    def encode(self, text):
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids):
+        return self.tok.decode(list(ids), skip_special_tokens=False)
+
+    def meta(self):
+        return {"tokenizer": "bpe", "vocab_size": self.vocab_size, "tokenizer_file": "tokenizer.json", "eot": self.eot}
+
+
+def load_tokenizer(meta, directory):
+    """The tokenizer described by a meta.json dict; directory holds its tokenizer.json if any."""
+    kind = meta.get("tokenizer")
+    if kind == "char":
+        return CharTokenizer(meta["chars"])
+    if kind == "gpt2":
+        return GPT2Tokenizer()
+    if kind == "bpe":
+        path = os.path.join(directory, meta.get("tokenizer_file", "tokenizer.json"))
+        if not os.path.isfile(path):
+            raise ValueError(f"{path} is missing: meta.json names a trained BPE tokenizer stored there")
+        return BPETokenizer.load(path)
+    raise ValueError(f"meta.json in {directory} names an unknown tokenizer {kind!r} (char, gpt2 or bpe)")

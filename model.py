@@ -1,0 +1,531 @@
+"""
+A GPT language model, built from the four stages of attention in the order our notes teach them:
+
+  1. SimplifiedSelfAttention  - no weights: scores are dot products of the inputs
+  2. SelfAttention            - new: trainable Wq, Wk, Wv and scaling by 1/sqrt(d_k)
+  3. CausalAttention          - new: mask the future, dropout on the attention weights
+  4. MultiHeadAttention       - new: several heads in parallel, an output projection
+
+The GPT (token + position embeddings, pre-LayerNorm blocks of causal multi-head attention and an MLP,
+a final norm, an LM head tied to the token embedding) uses stage 4. Module names follow GPT-2's
+checkpoint keys, so loading Hugging Face weights is a key-for-key copy.
+
+Shapes: B batch, T sequence length (time), C embedding size (n_embd), nh heads, hs head size (C // nh).
+Try it:
+    python -c "import model, torch; m = model.GPT(model.GPTConfig()); print(m.get_num_params())"
+"""
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+# ----------------------------------------------------------------------------------------------------
+# Stage 1: simplified self-attention
+
+
+class SimplifiedSelfAttention(nn.Module):
+    """Each output is a weighted sum of all inputs, weighted by softmaxed dot-product similarity."""
+
+    def forward(self, x, return_weights=False):
+        attn_scores = x @ x.transpose(-2, -1)  # (..., T, C) @ (..., C, T) -> (..., T, T)
+        attn_weights = torch.softmax(attn_scores, dim=-1)  # each row sums to 1
+        context = attn_weights @ x  # (..., T, T) @ (..., T, C) -> (..., T, C)
+        return (context, attn_weights) if return_weights else context
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stage 2: self-attention with trainable weights
+
+
+class SelfAttention(nn.Module):
+    """New: queries, keys and values are learned projections; scores are scaled by 1/sqrt(d_k)."""
+
+    def __init__(self, d_in, d_out, qkv_bias=False):
+        super().__init__()
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+
+    def attention_weights(self, queries, keys):
+        attn_scores = queries @ keys.transpose(-2, -1)  # (..., T, d_out) @ (..., d_out, T) -> (..., T, T)
+        # Without the scaling, large d_k makes the softmax peaky and its gradients vanish
+        # ("Attention Is All You Need", section 3.2.1).
+        return torch.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
+
+    def forward(self, x, return_weights=False):
+        queries, keys, values = self.W_query(x), self.W_key(x), self.W_value(x)  # (..., T, d_out)
+        attn_weights = self.attention_weights(queries, keys)
+        context = attn_weights @ values  # (..., T, d_out)
+        return (context, attn_weights) if return_weights else context
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stage 3: causal attention
+
+
+class CausalAttention(SelfAttention):
+    """New: a token may only attend to itself and the past; dropout regularizes the weights."""
+
+    def __init__(self, d_in, d_out, context_length, dropout, qkv_bias=False):
+        super().__init__(d_in, d_out, qkv_bias)
+        self.dropout = nn.Dropout(dropout)
+        # True above the diagonal = "future, masked". A buffer moves with .to(device) but is not trained.
+        mask = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)
+        self.register_buffer("mask", mask, persistent=False)
+
+    def attention_weights(self, queries, keys):
+        T = queries.shape[-2]
+        attn_scores = queries @ keys.transpose(-2, -1)  # (..., T, T)
+        # -inf before the softmax (not 0 after it) keeps each row a proper distribution over the past.
+        attn_scores = attn_scores.masked_fill(self.mask[:T, :T], float("-inf"))
+        attn_weights = torch.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
+        return self.dropout(attn_weights)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stage 4: multi-head attention (what the GPT uses)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm (Zhang & Sennrich 2019): LayerNorm without centering or bias."""
+
+    def __init__(self, ndim, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(ndim))
+
+    def forward(self, x):
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def rope_cache(head_size, length, base=10000.0, device=None):
+    """cos/sin tables for rotary position embeddings (Su et al. 2021, RoFormer), each (length, hs/2)."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, device=device).float() / head_size)
+    angles = torch.outer(torch.arange(length, device=device).float(), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate pairs of channels of x (B, nh, T, hs) by position-dependent angles (T, hs/2)."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # (B, nh, T, hs/2) each
+    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return rotated.type_as(x)
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, for one layer, so a new token costs O(T), not O(T^2)."""
+
+    def __init__(self, max_length):
+        self.max_length, self.length = max_length, 0
+        self.k = self.v = None  # (B, nh, max_length, hs), allocated once on first use
+
+    def update(self, k, v):
+        B, nh, T, hs = k.shape
+        if self.k is None:
+            self.k, self.v = k.new_empty(B, nh, self.max_length, hs), v.new_empty(B, nh, self.max_length, hs)
+        assert self.length + T <= self.max_length, (self.length, T, self.max_length)
+        self.k[:, :, self.length : self.length + T] = k
+        self.v[:, :, self.length : self.length + T] = v
+        self.length += T
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]  # (B, nh, length, hs)
+
+
+class MultiHeadAttention(nn.Module):
+    """
+    New: nh heads of size hs = d_out / nh attend in parallel, each in its own subspace. One fused
+    Linear computes all heads' q, k, v at once (c_attn, as in GPT-2), reshapes split the heads, and an
+    output projection (c_proj) mixes them. Two paths compute the same thing:
+    F.scaled_dot_product_attention (default; flash kernels on GPU) and the explicit math of stage 3
+    (used when the weights are asked for, or with use_sdpa=False).
+    """
+
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, proj_bias=True, qk_norm=False):
+        super().__init__()
+        if d_out % num_heads != 0:
+            raise ValueError(f"d_out={d_out} must be divisible by num_heads={num_heads}")
+        self.num_heads, self.head_size = num_heads, d_out // num_heads
+        self.c_attn = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
+        self.c_proj = nn.Linear(d_out, d_out, bias=proj_bias)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.resid_dropout = nn.Dropout(dropout)
+        self.dropout = dropout
+        self.use_sdpa = True
+        # QK-norm (Dehghani et al. 2023) normalizes each head's q and k, which bounds the logits.
+        self.q_norm = RMSNorm(self.head_size) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_size) if qk_norm else None
+        mask = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, x, rope=None, kv_cache=None, return_weights=False):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        past = kv_cache.length if kv_cache is not None else 0
+        if rope is not None:
+            cos, sin = rope[0][past : past + T], rope[1][past : past + T]  # (T, hs/2)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(k, v)  # (B, nh, past + T, hs)
+        # query i sits at absolute position past + i and may see keys 0 .. past + i
+        future = self.mask[past : past + T, : past + T]  # (T, past + T)
+        dropout_p = self.dropout if self.training else 0.0
+        weights = None
+        if self.use_sdpa and not return_weights:
+            if past == 0:
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            else:  # decoding: an explicit mask, since is_causal aligns to the top-left corner
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=~future, dropout_p=dropout_p)
+        else:  # the math of stage 3, per head
+            attn_scores = q @ k.transpose(-2, -1) / self.head_size**0.5  # (B, nh, T, past + T)
+            attn_scores = attn_scores.masked_fill(future, float("-inf"))
+            weights = torch.softmax(attn_scores.float(), dim=-1).type_as(q)
+            y = self.attn_dropout(weights) @ v  # (B, nh, T, past + T) @ (B, nh, past + T, hs) -> (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads side by side: (B, T, C)
+        y = self.resid_dropout(self.c_proj(y))
+        return (y, weights) if return_weights else y
+
+
+# ----------------------------------------------------------------------------------------------------
+# The GPT
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    block_size: int = 1024  # longest context; GPT-2 used 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for faster matmuls
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0  # 0 for pretraining, 0.1+ for finetuning small data
+    bias: bool = True  # biases in Linears and norms, as GPT-2; False is a little better and faster
+    norm: str = "layernorm"  # "layernorm" (GPT-2) | "rmsnorm"
+    pos: str = "learned"  # "learned" absolute embeddings (GPT-2) | "rope" rotary embeddings
+    mlp: str = "gelu"  # "gelu" (GPT-2's tanh approximation) | "relu2" (squared ReLU, Primer)
+    qk_norm: bool = False  # normalize queries and keys per head
+    tie_weights: bool = True  # LM head shares the token embedding matrix (Press & Wolf 2017)
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        for key, allowed in (("norm", ("layernorm", "rmsnorm")), ("pos", ("learned", "rope")), ("mlp", ("gelu", "relu2"))):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key}={getattr(self, key)!r} must be one of {', '.join(allowed)}")
+        if min(self.block_size, self.vocab_size, self.n_layer, self.n_head) < 1:
+            raise ValueError("block_size, vocab_size, n_layer and n_head must all be at least 1")
+
+
+def make_norm(config):
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        # GPT-2 used the tanh approximation of GELU; matching it keeps HF logits parity exact.
+        self.act = nn.GELU(approximate="tanh") if config.mlp == "gelu" else None
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        x = self.c_fc(x)
+        x = self.act(x) if self.act is not None else F.relu(x).square()  # relu2: So et al. 2021 (Primer)
+        return self.dropout(self.c_proj(x))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)) (GPT-2's layout)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = make_norm(config)
+        self.attn = MultiHeadAttention(
+            config.n_embd, config.n_embd, config.block_size, config.dropout, config.n_head,
+            qkv_bias=config.bias, proj_bias=config.bias, qk_norm=config.qk_norm,
+        )  # fmt: skip
+        self.ln_2 = make_norm(config)
+        self.mlp = MLP(config)
+
+    def forward(self, x, rope=None, kv_cache=None, return_weights=False):
+        attn_out = self.attn(self.ln_1(x), rope, kv_cache, return_weights)
+        attn_out, weights = attn_out if return_weights else (attn_out, None)
+        x = x + attn_out
+        x = x + self.mlp(self.ln_2(x))
+        return (x, weights) if return_weights else x
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd) if config.pos == "learned" else None,
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=make_norm(config),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.transformer.wte.weight = self.lm_head.weight
+        if config.pos == "rope":
+            cos, sin = rope_cache(config.n_embd // config.n_head, config.block_size)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        # Scale residual projections by 1/sqrt(2 * n_layer) so the residual stream's variance does not
+        # grow with depth (GPT-2 paper, section 2.3).
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def get_num_params(self, non_embedding=True):
+        """Parameter count; non_embedding leaves out position embeddings (token ones are the tied head)."""
+        n_params = sum(p.numel() for p in self.parameters())
+        if non_embedding and self.transformer.wpe is not None:
+            n_params -= self.transformer.wpe.weight.numel()
+        return n_params
+
+    def _run(self, idx, kv_caches=None, return_weights=False):
+        """Hidden states after ln_f (B, T, C), and each layer's attention weights if asked."""
+        B, T = idx.shape
+        past = kv_caches[0].length if kv_caches else 0
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence of length {past + T} is longer than block_size={self.config.block_size}")
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope = None
+        if self.config.pos == "learned":
+            pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
+            x = x + self.transformer.wpe(pos)  # (B, T, C) + (T, C)
+        else:
+            rope = (self.rope_cos, self.rope_sin)
+        x = self.transformer.drop(x)
+        all_weights = []
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, rope, kv_caches[i] if kv_caches else None, return_weights)
+            if return_weights:
+                x, weights = x
+                all_weights.append(weights)
+        x = self.transformer.ln_f(x)
+        return (x, all_weights) if return_weights else x
+
+    def forward(self, idx, targets=None):
+        """idx (B, T) token ids -> (logits, loss). Without targets only the last position's logits."""
+        x = self._run(idx)
+        if targets is not None:
+            logits = self.lm_head(x)  # (B, T, vocab_size)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.reshape(-1), ignore_index=-1)
+            return logits, loss
+        # Inference: computing the head only at the last position saves a (T, vocab) matmul.
+        return self.lm_head(x[:, [-1], :]), None  # (B, 1, vocab_size)
+
+    @torch.no_grad()
+    def attention_maps(self, idx):
+        """Every layer's and head's attention weights for one sequence: (n_layer, n_head, T, T)."""
+        idx = idx.view(1, -1) if idx.dim() == 1 else idx
+        if idx.shape[0] != 1:
+            raise ValueError(f"attention_maps takes one sequence, got a batch of {idx.shape[0]}")
+        _, weights = self._run(idx, return_weights=True)
+        return torch.stack([w[0] for w in weights]).float()  # (n_layer, n_head, T, T)
+
+    def crop_block_size(self, block_size):
+        """Shrink the context (e.g. to finetune GPT-2 on short sequences)."""
+        assert block_size <= self.config.block_size, (block_size, self.config.block_size)
+        self.config = GPTConfig(**{**asdict(self.config), "block_size": block_size})
+        if self.transformer.wpe is not None:
+            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+        if self.config.pos == "rope":
+            self.rope_cos, self.rope_sin = self.rope_cos[:block_size], self.rope_sin[:block_size]
+        for block in self.transformer.h:
+            block.attn.mask = block.attn.mask[:block_size, :block_size]
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW; weight decay on matrices and embeddings (>= 2-D) only, not on biases and norm gains."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        optim_groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(optim_groups, lr=learning_rate, betas=betas, fused=device_type == "cuda")
+
+    def estimate_flops_per_token(self):
+        """Training FLOPs per token, forward + backward (PaLM paper, appendix B): 6N + 12 L T C."""
+        cfg = self.config
+        return 6 * self.get_num_params() + 12 * cfg.n_layer * cfg.block_size * cfg.n_embd
+
+    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops):
+        """Model FLOPs utilization: achieved training FLOP/s over the hardware's peak_flops."""
+        flops_per_iter = self.estimate_flops_per_token() * self.config.block_size * fwdbwd_per_iter
+        return flops_per_iter / dt / peak_flops
+
+    # ------------------------------------------------------------------------------------------------
+    # Generation
+
+    @torch.no_grad()
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, stop=None, use_cache=True):
+        """
+        Yield (B, 1) next-token tensors one by one, continuing idx (B, T). temperature=0 or top_k=1 is
+        greedy; top_p keeps the smallest set of tokens whose probability sums to top_p (Holtzman et al.
+        2019). Generation stops early once every sequence has produced a token in `stop`.
+        The KV cache prefills the prompt once and then feeds one token per step. Once the sequence
+        outgrows block_size the cache falls back to recomputing the last block_size tokens each step,
+        exactly as use_cache=False does (learned positions shift, so cached keys would be stale).
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        stop_ids = torch.tensor(sorted(stop or []), dtype=torch.long, device=idx.device)
+        stopped = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+        caches, fed = None, 0  # fed: how many tokens of idx the cache holds
+        block_size = self.config.block_size
+        for _ in range(max_new_tokens):
+            if use_cache and idx.shape[1] <= block_size:
+                if caches is None:
+                    caches = [KVCache(block_size) for _ in self.transformer.h]
+                x = self._run(idx[:, fed:], kv_caches=caches)
+                fed = idx.shape[1]
+            else:
+                x = self._run(idx[:, -block_size:])
+            logits = self.lm_head(x[:, -1, :]).float()  # (B, vocab_size)
+            idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+            idx = torch.cat((idx, idx_next), dim=1)
+            yield idx_next
+            if len(stop_ids):
+                stopped |= torch.isin(idx_next[:, 0], stop_ids)
+                if stopped.all():
+                    return
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, **kwargs):
+        """Continue idx (B, T) by up to max_new_tokens tokens; same options as generate_stream."""
+        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, **kwargs))
+        return torch.cat([idx, *new], dim=1)
+
+    # ------------------------------------------------------------------------------------------------
+    # Hugging Face GPT-2 format: config.json + model.safetensors
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir, override_args=None):
+        """
+        Load GPT-2 weights: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" from the Hugging Face hub,
+        or a local directory in Hugging Face GPT-2 format. Only dropout may be overridden.
+        """
+        override_args = override_args or {}
+        if set(override_args) - {"dropout"}:
+            raise ValueError(f"only dropout can be overridden, got {sorted(override_args)}")
+        directory = name_or_dir
+        if not os.path.isdir(name_or_dir):
+            if name_or_dir not in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
+                raise ValueError(f"{name_or_dir!r} is neither a directory nor one of gpt2, gpt2-medium, gpt2-large, gpt2-xl")
+            from huggingface_hub import snapshot_download
+
+            directory = snapshot_download(f"openai-community/{name_or_dir}", allow_patterns=["config.json", "model.safetensors"])
+        for filename in ("config.json", "model.safetensors"):
+            if not os.path.isfile(os.path.join(directory, filename)):
+                raise ValueError(f"{directory} has no {filename} (expected a Hugging Face GPT-2 directory)")
+        from safetensors.torch import load_file
+
+        with open(os.path.join(directory, "config.json")) as f:
+            hf = json.load(f)
+        config = GPTConfig(
+            block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"], n_head=hf["n_head"],
+            n_embd=hf["n_embd"], dropout=override_args.get("dropout", 0.0), bias=True,
+        )  # fmt: skip
+        model = cls(config)
+        # The hub's files name keys "h.0..." or "transformer.h.0..."; attn.bias/masked_bias are old mask buffers.
+        hf_state = {k.removeprefix("transformer."): v for k, v in load_file(os.path.join(directory, "model.safetensors")).items()}
+        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        state = model.state_dict()
+        for key in state:
+            hf_key = key.removeprefix("transformer.")
+            if key == "lm_head.weight":
+                hf_key = "lm_head.weight" if "lm_head.weight" in hf_state else "wte.weight"
+            if hf_key not in hf_state:
+                raise ValueError(f"{directory}/model.safetensors has no tensor {hf_key}")
+            tensor = hf_state[hf_key]
+            if key.endswith(conv1d):
+                tensor = tensor.t()  # HF's Conv1D stores (in, out); nn.Linear wants (out, in)
+            if tensor.shape != state[key].shape:
+                raise ValueError(f"{hf_key}: shape {tuple(tensor.shape)} does not match the model's {tuple(state[key].shape)}")
+            state[key] = tensor
+        model.load_state_dict(state)
+        return model
+
+    def save_pretrained(self, directory):
+        """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained reads."""
+        cfg = self.config
+        if (cfg.norm, cfg.pos, cfg.mlp, cfg.qk_norm, cfg.tie_weights) != ("layernorm", "learned", "gelu", False, True):
+            raise ValueError(
+                "only the GPT-2 layout (layernorm, learned positions, gelu, no qk_norm, tied head) can be saved in Hugging Face GPT-2 format"
+            )
+        from safetensors.torch import save_file
+
+        os.makedirs(directory, exist_ok=True)
+        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        tensors = {}
+        for name, tensor in self.state_dict().items():
+            if name == "lm_head.weight":
+                continue  # tied to transformer.wte.weight
+            tensors[name] = (tensor.t() if name.endswith(conv1d) else tensor).contiguous().cpu()
+        if not cfg.bias:  # GPT-2 always has biases: zeros compute the same function
+            for name, module in self.named_modules():
+                if isinstance(module, (nn.Linear, nn.LayerNorm)) and module.bias is None and name != "lm_head":
+                    tensors[f"{name}.bias"] = torch.zeros(module.weight.shape[0] if isinstance(module, nn.Linear) else cfg.n_embd)
+        save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+        hf_config = {
+            "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "activation_function": "gelu_new",
+            "vocab_size": cfg.vocab_size, "n_positions": cfg.block_size, "n_ctx": cfg.block_size,
+            "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head, "layer_norm_epsilon": 1e-5,
+            "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
+            "tie_word_embeddings": True, "initializer_range": 0.02,
+        }  # fmt: skip
+        with open(os.path.join(directory, "config.json"), "w") as f:
+            json.dump(hf_config, f, indent=2)
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Pick the next token (B, 1) from logits (B, vocab_size)."""
+    if temperature == 0 or top_k == 1:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        # drop a token once the ones before it already reach top_p; the most likely one always stays
+        drop_sorted = cumulative - torch.softmax(sorted_logits, dim=-1) >= top_p
+        drop = drop_sorted.scatter(1, sorted_idx, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+def config_fields():
+    """The GPTConfig field names (what a checkpoint's model_args holds)."""
+    return [f.name for f in fields(GPTConfig)]

@@ -1,0 +1,188 @@
+"""
+Generate text from a trained checkpoint, or from GPT-2's weights.
+
+    python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=2 --max_new_tokens=200
+    python sample.py --init_from=gpt2 --start="FILE:prompt.txt" --top_p=0.9 --stop="\\n\\n"
+    python sample.py --out_dir=out-shakespeare-char --interactive   # type a prompt, Ctrl-D to quit
+
+The tokenizer is the one the model was trained with (out_dir/meta.json), or GPT-2's for GPT-2 weights.
+Same seed and settings give the same text, streamed (--stream, the default on a terminal) or not.
+"""
+
+import json
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+
+from configurator import parse_args, run_cli
+from data.tokenizer import GPT2Tokenizer, load_tokenizer
+from model import GPT, GPTConfig
+from train import PRETRAINED, clean_state_dict, load_checkpoint, pick_device, pick_dtype
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    init_from: str = "resume"  # "resume" (from out_dir) | "gpt2" | "gpt2-medium" | ... | a Hugging Face GPT-2 directory
+    out_dir: str = "out"
+    start: str = "\n"  # the prompt, or "FILE:path" to read it from a file
+    num_samples: int = 10
+    max_new_tokens: int = 500
+    temperature: float = 0.8  # 1.0 = the model's distribution, < 1 more conservative, 0 = greedy
+    top_k: int = 200  # keep only the k most likely tokens
+    top_p: float = 1.0  # nucleus sampling: the smallest set of tokens holding this much probability; 1.0 = off
+    stop: str = ""  # end a sample when this string appears (it is not printed)
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    stream: str = "auto"  # print tokens as they come: "auto" (on a terminal), "true" or "false"
+    output: str = ""  # also write one JSON object per sample to this .jsonl file
+    interactive: bool = False  # read prompts from stdin until Ctrl-D
+    use_cache: bool = True  # the KV cache; False recomputes the whole context every token
+
+
+def validate(cfg):
+    if cfg.temperature < 0:
+        raise ValueError(f"--temperature={cfg.temperature} must be >= 0")
+    if not 0 < cfg.top_p <= 1:
+        raise ValueError(f"--top_p={cfg.top_p} must be in (0, 1]")
+    if cfg.top_k < 1:
+        raise ValueError(f"--top_k={cfg.top_k} must be at least 1")
+    if cfg.num_samples < 1 or cfg.max_new_tokens < 0:
+        raise ValueError("--num_samples must be >= 1 and --max_new_tokens >= 0")
+    if cfg.stream.lower() not in ("auto", "true", "false"):
+        raise ValueError(f"--stream={cfg.stream} must be auto, true or false")
+
+
+def load_model(cfg, device):
+    """(model, tokenizer) from out_dir's checkpoint, or from GPT-2 weights."""
+    if cfg.init_from == "resume":
+        checkpoint = load_checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), map_location=device)
+        model = GPT(GPTConfig(**checkpoint["model_args"]))
+        model.load_state_dict(clean_state_dict(checkpoint["model"]))
+        meta_path = os.path.join(cfg.out_dir, "meta.json")
+        if not os.path.isfile(meta_path):
+            raise ValueError(f"{cfg.out_dir} has no meta.json, so its tokenizer is unknown; it is written by train.py")
+        with open(meta_path) as f:
+            tokenizer = load_tokenizer(json.load(f), cfg.out_dir)
+    elif cfg.init_from in PRETRAINED or os.path.isdir(cfg.init_from):
+        model, tokenizer = GPT.from_pretrained(cfg.init_from), GPT2Tokenizer()
+    else:
+        raise ValueError(f"--init_from={cfg.init_from} must be resume, one of {', '.join(PRETRAINED)}, or a directory")
+    return model.eval().to(device), tokenizer
+
+
+def read_prompt(start):
+    if start.startswith("FILE:"):
+        path = start[len("FILE:") :]
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except OSError as e:
+            raise ValueError(f"cannot read the prompt file {path}: {e.strerror}") from None
+    return start
+
+
+def encode_prompt(tokenizer, prompt, block_size):
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        if tokenizer.eot is None:
+            raise ValueError("the prompt is empty; give --start=TEXT")
+        ids = [tokenizer.eot]  # GPT-2 style: an empty prompt starts a new document
+    if len(ids) > block_size:
+        print(
+            f"warning: the prompt has {len(ids)} tokens, more than the context of {block_size}; keeping the last {block_size}",
+            file=sys.stderr,
+        )
+        ids = ids[-block_size:]
+    return ids
+
+
+def generate_text(model, tokenizer, ids, cfg, generator, ctx, on_text=None):
+    """(text, new token ids): one sample, reporting text pieces to on_text as they are decided."""
+    device = next(model.parameters()).device
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    new_ids, shown = [], ""
+    stream = model.generate_stream(
+        idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+        top_p=cfg.top_p if cfg.top_p < 1 else None, generator=generator, use_cache=cfg.use_cache,
+    )  # fmt: skip
+    with ctx:
+        for token in stream:
+            new_ids.append(token.item())
+            text = tokenizer.decode(new_ids)
+            if cfg.stop and cfg.stop in text:
+                text = text[: text.index(cfg.stop)]
+                if on_text:
+                    on_text(text[len(shown) :])
+                return text, new_ids
+            if on_text and not text.endswith("\ufffd"):  # wait for the rest of a split UTF-8 character
+                # hold back a possible start of the stop string, so it is never printed
+                safe = len(text) - max((k for k in range(len(cfg.stop)) if k and text.endswith(cfg.stop[:k])), default=0)
+                on_text(text[len(shown) : safe])
+                shown = text[:safe]
+    text = tokenizer.decode(new_ids)
+    if on_text:
+        on_text(text[len(shown) :])
+    return text, new_ids
+
+
+def main():
+    cfg = parse_args(SampleConfig(), sys.argv[1:])
+    validate(cfg)
+    device = pick_device(cfg.device)
+    device_type = "cuda" if device.startswith("cuda") else device
+    dtype = pick_dtype(cfg.dtype, device_type)
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+    model, tokenizer = load_model(cfg, device)
+    if cfg.compile:
+        model = torch.compile(model)
+    stream = cfg.stream.lower() == "true" or (cfg.stream.lower() == "auto" and sys.stdout.isatty())
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    output = open(cfg.output, "a", encoding="utf-8") if cfg.output else None
+
+    def emit(piece):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    def run(prompt, num_samples):
+        ids = encode_prompt(tokenizer, prompt, model.config.block_size)
+        n_tokens, t0 = 0, time.perf_counter()
+        for _ in range(num_samples):
+            if stream:
+                emit(prompt)
+            t1 = time.perf_counter()
+            text, new_ids = generate_text(model, tokenizer, ids, cfg, generator, ctx, emit if stream else None)
+            seconds = time.perf_counter() - t1
+            n_tokens += len(new_ids)
+            print("" if stream else prompt + text)
+            print("---------------")
+            if output:
+                record = {"prompt": prompt, "text": text, "tokens": new_ids, "settings": asdict(cfg),
+                          "tokens_per_s": len(new_ids) / max(seconds, 1e-9)}  # fmt: skip
+                output.write(json.dumps(record) + "\n")
+                output.flush()
+        seconds = time.perf_counter() - t0
+        print(f"{n_tokens} tokens in {seconds:.2f} s: {n_tokens / max(seconds, 1e-9):.1f} tokens/s", file=sys.stderr)
+
+    if cfg.interactive:
+        while True:
+            try:
+                prompt = input(">>> ")
+            except EOFError:
+                print()
+                break
+            run(prompt.replace("\\n", "\n") or "\n", 1)
+    else:
+        run(read_prompt(cfg.start), cfg.num_samples)
+    if output:
+        output.close()
+
+
+if __name__ == "__main__":
+    run_cli(main)
