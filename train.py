@@ -80,11 +80,15 @@ class TrainConfig:
     warmup_iters: int = 2000
     lr_decay_iters: int = 600000  # ~= max_iters per Chinchilla
     min_lr: float = 6e-5  # ~= learning_rate / 10 per Chinchilla
+    # optimizer: "adamw", or "muon" (Muon on the blocks' weight matrices at muon_lr, AdamW on the rest; muon.py)
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02  # follows the same warmup/decay schedule as learning_rate
     # system
     backend: str = "nccl"  # DDP backend on GPUs; CPU ranks always use gloo
     device: str = "auto"  # "auto" (cuda > mps > cpu) | "cpu" | "cuda" | "cuda:1" | "mps"
     dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16"
     compile: bool = False  # torch.compile: faster steps on GPU after a slow first one
+    sdpa: bool = True  # F.scaled_dot_product_attention; False: the explicit math, faster on CPU for short blocks
     seed: int = 1337
 
 
@@ -103,6 +107,8 @@ def validate(cfg):
         raise ValueError(f"dtype={cfg.dtype!r} must be one of auto, float32, bfloat16, float16")
     if not 0 <= cfg.dropout < 1:
         raise ValueError(f"dropout={cfg.dropout} must be in [0, 1)")
+    if cfg.optimizer not in ("adamw", "muon"):
+        raise ValueError(f"optimizer={cfg.optimizer!r} must be adamw or muon")
     if cfg.learning_rate <= 0 or cfg.min_lr < 0:
         raise ValueError("learning_rate must be > 0 and min_lr >= 0")
     if cfg.init_from not in ("scratch", "resume", *PRETRAINED) and not os.path.isdir(cfg.init_from):
@@ -164,6 +170,15 @@ def measure_peak_flops(device, dtype, size=2048, repeats=5):
         a @ b
     sync(device)
     return 2 * size**3 * repeats / (time.perf_counter() - t0)
+
+
+def build_optimizer(model, cfg, device_type):
+    """AdamW (nanoGPT's), or Muon for the blocks' matrices + AdamW for the rest (muon.py)."""
+    if cfg.optimizer == "muon":
+        from muon import configure_muon
+
+        return configure_muon(model, cfg.learning_rate, cfg.muon_lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+    return model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
 
 
 def sync(device):
@@ -404,6 +419,8 @@ def main():
     if meta["vocab_size"] > model_config.vocab_size:
         raise ValueError(f"the data's vocab_size {meta['vocab_size']} is larger than the model's {model_config.vocab_size}")
     model.to(device)
+    for block in model.transformer.h:
+        block.attn.use_sdpa = cfg.sdpa
     if master:
         print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, device {device}, dtype {dtype}, {world_size} rank(s)")
 
@@ -416,7 +433,7 @@ def main():
         return
 
     # -- optimizer -----------------------------------------------------------------------------------
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
+    optimizer = build_optimizer(model, cfg, device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")  # fp16 needs loss scaling; bf16 does not
     iter_num, best_val_loss, elapsed_before, wandb_run_id = 0, float("inf"), 0.0, None
     metrics = []
@@ -497,7 +514,7 @@ def main():
     while True:
         lr = get_lr(iter_num, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups run at muon_lr / learning_rate times lr
 
         if iter_num % cfg.eval_interval == 0 and not (resumed and iter_num == start_iter):
             losses = estimate_loss(model, eval_batches, ctx)

@@ -1,0 +1,277 @@
+"""
+Speed and memory benchmarks. Every subcommand prints ONE JSON object on stdout (progress goes to stderr).
+
+    python bench.py train config/train_shakespeare_char_fast.py       # training tok/s, ms/iter, MFU, peak RSS
+    python bench.py train --batch_size=1 --block_size=1024             # GPT-2 124M (the defaults), one sequence
+    python bench.py sample --prompt_len=64 --new_tokens=512            # KV cache vs use_cache=False, GPT-2 small
+    python bench.py time_to_target --target=1.88 --configs=ref,fast --repeats=3
+    python bench.py all                                                # all of the above, one JSON object
+
+train: any train.py config file and --key=value apply (the model, batch, dtype, compile, optimizer...).
+    Synthetic tokens (throughput does not depend on the text). Times --iters steps after --warmup steps
+    (the warmup absorbs torch.compile). MFU uses the PaLM formula (model.estimate_flops_per_token) against
+    a peak measured on the spot by a 2048x2048 matmul in the same dtype (train.measure_peak_flops).
+sample: a GPT-2-small-shaped model (GPTConfig defaults) with random weights, batch 1; --prompt_len random
+    tokens, then --new_tokens sampled tokens with the KV cache and with use_cache=False (the uncached path
+    takes minutes on a 2-core CPU at 512 new tokens; --new_tokens=64 for a quick look).
+time_to_target: runs `python train.py <config>` exactly as a user would, in a subprocess, and times its
+    whole wall clock (interpreter start, data, model build, compile, its own periodic evals and checkpoint
+    writes). Then, untimed, it scores the run's checkpoint on the FULL val split (train.py --eval_only,
+    i.e. train.evaluate_split) and reports whether that loss is <= --target. time_to_target_s is the wall
+    time when the target was reached, null when it was not. Configs are run interleaved (ref, fast, ref,
+    fast, ...) --repeats times so background load hits both alike; speedup is median(ref) / median(fast).
+    Config names: "ref" (nanoGPT's README CPU command), "fast" (config/train_shakespeare_char_fast.py), or
+    a path to a config file.
+Peak RSS is the process's high-water mark (ru_maxrss); each subcommand of `all` runs in its own process.
+"""
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, fields
+
+import torch
+
+from configurator import ConfigError, parse_args, run_cli
+from data.loader import load_meta
+from model import GPT, GPTConfig
+from train import MODEL_KEYS, TrainConfig, build_optimizer, data_dir_for, measure_peak_flops, pick_device, pick_dtype, sync, validate
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# nanoGPT's README command for a CPU (the issue's reference): 2000 iterations of a 0.8M-parameter model
+REFERENCE = [
+    "config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=100",
+    "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
+    "--lr_decay_iters=2000", "--dropout=0.0", "--eval_interval=500",
+]  # fmt: skip
+NAMED_CONFIGS = {"ref": REFERENCE, "fast": ["config/train_shakespeare_char_fast.py"]}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    iters: int = 20  # timed training steps
+    warmup: int = 3  # untimed steps first (torch.compile compiles in the first one)
+    prompt_len: int = 64  # sample: prompt tokens
+    new_tokens: int = 512  # sample: tokens to generate, per path
+    cache: str = "both"  # sample: "both" | "on" | "off"
+    target: float = 1.88  # time_to_target: full-val-split loss to reach
+    configs: str = "ref,fast"  # time_to_target: comma-separated names or config file paths
+    repeats: int = 1  # time_to_target: interleaved runs of each config
+    seed: int = 1337
+
+
+def split_args(argv):
+    """Bench flags go to BenchConfig, config files and everything else to TrainConfig; both are type-checked."""
+    bench_keys = {f.name for f in fields(BenchConfig)}
+    bench_argv = [a for a in argv if a.startswith("--") and a[2:].partition("=")[0] in bench_keys]
+    train_argv = [a for a in argv if a not in bench_argv]
+    bench = parse_args(BenchConfig(), bench_argv)
+    if bench.iters < 1 or bench.warmup < 0 or bench.repeats < 1 or bench.prompt_len < 1 or bench.new_tokens < 1:
+        raise ValueError("iters, repeats, prompt_len and new_tokens must be >= 1, warmup >= 0")
+    if bench.cache not in ("both", "on", "off"):
+        raise ValueError(f"--cache={bench.cache} must be both, on or off")
+    return bench, train_argv
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def autocast(device_type, dtype):
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+    return ctx, ptdtype
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training throughput
+
+
+def bench_train(bench, train_argv):
+    cfg = parse_args(TrainConfig(), train_argv)
+    validate(cfg)
+    device = pick_device(cfg.device)
+    device_type = "cuda" if device.startswith("cuda") else device
+    dtype = pick_dtype(cfg.dtype, device_type)
+    ctx, ptdtype = autocast(device_type, dtype)
+    try:  # the dataset's vocabulary if it is prepared, else GPT-2's: the tokens themselves are synthetic
+        vocab_size = load_meta(data_dir_for(cfg.dataset))["vocab_size"]
+    except ValueError:
+        vocab_size = GPTConfig.vocab_size
+    torch.manual_seed(bench.seed)
+    model = GPT(GPTConfig(vocab_size=vocab_size, **{k: getattr(cfg, k) for k in MODEL_KEYS})).to(device)
+    for block in model.transformer.h:
+        block.attn.use_sdpa = cfg.sdpa
+    optimizer = build_optimizer(model, cfg, device_type)
+    step_model = torch.compile(model) if cfg.compile else model
+    generator = torch.Generator().manual_seed(bench.seed)
+    shape = (cfg.batch_size, cfg.block_size + 1)
+
+    def step():
+        for _ in range(cfg.gradient_accumulation_steps):
+            tokens = torch.randint(vocab_size, shape, generator=generator).to(device)
+            with ctx:
+                _, loss = step_model(tokens[:, :-1], tokens[:, 1:])
+            (loss / cfg.gradient_accumulation_steps).backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    t0 = time.perf_counter()
+    for _ in range(bench.warmup):
+        step()
+    sync(device)
+    warmup_s = time.perf_counter() - t0
+    times = []
+    for _ in range(bench.iters):
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    dt = statistics.median(times)
+    peak = measure_peak_flops(device, ptdtype)
+    tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
+    return {
+        "params_M": round(model.get_num_params() / 1e6, 3),
+        "device": device, "dtype": dtype, "compile": cfg.compile, "optimizer": cfg.optimizer,
+        "threads": torch.get_num_threads(), "tokens_per_iter": tokens_per_iter,
+        "ms_per_iter": round(dt * 1000, 2), "tok_per_s": round(tokens_per_iter / dt),
+        "warmup_s": round(warmup_s, 2), "peak_tflops": round(peak / 1e12, 3),
+        "mfu": round(model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps, dt, peak), 4),
+        "peak_rss_mib": round(peak_rss_mib()),
+    }  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sampling throughput: KV cache against recomputing the context every token
+
+
+def bench_sample(bench, train_argv):
+    cfg = parse_args(TrainConfig(), train_argv)  # only device and dtype are used
+    device = pick_device(cfg.device)
+    device_type = "cuda" if device.startswith("cuda") else device
+    dtype = pick_dtype(cfg.dtype, device_type)
+    ctx, _ = autocast(device_type, dtype)
+    torch.manual_seed(bench.seed)
+    model = GPT(GPTConfig()).to(device).eval()  # GPT-2 small: 12 layers, 768 wide, 1024 context
+    if bench.prompt_len + bench.new_tokens > model.config.block_size:
+        raise ValueError(f"prompt_len + new_tokens must be <= {model.config.block_size}, the model's context")
+    prompt = torch.randint(model.config.vocab_size, (1, bench.prompt_len), generator=torch.Generator().manual_seed(bench.seed))
+    result = {"params_M": round(model.get_num_params() / 1e6, 3), "device": device, "dtype": dtype,
+              "prompt_len": bench.prompt_len, "new_tokens": bench.new_tokens}  # fmt: skip
+    for name, use_cache in (("cached", True), ("uncached", False)):
+        if bench.cache != "both" and use_cache != (bench.cache == "on"):
+            continue
+        generator = torch.Generator().manual_seed(bench.seed)
+        print(f"sampling {bench.new_tokens} tokens, use_cache={use_cache}...", file=sys.stderr)
+        t0 = time.perf_counter()
+        with ctx:
+            out = model.generate(prompt.to(device), bench.new_tokens, generator=generator, use_cache=use_cache)
+        sync(device)
+        dt = time.perf_counter() - t0
+        assert out.shape == (1, bench.prompt_len + bench.new_tokens), out.shape
+        result[f"{name}_s"] = round(dt, 3)
+        result[f"{name}_tok_per_s"] = round(bench.new_tokens / dt, 2)
+    if bench.cache == "both":
+        result["kv_cache_speedup"] = round(result["cached_tok_per_s"] / result["uncached_tok_per_s"], 2)
+    result["peak_rss_mib"] = round(peak_rss_mib())
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# Time to target: the user's command, timed whole, scored on the full val split
+
+
+def config_args(name):
+    if name in NAMED_CONFIGS:
+        return NAMED_CONFIGS[name]
+    if os.path.isfile(name):
+        return [name]
+    raise ValueError(f"unknown config {name!r}: use ref, fast, or a path to a config file")
+
+
+def run_train(args, out_dir):
+    """Run train.py with args into out_dir; (wall seconds, full-val-split loss of its checkpoint)."""
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), *args, f"--out_dir={out_dir}", "--progress=False"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    t0 = time.perf_counter()
+    trained = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if trained.returncode != 0:
+        raise ValueError(f"{' '.join(args)} failed:\n{trained.stderr.strip()[-2000:]}")
+    scored = subprocess.run([*cmd, "--eval_only=True"], cwd=ROOT, env=env, capture_output=True, text=True)
+    if scored.returncode != 0:
+        raise ValueError(f"evaluating {' '.join(args)} failed:\n{scored.stderr.strip()[-2000:]}")
+    with open(os.path.join(out_dir, "eval.json")) as f:
+        return wall, json.load(f)["loss"]
+
+
+def bench_time_to_target(bench, train_argv):
+    names = [n for n in bench.configs.split(",") if n]
+    runs = {name: [] for name in names}
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-ttt-") as tmp:
+        for r in range(bench.repeats):
+            for name in names:  # interleaved, so a burst of background load hits every config alike
+                wall, loss = run_train([*config_args(name), *train_argv], os.path.join(tmp, f"{name.replace('/', '_')}-{r}"))
+                print(f"{name} run {r}: {wall:.1f} s wall, full val loss {loss:.4f}", file=sys.stderr)
+                runs[name].append({"wall_s": round(wall, 2), "val_loss": round(loss, 4)})
+    result = {"target": bench.target, "definition": "wall time of `python train.py <config>` (all of it), "
+              "scored untimed on the full val split; null when its loss is above target",
+              "load_avg_1_5_15_before": [round(x, 2) for x in load_before], "configs": {}}  # fmt: skip
+    for name, rs in runs.items():
+        reached = all(r["val_loss"] <= bench.target for r in rs)
+        median = statistics.median(r["wall_s"] for r in rs)
+        result["configs"][name] = {"args": " ".join(config_args(name)), "runs": rs, "median_wall_s": median,
+                                   "time_to_target_s": median if reached else None}  # fmt: skip
+    if len(names) == 2:
+        a, b = (result["configs"][n] for n in names)
+        result[f"speedup_{names[1]}_vs_{names[0]}"] = round(a["median_wall_s"] / b["median_wall_s"], 2)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def bench_all(bench, train_argv):
+    """Each part in its own process, so each peak RSS is its own."""
+
+    def sub(*args):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), *args], cwd=ROOT, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise ValueError(f"bench.py {' '.join(args)} failed:\n{out.stderr.strip()[-2000:]}")
+        return json.loads(out.stdout)
+
+    flags = [f"--{f.name}={getattr(bench, f.name)}" for f in fields(bench)]
+    return {
+        "train_ref": sub("train", *REFERENCE, *flags),
+        "train_fast": sub("train", *NAMED_CONFIGS["fast"], *flags),
+        "train_gpt2_124m_block1024_batch1": sub("train", "--batch_size=1", "--gradient_accumulation_steps=1", "--iters=2", "--warmup=1"),
+        "sample": sub("sample", *flags),
+        "time_to_target": sub("time_to_target", *flags),
+    }
+
+
+COMMANDS = {"train": bench_train, "sample": bench_sample, "time_to_target": bench_time_to_target, "all": bench_all}
+
+
+def main():
+    argv = sys.argv[1:]
+    if not argv or argv[0] in ("-h", "--help"):
+        raise SystemExit(__doc__)
+    if argv[0] not in COMMANDS:
+        raise ConfigError(f"unknown subcommand {argv[0]!r}: use one of {', '.join(COMMANDS)}")
+    bench, train_argv = split_args(argv[1:])
+    print(json.dumps(COMMANDS[argv[0]](bench, train_argv), indent=1))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,96 @@
+"""
+Muon for the hidden weight matrices, AdamW for everything else, in one torch.optim.Optimizer.
+
+Muon (Keller Jordan, 2024; the optimizer of the modded-nanogpt speedruns) takes SGD-momentum's update for
+a 2-D weight and replaces it by the nearest semi-orthogonal matrix, computed with a few Newton-Schulz
+iterations. Every direction of the update then moves by the same amount, instead of a few dominant ones,
+which trains transformers in noticeably fewer steps than AdamW. Embeddings, the LM head, norm gains and
+biases are not hidden matrices and stay on AdamW, as in modded-nanogpt.
+
+    python train.py config/train_shakespeare_char_fast.py      # optimizer = "muon"
+"""
+
+import torch
+
+
+def zeropower_via_newtonschulz5(G, steps=5):
+    """
+    An approximately orthogonal matrix with G's singular vectors (U V^T of G = U S V^T), by a quintic
+    Newton-Schulz iteration whose coefficients (Jordan 2024) push every singular value into about
+    [0.7, 1.2] in 5 steps; exactness does not matter for the update. Runs in bf16, which is stable here.
+    """
+    assert G.ndim == 2, G.shape
+    a, b, c = (3.4445, -4.7750, 2.0315)
+    X = G.bfloat16()
+    tall = G.size(0) > G.size(1)
+    if tall:
+        X = X.T  # iterate on the wide side: X @ X.T is then the smaller (rows, rows) matrix
+    X = X / (X.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1, inside the iteration's basin
+    for _ in range(steps):
+        A = X @ X.T  # (rows, rows)
+        B = b * A + c * A @ A
+        X = a * X + B @ X  # (rows, cols)
+    return (X.T if tall else X).to(G.dtype)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """
+    Param groups with use_muon=True get Muon (lr, momentum, weight_decay); the others get AdamW
+    (lr, betas, eps, weight_decay). Muon's lr is in units of "RMS change per step"-ish: 0.02-0.05 is
+    typical, much larger than AdamW's.
+    """
+
+    def __init__(self, param_groups, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, momentum=0.95):
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum=momentum, use_muon=False)
+        super().__init__(param_groups, defaults)
+        for group in self.param_groups:
+            if group["use_muon"]:
+                bad = [tuple(p.shape) for p in group["params"] if p.ndim != 2]
+                if bad:
+                    raise ValueError(f"Muon takes 2-D weight matrices only, got shapes {bad}")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        assert closure is None, "closures are not supported"
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                p.mul_(1 - lr * wd)  # decoupled weight decay (Loshchilov & Hutter)
+                if group["use_muon"]:
+                    buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
+                    buf.lerp_(p.grad, 1 - group["momentum"])
+                    update = p.grad.lerp(buf, group["momentum"])  # Nesterov: look ahead along the momentum
+                    update = zeropower_via_newtonschulz5(update)
+                    # an orthogonal (rows, cols) matrix has RMS 1/sqrt(max dim): rescale tall ones to match wide ones
+                    p.add_(update, alpha=-lr * max(1.0, p.size(0) / p.size(1)) ** 0.5)
+                else:
+                    if not state:
+                        state["step"] = 0
+                        state["exp_avg"] = torch.zeros_like(p)
+                        state["exp_avg_sq"] = torch.zeros_like(p)
+                    beta1, beta2 = group["betas"]
+                    state["step"] += 1
+                    state["exp_avg"].lerp_(p.grad, 1 - beta1)
+                    state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                    bias1, bias2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
+                    denom = (state["exp_avg_sq"] / bias2).sqrt_().add_(group["eps"])
+                    p.addcdiv_(state["exp_avg"], denom, value=-lr / bias1)
+
+
+def configure_muon(model, learning_rate, muon_lr, weight_decay, betas):
+    """
+    MuonAdamW for a GPT: the blocks' 2-D weights on Muon, the rest on AdamW. Each group's lr_scale is its
+    lr relative to learning_rate, so one schedule (train.get_lr) drives both.
+    """
+    hidden = [p for name, p in model.named_parameters() if p.ndim == 2 and ".h." in f".{name}"]
+    hidden_ids = {id(p) for p in hidden}
+    rest = [p for p in model.parameters() if id(p) not in hidden_ids]
+    groups = [
+        dict(params=hidden, use_muon=True, lr=muon_lr, lr_scale=muon_lr / learning_rate, weight_decay=0.0),
+        dict(params=[p for p in rest if p.ndim >= 2], lr=learning_rate, lr_scale=1.0, weight_decay=weight_decay),
+        dict(params=[p for p in rest if p.ndim < 2], lr=learning_rate, lr_scale=1.0, weight_decay=0.0),
+    ]
+    return MuonAdamW([g for g in groups if g["params"]], betas=betas)

@@ -1,0 +1,113 @@
+"""bench.py prints the JSON it promises, and Muon (muon.py, train.py --optimizer=muon) optimizes. No timings asserted."""
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import TINY, run_script, train_args
+
+from model import GPT, GPTConfig
+from muon import MuonAdamW, configure_muon, zeropower_via_newtonschulz5
+
+
+def bench(*args):
+    result = run_script("bench.py", *args)
+    return json.loads(result.stdout)  # the whole stdout is one JSON object
+
+
+def test_bench_train_reports_throughput_mfu_and_memory(char_data):
+    out = bench("train", f"--dataset={char_data}", *TINY, "--optimizer=muon", "--iters=2", "--warmup=1")
+    for key in ("tok_per_s", "ms_per_iter", "mfu", "peak_tflops", "peak_rss_mib"):
+        assert out[key] > 0, (key, out)
+    assert out["tokens_per_iter"] == 8 * 32
+    assert out["optimizer"] == "muon" and out["params_M"] < 0.1
+
+
+def test_bench_sample_reports_both_paths():
+    out = bench("sample", "--prompt_len=4", "--new_tokens=3", "--device=cpu", "--dtype=float32")
+    assert out["params_M"] > 100  # GPT-2 small's shape
+    assert out["cached_tok_per_s"] > 0 and out["uncached_tok_per_s"] > 0
+    assert out["kv_cache_speedup"] == pytest.approx(out["cached_tok_per_s"] / out["uncached_tok_per_s"], rel=0.02)
+
+
+def test_bench_time_to_target_scores_the_full_val_split(char_data, tmp_path):
+    config = tmp_path / "tiny.py"
+    lines = [a[2:].replace("=", " = ") for a in TINY if not a.startswith("--device")]
+    lines += [f"dataset = '{char_data}'", "max_iters = 30", "eval_interval = 30", "eval_iters = 2", "learning_rate = 3e-3"]
+    config.write_text("\n".join(lines) + "\ndevice = 'cpu'\n")
+    reached = bench("time_to_target", f"--configs={config}", "--target=10.0")
+    run = reached["configs"][str(config)]
+    assert len(run["runs"]) == 1 and 0 < run["runs"][0]["val_loss"] < math.log(65)  # learned something
+    assert run["time_to_target_s"] == run["median_wall_s"] > 0
+    missed = bench("time_to_target", f"--configs={config}", "--target=0.1")
+    assert missed["configs"][str(config)]["time_to_target_s"] is None
+
+
+@pytest.mark.parametrize("args", [["nope"], ["sample", "--cache=maybe"], ["time_to_target", "--configs=no_such_config"]])
+def test_bench_bad_input_is_one_clear_line(args):
+    result = run_script("bench.py", *args, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+
+
+# ----------------------------------------------------------------------------------------------------
+# Muon
+
+
+@pytest.mark.parametrize("shape", [(64, 16), (16, 64), (32, 32)])
+def test_newton_schulz_orthogonalizes(shape):
+    G = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    X = zeropower_via_newtonschulz5(G).float()
+    singular = torch.linalg.svdvals(X)
+    assert X.shape == G.shape
+    assert singular.min() > 0.5 and singular.max() < 1.3, singular  # all directions move about equally
+    # same singular vectors as G: X is U V^T, so G^T X = V S V^T is symmetric positive definite
+    gx = G.T @ X if shape[0] >= shape[1] else G @ X.T
+    torch.testing.assert_close(gx, gx.T, atol=0.1 * gx.abs().max().item(), rtol=0)
+    assert torch.linalg.eigvalsh((gx + gx.T) / 2).min() > 0
+
+
+def test_configure_muon_puts_block_matrices_on_muon_and_the_rest_on_adamw():
+    model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=16, bias=True))
+    optimizer = configure_muon(model, learning_rate=1e-3, muon_lr=0.02, weight_decay=0.1, betas=(0.9, 0.95))
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon_group = [g for g in optimizer.param_groups if g["use_muon"]]
+    assert len(muon_group) == 1 and muon_group[0]["lr_scale"] == pytest.approx(20)
+    on_muon = {names[id(p)] for p in muon_group[0]["params"]}
+    assert on_muon == {f"transformer.h.{i}.{m}.weight" for i in range(2) for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+    every = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(every) == sorted(names.values())  # each parameter exactly once
+    with pytest.raises(ValueError, match="2-D"):
+        MuonAdamW([dict(params=[torch.nn.Parameter(torch.zeros(3))], use_muon=True)])
+
+
+def test_muon_fits_a_batch():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, bias=False))
+    optimizer = configure_muon(model, learning_rate=1e-2, muon_lr=0.05, weight_decay=0.0, betas=(0.9, 0.95))
+    x = torch.randint(32, (4, 16), generator=torch.Generator().manual_seed(1))
+    losses = []
+    for _ in range(30):
+        _, loss = model(x[:, :-1], x[:, 1:])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_train_with_muon_learns_and_resumes(char_data, tmp_path):
+    args = ["--optimizer=muon", "--muon_lr=0.05", "--learning_rate=3e-3", "--max_iters=30", "--sdpa=False", "--eval_interval=10",
+            "--eval_iters=3", "--warmup_iters=3", "--lr_decay_iters=40", "--dtype=float32"]  # fmt: skip
+    run_script(*train_args(char_data, tmp_path, *args))
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["val_loss"] < metrics[0]["val_loss"] - 0.5, metrics
+    # the optimizer state (momentum buffers, Adam moments) round-trips through a weights_only checkpoint
+    run_script(*train_args(char_data, tmp_path, *args[:3], "--max_iters=40", *args[4:], "--init_from=resume"))
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["iter"] == 40
+
+
+def test_unknown_optimizer_is_one_clear_line(char_data, tmp_path):
+    result = run_script(*train_args(char_data, tmp_path, "--optimizer=sgd"), check=False)
+    assert result.returncode == 2 and "optimizer='sgd' must be adamw or muon" in result.stderr
