@@ -53,3 +53,15 @@ def tiny_run(char_data, tmp_path_factory):
             "--warmup_iters=5", "--lr_decay_iters=60", "--dtype=float32"]  # fmt: skip
     run_script(*train_args(char_data, out, *args))
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny in-process models on one thread: on a busy 2-core machine two OpenMP threads
+    spin-wait for each other and make tiny forward passes ~100x slower (measured: 13 s vs 0.07 s)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
