@@ -136,6 +136,11 @@ def find_query(labels, query):
 # Pictures
 
 
+def readable(labels):
+    """Quote punctuation marks, which are barely visible as tick labels on their own."""
+    return [label if any(c.isalnum() for c in label) else f"'{label}'" for label in labels]
+
+
 def plot_heads(weights, labels, title, caption, path):
     """One heatmap per layer (rows) and head (columns); weights (n_layer, n_head, W, W)."""
     import matplotlib
@@ -144,6 +149,7 @@ def plot_heads(weights, labels, title, caption, path):
     import matplotlib.pyplot as plt
 
     n_layer, n_head, W, _ = weights.shape
+    labels = readable(labels)
     cell = max(2.2, 0.16 * W)  # inches per heatmap: room for one label per word
     fig, axes = plt.subplots(n_layer, n_head, figsize=(cell * n_head + 1.5, cell * n_layer + 1.8), squeeze=False)
     fontsize = 7 if W <= 20 else 5
@@ -176,7 +182,7 @@ def plot_query(query_weights, labels, query_index, title, caption, path):
             value = shown[layer, w]
             color = "white" if value > 0.6 * shown.max() else "black"
             ax.text(w, layer, f"{value:.2f}", ha="center", va="center", fontsize=8, color=color)
-    ax.set_xticks(range(n_words), labels[: query_index + 1], rotation=45, ha="right", fontsize=10)
+    ax.set_xticks(range(n_words), readable(labels[: query_index + 1]), rotation=45, ha="right", fontsize=10)
     ax.set_yticks(range(n_layer), [f"layer {layer + 1}" for layer in range(n_layer)], fontsize=10)
     ax.set_title(title, fontsize=11)
     fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=8, wrap=True)
