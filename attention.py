@@ -215,7 +215,7 @@ def main(argv=None):
     attn = model.attention_maps(torch.tensor(ids, dtype=torch.long, device=device)).cpu().numpy()  # (L, nh, T, T)
     weights = word_attention(attn, word_of_token, len(labels))  # (L, nh, W, W)
     query_weights = weights[:, :, query_index, :].mean(axis=1)  # (L, W): averaged over heads
-    n_layer, n_head = weights.shape[:2]
+    n_head = weights.shape[1]
     unit = "characters" if tokenizer.kind == "char" else "tokens"
     aggregation = "sum over a word's key tokens, mean over its query tokens"
 

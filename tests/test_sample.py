@@ -50,17 +50,17 @@ def test_same_seed_same_text_streamed_or_not_and_output_jsonl(char_checkpoint, t
 
 
 def test_generate_text_streams_in_pieces_and_never_prints_the_stop_string(char_checkpoint):
-    cfg = sample.SampleConfig(out_dir=str(char_checkpoint), max_new_tokens=60, device="cpu")
+    cfg = sample.SampleConfig(out_dir=str(char_checkpoint), max_new_tokens=40, device="cpu")
     model, tokenizer = sample.load_model(cfg, "cpu")
     ids = tokenizer.encode("ROMEO:")
     full, _ = sample.generate_text(model, tokenizer, ids, cfg, torch.Generator().manual_seed(3), torch.no_grad())
-    stop = full[30:33]
+    stop = full[20:23]
     expected = full[: full.index(stop)]
     pieces = []
-    cfg = sample.SampleConfig(out_dir=str(char_checkpoint), max_new_tokens=60, stop=stop)
+    cfg = sample.SampleConfig(out_dir=str(char_checkpoint), max_new_tokens=40, stop=stop)
     text, new_ids = sample.generate_text(model, tokenizer, ids, cfg, torch.Generator().manual_seed(3), torch.no_grad(), pieces.append)
     assert text == expected and "".join(pieces) == expected
-    assert len([p for p in pieces if p]) > 10  # printed as it came, not at the end
+    assert len([p for p in pieces if p]) > 5  # printed as it came, not at the end
     assert len(new_ids) == full.index(stop) + len(stop)  # it stopped at the token that completed the stop string
 
 
