@@ -323,9 +323,10 @@ def prepare_stream(documents, out_dir, source, shard_tokens, val_tokens, max_tok
                 break
     writer.flush()
     if writer.counts["train"] == 0:
-        raise ValueError(f"{source} gave only {total:,} tokens, all for val (val_tokens={val_tokens:,}); give more text or lower --val_tokens")
+        raise ValueError(f"{source} gave only {total:,} tokens, all for val; give more text or lower --val_tokens={val_tokens}")
     meta = {**tokenizer.meta(), "dtype": writer.buffer.dtype.name, "source": source, "shard_tokens": shard_tokens,
             "train_tokens": writer.counts["train"], "val_tokens": writer.counts["val"], "val_bytes": writer.val_bytes}  # fmt: skip
     write_meta(out_dir, meta)
-    print(f"{source}: {total:,} tokens; val {writer.counts['val']:,}, train {writer.counts['train']:,} in shards of {shard_tokens:,} -> {out_dir}")
+    print(f"{source}: {total:,} tokens, val {meta['val_tokens']:,} and train {meta['train_tokens']:,} in shards of {shard_tokens:,}")
+    print(f"-> {out_dir}")
     return meta

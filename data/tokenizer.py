@@ -51,8 +51,8 @@ class GPT2Tokenizer:
         except Exception as e:  # tiktoken raises requests/urllib/blobfile errors when offline
             names = ", ".join(f"{name} as {cache_name}" for name, cache_name in gpt2_cache_names().items())
             raise ValueError(
-                f"cannot load tiktoken's GPT-2 files ({type(e).__name__}). Offline: copy them into a directory "
-                f"named as tiktoken's cache names them ({names}) and set TIKTOKEN_CACHE_DIR to that directory"
+                f"cannot load tiktoken's GPT-2 files ({type(e).__name__}). Offline: copy them into a directory under "
+                f"tiktoken's cache names ({names}: the sha1 of their URLs) and set TIKTOKEN_CACHE_DIR to that directory"
             ) from None
         self.vocab_size = self.enc.n_vocab
         self.eot = self.enc.eot_token

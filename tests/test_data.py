@@ -6,6 +6,7 @@ sampling on each kind of data, and one clear line for each kind of bad input.
 import json
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -64,7 +65,7 @@ def bpe_data(tmp_path_factory):
 
 def test_prepare_gpt2_shakespeare_matches_nanogpt(gpt2_data, tiktoken_cache, monkeypatch):
     meta = read_meta(gpt2_data)
-    assert {k: meta[k] for k in ("tokenizer", "vocab_size", "eot", "dtype")} == {"tokenizer": "gpt2", "vocab_size": 50257, "eot": 50256, "dtype": "uint16"}
+    assert (meta["tokenizer"], meta["vocab_size"], meta["eot"], meta["dtype"]) == ("gpt2", 50257, 50256, "uint16")
     assert (meta["train_tokens"], meta["val_tokens"]) == (301_966, 36_059)  # nanoGPT's README numbers
     (train,), (val,) = read_bins(gpt2_data, "train"), read_bins(gpt2_data, "val")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
@@ -119,11 +120,11 @@ def test_prepare_bad_input_is_one_clear_line(case, phrase, tmp_path):
 
 
 def test_gpt2_offline_without_cache_says_how_to_set_tiktoken_cache_dir(tmp_path):
-    result = run_script(
-        "data/shakespeare/prepare.py", f"--input={SHAKESPEARE}", f"--out_dir={tmp_path}", env={"TIKTOKEN_CACHE_DIR": str(tmp_path)}, check=False
-    )
+    empty = {"TIKTOKEN_CACHE_DIR": str(tmp_path)}
+    result = run_script("data/shakespeare/prepare.py", f"--input={SHAKESPEARE}", f"--out_dir={tmp_path}", env=empty, check=False)
     # the sha1 of each download URL is the file name tiktoken/load.py looks for in its cache
-    one_line_error(result, "TIKTOKEN_CACHE_DIR", "encoder.json as 6c7ea1a7e38e3a7f062df639a5b80947f075ffe6", "vocab.bpe as 6d1cbeee0f20b3d9449abfede4726ed8212e3aee")
+    encoder, vocab = "encoder.json as 6c7ea1a7e38e3a7f062df639a5b80947f075ffe6", "vocab.bpe as 6d1cbeee0f20b3d9449abfede4726ed8212e3aee"
+    one_line_error(result, "TIKTOKEN_CACHE_DIR", encoder, vocab)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -136,16 +137,29 @@ PEAK_RSS = (
 )  # the largest process among prepare.py and its workers, in kB
 
 
-def prepare_fineweb(input_dir, out_dir, tiktoken_cache, *extra):
-    """(meta, peak RSS in MB) of data/fineweb/prepare.py on local files, measured in a fresh parent process."""
-    args = ["-c", PEAK_RSS, sys.executable, "data/fineweb/prepare.py", f"--input={input_dir}", f"--out_dir={out_dir}",
+def fineweb_args(input_dir, out_dir, *extra):
+    """data/fineweb/prepare.py on local files, run under a fresh parent that prints the peak RSS of its children."""
+    return ["-c", PEAK_RSS, sys.executable, "data/fineweb/prepare.py", f"--input={input_dir}", f"--out_dir={out_dir}",
             f"--shard_tokens={SHARD}", f"--val_tokens={VAL}", "--num_proc=2", *extra]  # fmt: skip
-    result = run_script(*args, env={"TIKTOKEN_CACHE_DIR": str(tiktoken_cache)})
-    return read_meta(out_dir), int(result.stdout.strip().splitlines()[-1]) / 1024
+
+
+def run_together(commands, env=None):
+    """Run scripts at the same time: each spends most of its time starting up on one core."""
+    with ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(lambda args: run_script(*args, env=env), commands))
 
 
 @pytest.fixture(scope="module")
-def fineweb(tmp_path_factory, tiktoken_cache):
+def doc_tokens(tiktoken_cache):
+    """DOCS as GPT-2 tokens, each document after <|endoftext|> (its separator), tokenized here in one process."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
+        enc = GPT2Tokenizer()
+    return np.concatenate([[enc.eot, *enc.encode(doc)] for doc in DOCS])
+
+
+@pytest.fixture(scope="module")
+def fineweb(tmp_path_factory, tiktoken_cache, doc_tokens):
     """The streaming prepare on 1 parquet file and on 10 (capped by --max_tokens): {name: (dir, meta, peak MB)}."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -155,27 +169,35 @@ def fineweb(tmp_path_factory, tiktoken_cache):
         (root / f"in{copies}").mkdir()
         for i in range(copies):  # real corpora come as many parquet files; row groups keep each read small
             pq.write_table(pa.table({"text": DOCS, "id": range(len(DOCS))}), root / f"in{copies}" / f"part_{i}.parquet", row_group_size=500)
-    runs = {"1x": prepare_fineweb(root / "in1", root / "out1", tiktoken_cache)}
-    cap = 9 * runs["1x"][0]["train_tokens"] + 7  # not a multiple of anything
-    runs["10x"] = prepare_fineweb(root / "in10", root / "out10", tiktoken_cache, f"--max_tokens={cap}")
-    return {name: (root / f"out{name[:-1]}", meta, peak) for name, (meta, peak) in runs.items()}
+    commands = [
+        fineweb_args(root / "in1", root / "out1"),
+        fineweb_args(root / "in10", root / "out10", f"--max_tokens={fineweb_cap(doc_tokens)}"),
+    ]
+    results = run_together(commands, env={"TIKTOKEN_CACHE_DIR": str(tiktoken_cache)})
+    peaks = [int(r.stdout.strip().splitlines()[-1]) / 1024 for r in results]  # ru_maxrss is in kB
+    return {
+        name: (root / f"out{name[:-1]}", read_meta(root / f"out{name[:-1]}"), peak) for name, peak in zip(["1x", "10x"], peaks, strict=True)
+    }
 
 
-def test_fineweb_writes_fixed_size_shards_of_the_documents(fineweb, tiktoken_cache, monkeypatch):
+def fineweb_cap(doc_tokens):
+    return 9 * len(doc_tokens) + 7  # within the 10x input, and not a multiple of anything
+
+
+def test_fineweb_writes_fixed_size_shards_of_the_documents(fineweb, doc_tokens, tiktoken_cache, monkeypatch):
     out, meta, _ = fineweb["1x"]
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
-    enc = GPT2Tokenizer()
-    expected = np.concatenate([[enc.eot, *enc.encode(doc)] for doc in DOCS])  # each document after <|endoftext|>
     val, train = read_bins(out, "val"), read_bins(out, "train")
     assert [len(s) for s in val] == [VAL] and all(len(s) == SHARD for s in train[:-1]) and 0 < len(train[-1]) <= SHARD
-    np.testing.assert_array_equal(np.concatenate(val + train), expected)
-    assert meta["tokenizer"] == "gpt2" and (meta["val_tokens"], meta["train_tokens"]) == (VAL, len(expected) - VAL)
-    assert meta["val_bytes"] == len(enc.enc.decode_bytes([t for t in expected[:VAL].tolist() if t != enc.eot]))
+    np.testing.assert_array_equal(np.concatenate(val + train), doc_tokens)
+    assert meta["tokenizer"] == "gpt2" and (meta["val_tokens"], meta["train_tokens"]) == (VAL, len(doc_tokens) - VAL)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
+    val_text = GPT2Tokenizer().decode([t for t in doc_tokens[:VAL].tolist() if t != meta["eot"]])
+    assert meta["val_bytes"] == len(val_text.encode("utf-8"))  # for bits per byte: the text, not the separators
 
 
-def test_fineweb_max_tokens_caps_the_output(fineweb):
+def test_fineweb_max_tokens_caps_the_output(fineweb, doc_tokens):
     out, meta, _ = fineweb["10x"]
-    cap = 9 * fineweb["1x"][1]["train_tokens"] + 7
+    cap = fineweb_cap(doc_tokens)
     assert meta["val_tokens"] + meta["train_tokens"] == cap
     assert sum(len(s) for s in read_bins(out, "val") + read_bins(out, "train")) == cap
 
@@ -198,7 +220,8 @@ def test_jsonl_and_txt_stream_through_the_same_code_path(tmp_path):
 
 def test_fineweb_offline_without_input_is_one_clear_line(tmp_path, tiktoken_cache):
     env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path), "TIKTOKEN_CACHE_DIR": str(tiktoken_cache)}
-    one_line_error(run_script("data/fineweb/prepare.py", f"--out_dir={tmp_path}", env=env, check=False), "HuggingFaceFW/fineweb-edu", "--input=")
+    result = run_script("data/fineweb/prepare.py", f"--out_dir={tmp_path}", env=env, check=False)
+    one_line_error(result, "HuggingFaceFW/fineweb-edu", "--input=")
 
 
 def test_shard_writer_splits_val_then_train_exactly(tmp_path, tiktoken_cache, monkeypatch):
@@ -208,7 +231,8 @@ def test_shard_writer_splits_val_then_train_exactly(tmp_path, tiktoken_cache, mo
         writer.add(chunk)
     writer.flush()
     sizes = {f.name: len(np.fromfile(f, dtype=np.uint16)) for f in sorted(tmp_path.glob("*.bin"))}
-    assert sizes == {"val_000.bin": 10, "val_001.bin": 10, "val_002.bin": 5, **{f"train_00{i}.bin": 10 for i in range(6)}, "train_006.bin": 2}
+    assert sizes == {"val_000.bin": 10, "val_001.bin": 10, "val_002.bin": 5, **{f"train_00{i}.bin": 10 for i in range(6)},
+                     "train_006.bin": 2}  # fmt: skip
     files = [tmp_path / f"val_00{i}.bin" for i in range(3)] + [tmp_path / f"train_00{i}.bin" for i in range(7)]
     np.testing.assert_array_equal(np.concatenate([np.fromfile(f, dtype=np.uint16) for f in files]), np.arange(87))
 
@@ -257,8 +281,8 @@ def test_windows_come_from_every_shard_and_never_straddle_two(sharded):
 
 def test_full_split_batches_cover_every_token_once(sharded):
     loader = BatchLoader(sharded, 64, 2)
-    ys = [y for _, y in loader.full_split_batches("train")]
-    np.testing.assert_array_equal(np.concatenate([y.flatten().numpy() for y in ys]), np.concatenate([np.arange(1, 300), np.arange(1001, 1500)]))
+    targets = np.concatenate([y.flatten().numpy() for _, y in loader.full_split_batches("train")])
+    np.testing.assert_array_equal(targets, np.concatenate([np.arange(1, 300), np.arange(1001, 1500)]))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -268,11 +292,8 @@ def test_full_split_batches_cover_every_token_once(sharded):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, bpe_data, fineweb):
     """A few iterations of a tiny model on our own BPE and on GPT-2-BPE shards: {kind: (data_dir, out_dir)}."""
-    result = {}
-    for kind, data_dir in [("bpe", bpe_data), ("gpt2 shards", fineweb["1x"][0])]:
-        out = tmp_path_factory.mktemp("run")
-        run_script(*train_args(data_dir, out, *QUICK))
-        result[kind] = data_dir, out
+    result = {kind: (data_dir, tmp_path_factory.mktemp("run")) for kind, data_dir in [("bpe", bpe_data), ("gpt2 shards", fineweb["1x"][0])]}
+    run_together([train_args(data_dir, out, *QUICK) for data_dir, out in result.values()])
     return result
 
 
@@ -283,8 +304,8 @@ def test_train_then_sample_with_the_datasets_tokenizer(kind, runs, tiny_run, cha
     assert all(np.isfinite([m["train_loss"], m["val_loss"]]).all() for m in metrics) and (out / "ckpt.pt").exists()
     assert read_meta(out) == read_meta(data_dir)  # train.py copied the tokenizer's description
     env = {"TIKTOKEN_CACHE_DIR": str(tiktoken_cache)}
-    args = [f"--out_dir={out}", "--start=ROMEO:", "--num_samples=1", "--max_new_tokens=30", "--device=cpu", f"--output={tmp_path / 's.jsonl'}"]
-    result = run_script("sample.py", *args, env=env)
+    args = [f"--out_dir={out}", "--start=ROMEO:", "--num_samples=1", "--max_new_tokens=30", f"--output={tmp_path / 's.jsonl'}"]
+    result = run_script("sample.py", *args, "--device=cpu", env=env)
     record = json.loads((tmp_path / "s.jsonl").read_text())
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
     tok = load_tokenizer(read_meta(data_dir), data_dir)
