@@ -584,7 +584,7 @@ def check_tokenizer(meta, saved_meta_path):
         return
     with open(saved_meta_path) as f:
         saved = json.load(f)
-    for key in ("tokenizer", "vocab_size", "chars"):
+    for key in ("tokenizer", "vocab_size", "chars", "tokenizer_sha256"):
         if saved.get(key) != meta.get(key):
             raise ValueError(
                 f"the dataset's tokenizer ({meta.get('tokenizer')}, vocab {meta.get('vocab_size')}) does not match "

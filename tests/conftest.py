@@ -123,3 +123,11 @@ def cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiktoken_cache(tmp_path_factory):
+    """GPT-2's tokenizer files from ../shared laid out as tiktoken's offline cache: set TIKTOKEN_CACHE_DIR to it."""
+    from data.tokenizer import gpt2_cache_dir
+
+    return gpt2_cache_dir(GPT2_FILES, tmp_path_factory.mktemp("tiktoken_cache"))
