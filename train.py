@@ -488,12 +488,17 @@ def main():
             paths.append(os.path.join(cfg.out_dir, "ckpt_best.pt"))
         if cfg.keep_last:
             paths.append(os.path.join(cfg.out_dir, f"ckpt_{path_iter:06d}.pt"))
+        def write(tmp):
+            with open(tmp, "wb") as f:  # a Python file, so a failed write keeps its OSError (torch wraps it)
+                torch.save(state, f)
+
         for path in paths:
             try:
-                atomic_write(path, lambda tmp: torch.save(state, tmp))
-            except (OSError, RuntimeError) as e:  # torch.save reports a failed write (disk full) as RuntimeError
-                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1][:200]
-                raise OSError(f"could not write {path} ({reason}); is the disk full? The previous checkpoint is kept") from None
+                atomic_write(path, write)
+            except (OSError, RuntimeError) as e:
+                cause = e if isinstance(e, OSError) else e.__context__
+                reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(e).strip().splitlines()[-1][:200]
+                raise OSError(f"could not write {path} ({reason}); the previous checkpoint is kept") from None
         if cfg.keep_last:
             kept = sorted(f for f in os.listdir(cfg.out_dir) if f.startswith("ckpt_0") and f.endswith(".pt"))
             for f in kept[: -cfg.keep_last]:
