@@ -306,12 +306,10 @@ def get_lr(it, cfg):
 
 def plot_losses(metrics, path):
     """loss.png: train and val loss against iterations."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4), layout="tight")
+    ax = fig.add_subplot()
     iters = [m["iter"] for m in metrics]
     ax.plot(iters, [m["train_loss"] for m in metrics], label="train")
     ax.plot(iters, [m["val_loss"] for m in metrics], label="val")
@@ -319,10 +317,7 @@ def plot_losses(metrics, path):
     ax.set_ylabel("loss")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-    return fig
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -488,6 +483,7 @@ def main():
             paths.append(os.path.join(cfg.out_dir, "ckpt_best.pt"))
         if cfg.keep_last:
             paths.append(os.path.join(cfg.out_dir, f"ckpt_{path_iter:06d}.pt"))
+
         def write(tmp):
             with open(tmp, "wb") as f:  # a Python file, so a failed write keeps its OSError (torch wraps it)
                 torch.save(state, f)
@@ -540,12 +536,13 @@ def main():
                 best_val_loss = min(best_val_loss, losses["val"])
                 if (improved or cfg.always_save_checkpoint) and iter_num > 0:
                     save_checkpoint(iter_num, best=improved and cfg.keep_best)
-                figure = plot_losses(metrics, os.path.join(cfg.out_dir, "loss.png"))
+                plot_losses(metrics, os.path.join(cfg.out_dir, "loss.png"))
                 if run is not None:
                     import wandb
 
-                    run.log({"iter": iter_num, "train/loss": losses["train"], "val/loss": losses["val"], "lr": lr,
-                             "tokens": record["tokens"], "loss_plot": wandb.Image(figure)}, step=iter_num)  # fmt: skip
+                    # no "lr" here: at this step W&B's lr is that of the step just taken, logged below
+                    run.log({"iter": iter_num, "train/loss": losses["train"], "val/loss": losses["val"],
+                             "tokens": record["tokens"], "loss_plot": wandb.Image(os.path.join(cfg.out_dir, "loss.png"))}, step=iter_num)  # fmt: skip
         if iter_num >= cfg.max_iters:
             break
         if stop_any(stop_signal, ddp, device):

@@ -61,11 +61,15 @@ def test_disk_full_while_saving_keeps_the_old_checkpoint(char_data, resumable):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 
-    args = train_args(char_data, resumable, "--dtype=float32", "--init_from=resume", "--max_iters=62", "--eval_interval=1", "--eval_iters=2")
+    args = train_args(
+        char_data, resumable, "--dtype=float32", "--init_from=resume", "--max_iters=62", "--eval_interval=1", "--eval_iters=2"
+    )
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, preexec_fn=small_disk,
                             env={**os.environ, **ONE_THREAD}, timeout=120)  # fmt: skip
     err = result.stderr.strip().splitlines()
-    assert_one_error_line(result.returncode, err, f"could not write {resumable / 'ckpt.pt'}", "File too large", "previous checkpoint is kept")
+    assert_one_error_line(
+        result.returncode, err, f"could not write {resumable / 'ckpt.pt'}", "File too large", "previous checkpoint is kept"
+    )
     assert (resumable / "ckpt.pt").read_bytes() == before
     assert not [p.name for p in resumable.iterdir() if ".tmp" in p.name]  # no half-written temp file left behind
 

@@ -12,8 +12,8 @@ from conftest import ONE_THREAD, ROOT, read_jsonl, train, train_args
 
 # dropout > 0 so the resumed run must also restore the RNG state; 2 micro-steps so accumulation resumes too;
 # keep_last makes ckpt_000020.pt appear once the iter-20 checkpoint is complete
-ARGS = ["--max_iters=80", "--eval_interval=10", "--eval_iters=4", "--log_interval=10", "--learning_rate=3e-3",
-        "--warmup_iters=5", "--lr_decay_iters=80", "--dropout=0.1", "--gradient_accumulation_steps=2", "--keep_last=20"]  # fmt: skip
+ARGS = ["--max_iters=50", "--eval_interval=10", "--eval_iters=4", "--log_interval=10", "--learning_rate=3e-3",
+        "--warmup_iters=5", "--lr_decay_iters=50", "--dropout=0.1", "--gradient_accumulation_steps=2", "--keep_last=20"]  # fmt: skip
 COMPARED = ("iter", "train_loss", "val_loss", "lr", "tokens")
 
 
@@ -41,7 +41,7 @@ def start_and_interrupt(char_data, out, sig):
 
 def resumed_metrics(char_data, out):
     checkpoint_iter = torch.load(out / "ckpt.pt", weights_only=True)["iter_num"]
-    assert 20 <= checkpoint_iter < 80, f"the interruption came too late (checkpoint at {checkpoint_iter})"
+    assert 20 <= checkpoint_iter < 50, f"the interruption came too late (checkpoint at {checkpoint_iter})"
     train(char_data, out, *ARGS, "--init_from=resume")
     return checkpoint_iter, [{k: m[k] for k in COMPARED} for m in read_jsonl(out / "metrics.jsonl")]
 
@@ -50,9 +50,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run_bit_for_bit(char_data, tm
     returncode, _, _ = start_and_interrupt(char_data, tmp_path, signal.SIGKILL)
     assert returncode == -signal.SIGKILL  # really killed: no handler, no chance to save anything more
     checkpoint_iter, metrics = resumed_metrics(char_data, tmp_path)
-    assert [m["iter"] for m in metrics] == list(range(0, 81, 10))
+    assert [m["iter"] for m in metrics] == list(range(0, 51, 10))
     assert metrics == uninterrupted  # == on floats: bit for bit, at every eval before and after the kill
-    assert len([m for m in metrics if m["iter"] > checkpoint_iter]) >= 3
+    assert len([m for m in metrics if m["iter"] > checkpoint_iter]) >= 1
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_continues_exactly(char_data, tmp_path, uninterrupted):

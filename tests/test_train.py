@@ -47,8 +47,14 @@ def test_config_file_errors_name_the_file_line_and_key(tmp_path, monkeypatch, ca
 
 
 def test_wrong_type_names_key_value_and_expected_type(monkeypatch, capsys):
-    assert config_error(["--dropout=lots"], monkeypatch, capsys) == "error: --dropout=lots: dropout='lots' should be float, like the default 0.0"
-    assert config_error(["--compile=maybe"], monkeypatch, capsys) == "error: --compile=maybe: compile='maybe' should be bool, like the default False"
+    assert (
+        config_error(["--dropout=lots"], monkeypatch, capsys)
+        == "error: --dropout=lots: dropout='lots' should be float, like the default 0.0"
+    )
+    assert (
+        config_error(["--compile=maybe"], monkeypatch, capsys)
+        == "error: --compile=maybe: compile='maybe' should be bool, like the default False"
+    )
 
 
 @pytest.mark.parametrize(
@@ -204,7 +210,15 @@ def test_eval_only_whole_split_matches_hand_computation(tmp_path, monkeypatch, c
     torch.save({"model": model.state_dict(), "model_args": asdict(config), "iter_num": 7}, out / "ckpt.pt")
 
     code, stdout, err = run_train_main(
-        [f"--dataset={data}", f"--out_dir={out}", "--eval_only=True", "--batch_size=3", "--block_size=16", "--device=cpu", "--dtype=float32"],
+        [
+            f"--dataset={data}",
+            f"--out_dir={out}",
+            "--eval_only=True",
+            "--batch_size=3",
+            "--block_size=16",
+            "--device=cpu",
+            "--dtype=float32",
+        ],
         monkeypatch,
         capsys,
     )
@@ -250,8 +264,18 @@ def test_finetune_starts_from_pretrained_weights(gpt2_data, tmp_path):
     hf_dir = tmp_path / "tiny-gpt2"
     GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)).save_pretrained(hf_dir)
     out = tmp_path / "out"
-    args = [f"--init_from={hf_dir}", "--block_size=32", "--batch_size=4", "--max_iters=2", "--eval_interval=2", "--eval_iters=2",
-            "--n_layer=6", "--n_embd=64", "--n_head=4", "--bias=False"]  # fmt: skip  (model keys are the checkpoint's, not these)
+    args = [
+        f"--init_from={hf_dir}",
+        "--block_size=32",
+        "--batch_size=4",
+        "--max_iters=2",
+        "--eval_interval=2",
+        "--eval_iters=2",
+        "--n_layer=6",
+        "--n_embd=64",
+        "--n_head=4",
+        "--bias=False",
+    ]  # fmt: skip  (model keys are the checkpoint's, not these)
     train(gpt2_data, out, *args)
 
     # the first evaluation is the pretrained model's loss on the fixed eval batches: it started from those weights
@@ -279,7 +303,9 @@ def test_checkpoint_with_orig_mod_prefix_still_resumes_and_samples(char_data, ti
     torch.save(checkpoint, tmp_path / "ckpt.pt")
     for name in ("meta.json", "metrics.jsonl"):
         shutil.copy(tiny_run / name, tmp_path / name)
-    sampled = run_script("sample.py", f"--out_dir={tmp_path}", "--start=ROMEO:", "--max_new_tokens=20", "--num_samples=1", "--device=cpu", env=ONE_THREAD)
+    sampled = run_script(
+        "sample.py", f"--out_dir={tmp_path}", "--start=ROMEO:", "--max_new_tokens=20", "--num_samples=1", "--device=cpu", env=ONE_THREAD
+    )
     assert sampled.stdout.startswith("ROMEO:")
     train(char_data, tmp_path, "--init_from=resume", "--max_iters=62", "--eval_interval=2", "--eval_iters=2")
     resaved = torch.load(tmp_path / "ckpt.pt", weights_only=True)
