@@ -55,6 +55,17 @@ def tiny_run(char_data, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny in-process models on one thread: on a busy 2-core machine two OpenMP threads
+    spin-wait for each other and make tiny forward passes ~100x slower (measured: 13 s vs 0.07 s)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 # ----------------------------------------------------------------------------------------------------
 # Training tests (test_train.py, test_resume.py, test_faults.py, test_wandb.py, test_ddp.py)
 
