@@ -66,6 +66,7 @@ def one_torch_thread():
     yield
     torch.set_num_threads(before)
 
+
 # ----------------------------------------------------------------------------------------------------
 # Training tests (test_train.py, test_resume.py, test_faults.py, test_wandb.py, test_ddp.py)
 

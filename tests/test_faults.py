@@ -10,6 +10,8 @@ import sys
 import pytest
 from conftest import ONE_THREAD, ROOT, run_train_main, train, train_args
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process tiny models
+
 
 @pytest.fixture
 def resumable(tiny_run, tmp_path):

@@ -19,6 +19,8 @@ from data.loader import BatchLoader
 from model import GPT, GPTConfig
 from train import TrainConfig, cpu_has_fast_bf16, get_lr, pick_dtype, precision, validate
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process tiny models
+
 # ----------------------------------------------------------------------------------------------------
 # Config
 
