@@ -67,6 +67,64 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def char_checkpoint(tmp_path_factory):
+    """An out_dir as train.py leaves it (ckpt.pt + meta.json) for an untrained tiny char model: instant to make."""
+    import json
+
+    import torch
+
+    from data.tokenizer import CharTokenizer
+    from model import GPT, GPTConfig
+
+    out = tmp_path_factory.mktemp("char_checkpoint")
+    tokenizer = CharTokenizer.from_text(SHAKESPEARE.read_text(encoding="utf-8"))
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=32, vocab_size=tokenizer.vocab_size, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    model_args = {f: getattr(config, f) for f in config.__dataclass_fields__}
+    torch.save({"model": GPT(config).state_dict(), "model_args": model_args, "iter_num": 0}, out / "ckpt.pt")
+    (out / "meta.json").write_text(json.dumps(tokenizer.meta()))
+    return out
+
+
+@pytest.fixture(scope="session")
+def gpt2_hf_dir(tmp_path_factory):
+    """A tiny random GPT-2 (vocab 50257) saved in Hugging Face format, with tiktoken's gpt2 files offline."""
+    from data.tokenizer import gpt2_cache_dir
+    from model import GPT, GPTConfig
+
+    root = tmp_path_factory.mktemp("gpt2_hf")
+    old = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(gpt2_cache_dir(GPT2_FILES, root / "tiktoken"))
+    import torch
+
+    torch.manual_seed(0)
+    GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=2, n_head=2, n_embd=16, bias=True)).save_pretrained(root / "model")
+    yield root / "model"
+    if old is None:
+        os.environ.pop("TIKTOKEN_CACHE_DIR")
+    else:
+        os.environ["TIKTOKEN_CACHE_DIR"] = old
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run a script's main(argv) in this process, through run_cli as `python script.py` does: (exit code, stdout, stderr)."""
+    from configurator import run_cli
+
+    def run(main, *args):
+        capsys.readouterr()
+        try:
+            run_cli(lambda: main([str(a) for a in args]))
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
 # ----------------------------------------------------------------------------------------------------
 # Training tests (test_train.py, test_resume.py, test_faults.py, test_wandb.py, test_ddp.py)
 
