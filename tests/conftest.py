@@ -131,3 +131,35 @@ def tiktoken_cache(tmp_path_factory):
     from data.tokenizer import gpt2_cache_dir
 
     return gpt2_cache_dir(GPT2_FILES, tmp_path_factory.mktemp("tiktoken_cache"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training tests (test_train.py, test_resume.py, test_faults.py, test_wandb.py, test_ddp.py)
+
+# Tiny models gain nothing from threads; on a shared 2-core machine extra threads only spin (100x slower).
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def train(data_dir, out_dir, *extra, env=None, check=True):
+    """train.py on the tiny model in float32 (bit-exact on CPU), one thread."""
+    return run_script(*train_args(data_dir, out_dir, "--dtype=float32", *extra), env={**ONE_THREAD, **(env or {})}, check=check)
+
+
+def read_jsonl(path):
+    import json
+
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def run_train_main(argv, monkeypatch, capsys):
+    """train.main() in this process, through run_cli as the script does: (exit code, stdout, stderr lines)."""
+    import train as train_module
+
+    monkeypatch.setattr(sys, "argv", ["train.py", *map(str, argv)])
+    try:
+        train_module.run_cli(train_module.main)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err.strip().splitlines()
