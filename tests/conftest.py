@@ -27,7 +27,7 @@ TINY = [
 
 def run_script(*args, env=None, check=True, timeout=300):
     """Run a repo script as a user would, in a subprocess; returns CompletedProcess with text output."""
-    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", **(env or {})}
     result = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=full_env, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
