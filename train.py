@@ -29,8 +29,9 @@ import torch
 from tqdm import tqdm
 
 from configurator import parse_args, run_cli
+from data.common import atomic_path
 from data.loader import BatchLoader
-from model import GPT, GPTConfig
+from model import GPT, PRETRAINED, GPTConfig
 
 # ----------------------------------------------------------------------------------------------------
 # Config: nanoGPT's keys and defaults (GPT-2 124M on OpenWebText), overridden by config files and --key=value
@@ -90,7 +91,6 @@ class TrainConfig:
 
 
 MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]
-PRETRAINED = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
 
 def validate(cfg):
@@ -197,15 +197,8 @@ def check_writable(out_dir):
 
 def atomic_write(path, write):
     """write(tmp_path), fsync, rename over path: a crash leaves either the old file or the new one."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_json(path, obj):
