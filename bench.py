@@ -10,7 +10,7 @@ Speed and memory benchmarks. Every subcommand prints ONE JSON object on stdout (
 train: any train.py config file and --key=value apply (the model, batch, dtype, compile, optimizer...).
     Synthetic tokens (throughput does not depend on the text). Times --iters steps after --warmup steps
     (the warmup absorbs torch.compile). MFU uses the PaLM formula (model.estimate_flops_per_token) against
-    a peak measured on the spot by a 2048x2048 matmul in the same dtype (train.measure_peak_flops).
+    a peak measured on the spot by a large matmul in the same dtype (train.measure_peak_flops).
 sample: a GPT-2-small-shaped model (GPTConfig defaults) with random weights, batch 1; --prompt_len random
     tokens, then --new_tokens sampled tokens with the KV cache and with use_cache=False (the uncached path
     takes minutes on a 2-core CPU at 512 new tokens; --new_tokens=64 for a quick look).
@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, fields
 
 import torch
@@ -41,7 +40,18 @@ import torch
 from configurator import ConfigError, parse_args, run_cli
 from data.loader import load_meta
 from model import GPT, GPTConfig
-from train import MODEL_KEYS, TrainConfig, build_optimizer, data_dir_for, measure_peak_flops, pick_device, pick_dtype, sync, validate
+from train import (
+    MODEL_KEYS,
+    TrainConfig,
+    build_optimizer,
+    data_dir_for,
+    measure_peak_flops,
+    pick_device,
+    pick_dtype,
+    precision,
+    sync,
+    validate,
+)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -84,12 +94,6 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def autocast(device_type, dtype):
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
-    return ctx, ptdtype
-
-
 # ----------------------------------------------------------------------------------------------------
 # Training throughput
 
@@ -100,7 +104,7 @@ def bench_train(bench, train_argv):
     device = pick_device(cfg.device)
     device_type = "cuda" if device.startswith("cuda") else device
     dtype = pick_dtype(cfg.dtype, device_type)
-    ctx, ptdtype = autocast(device_type, dtype)
+    ctx, _ = precision(dtype, device_type)  # bench steps skip the GradScaler (float16 only; bf16 and fp32 need none)
     try:  # the dataset's vocabulary if it is prepared, else GPT-2's: the tokens themselves are synthetic
         vocab_size = load_meta(data_dir_for(cfg.dataset))["vocab_size"]
     except ValueError:
@@ -137,7 +141,7 @@ def bench_train(bench, train_argv):
         sync(device)
         times.append(time.perf_counter() - t0)
     dt = statistics.median(times)
-    peak = measure_peak_flops(device, ptdtype)
+    peak = measure_peak_flops(device, getattr(torch, dtype))
     tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
     return {
         "params_M": round(model.get_num_params() / 1e6, 3),
@@ -159,7 +163,7 @@ def bench_sample(bench, train_argv):
     device = pick_device(cfg.device)
     device_type = "cuda" if device.startswith("cuda") else device
     dtype = pick_dtype(cfg.dtype, device_type)
-    ctx, _ = autocast(device_type, dtype)
+    ctx, _ = precision(dtype, device_type)
     torch.manual_seed(bench.seed)
     model = GPT(GPTConfig()).to(device).eval()  # GPT-2 small: 12 layers, 768 wide, 1024 context
     if bench.prompt_len + bench.new_tokens > model.config.block_size:

@@ -100,7 +100,8 @@ def parse_args(defaults, argv):
     overrides = {}
     for arg in argv:
         if arg in ("-h", "--help"):
-            raise SystemExit(usage(defaults))
+            print(usage(defaults))
+            raise SystemExit(0)
         if not arg.startswith("--"):
             for key, value in read_config_file(arg).items():
                 _check_key(key, known, arg)

@@ -7,7 +7,7 @@ A GPT language model, built from the four stages of attention in the order our n
   4. MultiHeadAttention       - new: several heads in parallel, an output projection
 
 The GPT (token + position embeddings, pre-LayerNorm blocks of causal multi-head attention and an MLP,
-a final norm, an LM head tied to the token embedding) uses stage 4. Module names follow GPT-2's
+a final norm, an LM head tied to the token embedding by default) uses stage 4. Module names follow GPT-2's
 checkpoint keys, so loading Hugging Face weights is a key-for-key copy.
 
 Shapes: B batch, T sequence length (time), C embedding size (n_embd), nh heads, hs head size (C // nh).
@@ -141,20 +141,20 @@ class MultiHeadAttention(nn.Module):
     Linear computes all heads' q, k, v at once (c_attn, as in GPT-2), reshapes split the heads, and an
     output projection (c_proj) mixes them. Two paths compute the same thing:
     F.scaled_dot_product_attention (default; flash kernels on GPU) and the explicit math of stage 3
-    (used when the weights are asked for, or with use_sdpa=False).
+    (used when the weights are asked for, or with use_sdpa=False). Returned weights are before dropout.
     """
 
-    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, proj_bias=True, qk_norm=False):
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, proj_bias=True, qk_norm=False, use_sdpa=True):
         super().__init__()
         if d_out % num_heads != 0:
             raise ValueError(f"d_out={d_out} must be divisible by num_heads={num_heads}")
-        self.num_heads, self.head_size = num_heads, d_out // num_heads
+        self.d_out, self.num_heads, self.head_size = d_out, num_heads, d_out // num_heads
         self.c_attn = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
         self.c_proj = nn.Linear(d_out, d_out, bias=proj_bias)
         self.attn_dropout = nn.Dropout(dropout)
         self.resid_dropout = nn.Dropout(dropout)
         self.dropout = dropout
-        self.use_sdpa = True
+        self.use_sdpa = use_sdpa
         # QK-norm (Dehghani et al. 2023) normalizes each head's q and k, which bounds the logits.
         self.q_norm = RMSNorm(self.head_size) if qk_norm else None
         self.k_norm = RMSNorm(self.head_size) if qk_norm else None
@@ -162,8 +162,9 @@ class MultiHeadAttention(nn.Module):
         self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x, rope=None, kv_cache=None, return_weights=False):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        """x (B, T, d_in) -> (B, T, d_out). rope: (cos, sin) tables; kv_cache: this layer's KVCache."""
+        B, T, _ = x.shape
+        q, k, v = self.c_attn(x).split(self.d_out, dim=2)  # 3 x (B, T, d_out)
         q = q.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
@@ -182,14 +183,15 @@ class MultiHeadAttention(nn.Module):
         if self.use_sdpa and not return_weights:
             if past == 0:
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-            else:  # decoding: an explicit mask, since is_causal aligns to the top-left corner
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=~future, dropout_p=dropout_p)
+            else:  # decoding: is_causal would align the mask to the top-left corner, so pass it (True = attend);
+                # a single new token sees every key, and no mask lets the fast kernels run
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if T == 1 else ~future, dropout_p=dropout_p)
         else:  # the math of stage 3, per head
             attn_scores = q @ k.transpose(-2, -1) / self.head_size**0.5  # (B, nh, T, past + T)
             attn_scores = attn_scores.masked_fill(future, float("-inf"))
             weights = torch.softmax(attn_scores.float(), dim=-1).type_as(q)
             y = self.attn_dropout(weights) @ v  # (B, nh, T, past + T) @ (B, nh, past + T, hs) -> (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads side by side: (B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, self.d_out)  # heads side by side again: (B, T, d_out)
         y = self.resid_dropout(self.c_proj(y))
         return (y, weights) if return_weights else y
 
@@ -219,6 +221,8 @@ class GPTConfig:
         for key, allowed in (("norm", ("layernorm", "rmsnorm")), ("pos", ("learned", "rope")), ("mlp", ("gelu", "relu2"))):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}={getattr(self, key)!r} must be one of {', '.join(allowed)}")
+        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"pos='rope' rotates pairs of channels: head size n_embd/n_head={self.n_embd // self.n_head} must be even")
         if min(self.block_size, self.vocab_size, self.n_layer, self.n_head) < 1:
             raise ValueError("block_size, vocab_size, n_layer and n_head must all be at least 1")
 
@@ -342,7 +346,8 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def attention_maps(self, idx):
-        """Every layer's and head's attention weights for one sequence: (n_layer, n_head, T, T)."""
+        """Every layer's and head's attention weights for one sequence: (n_layer, n_head, T, T).
+        Call eval() first: in training mode dropout would change what later layers see."""
         idx = idx.view(1, -1) if idx.dim() == 1 else idx
         if idx.shape[0] != 1:
             raise ValueError(f"attention_maps takes one sequence, got a batch of {idx.shape[0]}")
@@ -382,15 +387,32 @@ class GPT(nn.Module):
     # ------------------------------------------------------------------------------------------------
     # Generation
 
+    def new_kv_caches(self):
+        """One empty KVCache per layer, for next_token_logits."""
+        return [KVCache(self.config.block_size) for _ in self.transformer.h]
+
+    @torch.no_grad()
+    def next_token_logits(self, idx, kv_caches=None):
+        """
+        Logits (B, vocab_size) for the token after idx (B, T). With kv_caches (from new_kv_caches, holding
+        a prefix of idx) only the tokens they have not seen yet are run and cached. Once idx outgrows
+        block_size, the last block_size tokens are recomputed without the caches, exactly as without them:
+        cached keys cannot be reused because every position (learned or rotary) shifts by one each step.
+        """
+        if kv_caches is not None and idx.shape[1] <= self.config.block_size:
+            x = self._run(idx[:, kv_caches[0].length :], kv_caches=kv_caches)  # prefill, then one token per step
+        else:
+            x = self._run(idx[:, -self.config.block_size :])
+        return self.lm_head(x[:, -1, :]).float()  # (B, vocab_size)
+
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, stop=None, use_cache=True):
         """
         Yield (B, 1) next-token tensors one by one, continuing idx (B, T). temperature=0 or top_k=1 is
-        greedy; top_p keeps the smallest set of tokens whose probability sums to top_p (Holtzman et al.
-        2019). Generation stops early once every sequence has produced a token in `stop`.
-        The KV cache prefills the prompt once and then feeds one token per step. Once the sequence
-        outgrows block_size the cache falls back to recomputing the last block_size tokens each step,
-        exactly as use_cache=False does (learned positions shift, so cached keys would be stale).
+        greedy; top_p keeps the smallest set of tokens whose probability reaches top_p (Holtzman et al.
+        2019); generator (a torch.Generator on idx's device) makes sampling reproducible. With `stop`
+        token ids, a row that has produced one repeats it, and generation ends once every row has.
+        use_cache=True keeps a KV cache (see next_token_logits); use_cache=False recomputes every step.
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -399,24 +421,17 @@ class GPT(nn.Module):
         if top_p is not None and not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         stop_ids = torch.tensor(sorted(stop or []), dtype=torch.long, device=idx.device)
-        stopped = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
-        caches, fed = None, 0  # fed: how many tokens of idx the cache holds
-        block_size = self.config.block_size
+        done = torch.zeros(idx.shape[0], 1, dtype=torch.bool, device=idx.device)  # (B, 1)
+        kv_caches = self.new_kv_caches() if use_cache else None
         for _ in range(max_new_tokens):
-            if use_cache and idx.shape[1] <= block_size:
-                if caches is None:
-                    caches = [KVCache(block_size) for _ in self.transformer.h]
-                x = self._run(idx[:, fed:], kv_caches=caches)
-                fed = idx.shape[1]
-            else:
-                x = self._run(idx[:, -block_size:])
-            logits = self.lm_head(x[:, -1, :]).float()  # (B, vocab_size)
+            logits = self.next_token_logits(idx, kv_caches)
             idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+            idx_next = torch.where(done, idx[:, -1:], idx_next)  # a finished row repeats its stop token
             idx = torch.cat((idx, idx_next), dim=1)
             yield idx_next
             if len(stop_ids):
-                stopped |= torch.isin(idx_next[:, 0], stop_ids)
-                if stopped.all():
+                done |= torch.isin(idx_next, stop_ids)
+                if done.all():
                     return
 
     @torch.no_grad()
@@ -431,44 +446,57 @@ class GPT(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_dir, override_args=None):
         """
-        Load GPT-2 weights: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" from the Hugging Face hub,
-        or a local directory in Hugging Face GPT-2 format. Only dropout may be overridden.
+        Load GPT-2 weights: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" from the Hugging Face hub (or
+        its local cache; HF_HUB_OFFLINE=1 stays off the network), or a local directory in Hugging Face
+        GPT-2 format (config.json + model.safetensors). Only dropout may be overridden.
         """
         override_args = override_args or {}
         if set(override_args) - {"dropout"}:
             raise ValueError(f"only dropout can be overridden, got {sorted(override_args)}")
         directory = name_or_dir
         if not os.path.isdir(name_or_dir):
-            if name_or_dir not in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
-                raise ValueError(f"{name_or_dir!r} is neither a directory nor one of gpt2, gpt2-medium, gpt2-large, gpt2-xl")
+            if name_or_dir not in PRETRAINED:
+                raise ValueError(f"{name_or_dir!r} is neither a directory nor one of {', '.join(PRETRAINED)}")
             from huggingface_hub import snapshot_download
 
-            directory = snapshot_download(f"openai-community/{name_or_dir}", allow_patterns=["config.json", "model.safetensors"])
+            repo = f"openai-community/{name_or_dir}"
+            try:
+                directory = snapshot_download(repo, allow_patterns=["config.json", "model.safetensors"])
+            except OSError as e:  # offline without a cached copy, the hub unreachable, ...: say which model
+                raise OSError(f"cannot get {repo} from the Hugging Face hub: {e}") from e
         for filename in ("config.json", "model.safetensors"):
             if not os.path.isfile(os.path.join(directory, filename)):
                 raise ValueError(f"{directory} has no {filename} (expected a Hugging Face GPT-2 directory)")
-        from safetensors.torch import load_file
-
         with open(os.path.join(directory, "config.json")) as f:
             hf = json.load(f)
+        missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if k not in hf]
+        if missing:
+            raise ValueError(f"{directory}/config.json has no {', '.join(missing)} (expected a GPT-2 config)")
+        # GPT-2 variants this model does not compute would otherwise load silently and give wrong logits.
+        supported = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"), "layer_norm_epsilon": (1e-5,),
+                     "n_inner": (None, 4 * hf["n_embd"]), "scale_attn_weights": (True,), "scale_attn_by_inverse_layer_idx": (False,)}  # fmt: skip
+        for key, allowed in supported.items():
+            if hf.get(key, allowed[0]) not in allowed:
+                raise ValueError(f"{directory}/config.json: {key}={hf[key]!r} is not supported (this model has {allowed[0]!r})")
         config = GPTConfig(
             block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"], n_head=hf["n_head"],
             n_embd=hf["n_embd"], dropout=override_args.get("dropout", 0.0), bias=True,
+            tie_weights=hf.get("tie_word_embeddings", True),
         )  # fmt: skip
         model = cls(config)
-        # The hub's files name keys "h.0..." or "transformer.h.0..."; attn.bias/masked_bias are old mask buffers.
+        from safetensors.torch import load_file
+
+        # The hub's own files name keys "h.0...", transformers' save_pretrained "transformer.h.0..."; both
+        # may hold attn.bias/attn.masked_bias, old causal-mask buffers we do not need.
         hf_state = {k.removeprefix("transformer."): v for k, v in load_file(os.path.join(directory, "model.safetensors")).items()}
-        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
         state = model.state_dict()
         for key in state:
             hf_key = key.removeprefix("transformer.")
-            if key == "lm_head.weight":
-                hf_key = "lm_head.weight" if "lm_head.weight" in hf_state else "wte.weight"
+            if key == "lm_head.weight" and config.tie_weights:
+                hf_key = "wte.weight"  # a tied head is stored once, as the token embedding
             if hf_key not in hf_state:
                 raise ValueError(f"{directory}/model.safetensors has no tensor {hf_key}")
-            tensor = hf_state[hf_key]
-            if key.endswith(conv1d):
-                tensor = tensor.t()  # HF's Conv1D stores (in, out); nn.Linear wants (out, in)
+            tensor = hf_state[hf_key].t() if key.endswith(CONV1D) else hf_state[hf_key]
             if tensor.shape != state[key].shape:
                 raise ValueError(f"{hf_key}: shape {tuple(tensor.shape)} does not match the model's {tuple(state[key].shape)}")
             state[key] = tensor
@@ -478,33 +506,47 @@ class GPT(nn.Module):
     def save_pretrained(self, directory):
         """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained reads."""
         cfg = self.config
-        if (cfg.norm, cfg.pos, cfg.mlp, cfg.qk_norm, cfg.tie_weights) != ("layernorm", "learned", "gelu", False, True):
-            raise ValueError(
-                "only the GPT-2 layout (layernorm, learned positions, gelu, no qk_norm, tied head) can be saved in Hugging Face GPT-2 format"
-            )
-        from safetensors.torch import save_file
-
-        os.makedirs(directory, exist_ok=True)
-        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        if (cfg.norm, cfg.pos, cfg.mlp, cfg.qk_norm) != ("layernorm", "learned", "gelu", False):
+            raise ValueError("only the GPT-2 layout (norm=layernorm, pos=learned, mlp=gelu, qk_norm=False) has a Hugging Face GPT-2 format")
         tensors = {}
         for name, tensor in self.state_dict().items():
-            if name == "lm_head.weight":
-                continue  # tied to transformer.wte.weight
-            tensors[name] = (tensor.t() if name.endswith(conv1d) else tensor).contiguous().cpu()
+            if name == "lm_head.weight" and cfg.tie_weights:
+                continue  # the same tensor as transformer.wte.weight
+            tensors[name] = (tensor.t() if name.endswith(CONV1D) else tensor).contiguous().cpu()
         if not cfg.bias:  # GPT-2 always has biases: zeros compute the same function
             for name, module in self.named_modules():
                 if isinstance(module, (nn.Linear, nn.LayerNorm)) and module.bias is None and name != "lm_head":
-                    tensors[f"{name}.bias"] = torch.zeros(module.weight.shape[0] if isinstance(module, nn.Linear) else cfg.n_embd)
-        save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+                    tensors[f"{name}.bias"] = torch.zeros(module.weight.shape[0], dtype=module.weight.dtype)
         hf_config = {
             "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "activation_function": "gelu_new",
             "vocab_size": cfg.vocab_size, "n_positions": cfg.block_size, "n_ctx": cfg.block_size,
             "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head, "layer_norm_epsilon": 1e-5,
             "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
-            "tie_word_embeddings": True, "initializer_range": 0.02,
+            "tie_word_embeddings": cfg.tie_weights, "initializer_range": 0.02,
         }  # fmt: skip
-        with open(os.path.join(directory, "config.json"), "w") as f:
-            json.dump(hf_config, f, indent=2)
+        from safetensors.torch import save_file
+
+        os.makedirs(directory, exist_ok=True)
+        write_atomically(os.path.join(directory, "model.safetensors"), lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+
+        def write_config(path):
+            with open(path, "w") as f:
+                json.dump(hf_config, f, indent=2)
+
+        write_atomically(os.path.join(directory, "config.json"), write_config)
+
+
+PRETRAINED = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")  # HF stores these (in, out)
+
+
+def write_atomically(path, write):
+    """write(tmp_path), fsync, rename over path: a crash leaves the old file or the new one, never half."""
+    tmp = f"{path}.tmp"
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
@@ -516,11 +558,11 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
         logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
     if top_p is not None and top_p < 1:
-        sorted_logits, sorted_idx = torch.sort(logits, descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        # drop a token once the ones before it already reach top_p; the most likely one always stays
-        drop_sorted = cumulative - torch.softmax(sorted_logits, dim=-1) >= top_p
-        drop = drop_sorted.scatter(1, sorted_idx, drop_sorted)
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True)  # (B, vocab_size), most likely first
+        sorted_probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token once the more likely ones already reach top_p; the most likely one always stays
+        drop_sorted = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
+        drop = torch.empty_like(drop_sorted).scatter(1, sorted_idx, drop_sorted)  # back to vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)

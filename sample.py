@@ -4,9 +4,11 @@ Generate text from a trained checkpoint, or from GPT-2's weights.
     python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=2 --max_new_tokens=200
     python sample.py --init_from=gpt2 --start="FILE:prompt.txt" --top_p=0.9 --stop="\\n\\n"
     python sample.py --out_dir=out-shakespeare-char --interactive   # type a prompt, Ctrl-D to quit
+    python sample.py --init_from=path/to/hf_gpt2_dir --stream --output=samples.jsonl
 
 The tokenizer is the one the model was trained with (out_dir/meta.json), or GPT-2's for GPT-2 weights.
 Same seed and settings give the same text, streamed (--stream, the default on a terminal) or not.
+--output appends one JSON object per sample: prompt, text, tokens (the new token ids), settings, tokens_per_s.
 """
 
 import json
@@ -14,7 +16,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -34,7 +36,7 @@ class SampleConfig:
     temperature: float = 0.8  # 1.0 = the model's distribution, < 1 more conservative, 0 = greedy
     top_k: int = 200  # keep only the k most likely tokens
     top_p: float = 1.0  # nucleus sampling: the smallest set of tokens holding this much probability; 1.0 = off
-    stop: str = ""  # end a sample when this string appears (it is not printed)
+    stop: str = ""  # end a sample when this string appears (it is not printed); "\\n" means a newline
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"
@@ -56,6 +58,8 @@ def validate(cfg):
         raise ValueError("--num_samples must be >= 1 and --max_new_tokens >= 0")
     if cfg.stream.lower() not in ("auto", "true", "false"):
         raise ValueError(f"--stream={cfg.stream} must be auto, true or false")
+    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ValueError(f"--dtype={cfg.dtype} must be auto, float32, bfloat16 or float16")
 
 
 def load_model(cfg, device):
@@ -85,6 +89,11 @@ def read_prompt(start):
         except OSError as e:
             raise ValueError(f"cannot read the prompt file {path}: {e.strerror}") from None
     return start
+
+
+def unescape(text):
+    """`\\n` and `\\t` typed on a command line or at the prompt stand for a newline and a tab."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def encode_prompt(tokenizer, prompt, block_size):
@@ -131,9 +140,12 @@ def generate_text(model, tokenizer, ids, cfg, generator, ctx, on_text=None):
     return text, new_ids
 
 
-def main():
-    cfg = parse_args(SampleConfig(), sys.argv[1:])
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    # a bare --stream means --stream=true (the key is a string so that its default can be "auto")
+    cfg = parse_args(SampleConfig(), ["--stream=true" if arg == "--stream" else arg for arg in argv])
     validate(cfg)
+    cfg = replace(cfg, stop=unescape(cfg.stop))
     device = pick_device(cfg.device)
     device_type = "cuda" if device.startswith("cuda") else device
     dtype = pick_dtype(cfg.dtype, device_type)
@@ -150,17 +162,18 @@ def main():
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    def run(prompt, num_samples):
+    def run(prompt, num_samples, echo):
+        """num_samples continuations of prompt on stdout (after the prompt itself when echo)."""
         ids = encode_prompt(tokenizer, prompt, model.config.block_size)
         n_tokens, t0 = 0, time.perf_counter()
         for _ in range(num_samples):
-            if stream:
+            if stream and echo:
                 emit(prompt)
             t1 = time.perf_counter()
             text, new_ids = generate_text(model, tokenizer, ids, cfg, generator, ctx, emit if stream else None)
             seconds = time.perf_counter() - t1
             n_tokens += len(new_ids)
-            print("" if stream else prompt + text)
+            print("" if stream else (prompt if echo else "") + text)  # streamed text is already out
             print("---------------")
             if output:
                 record = {"prompt": prompt, "text": text, "tokens": new_ids, "settings": asdict(cfg),
@@ -170,18 +183,25 @@ def main():
         seconds = time.perf_counter() - t0
         print(f"{n_tokens} tokens in {seconds:.2f} s: {n_tokens / max(seconds, 1e-9):.1f} tokens/s", file=sys.stderr)
 
-    if cfg.interactive:
-        while True:
-            try:
-                prompt = input(">>> ")
-            except EOFError:
-                print()
-                break
-            run(prompt.replace("\\n", "\n") or "\n", 1)
-    else:
-        run(read_prompt(cfg.start), cfg.num_samples)
-    if output:
-        output.close()
+    try:
+        if cfg.interactive:
+            # one prompt per line; piped prompts get no ">>> " mixed into the continuations
+            while True:
+                try:
+                    prompt = input(">>> " if sys.stdin.isatty() else "")
+                except EOFError:  # Ctrl-D
+                    if sys.stdin.isatty():
+                        print()
+                    break
+                try:
+                    run(unescape(prompt) or "\n", 1, echo=False)
+                except ValueError as e:  # e.g. a character the model has never seen: say so, ask again
+                    print(f"error: {e}", file=sys.stderr)
+        else:
+            run(read_prompt(cfg.start), cfg.num_samples, echo=True)
+    finally:
+        if output:
+            output.close()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
@@ -28,8 +29,9 @@ import torch
 from tqdm import tqdm
 
 from configurator import parse_args, run_cli
+from data.common import atomic_path
 from data.loader import BatchLoader
-from model import GPT, GPTConfig
+from model import GPT, PRETRAINED, GPTConfig
 
 # ----------------------------------------------------------------------------------------------------
 # Config: nanoGPT's keys and defaults (GPT-2 124M on OpenWebText), overridden by config files and --key=value
@@ -93,7 +95,6 @@ class TrainConfig:
 
 
 MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]
-PRETRAINED = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
 
 def validate(cfg):
@@ -152,16 +153,25 @@ def pick_dtype(name, device_type):
     return "float32"
 
 
+def precision(dtype, device_type):
+    """(autocast context, GradScaler) for a dtype: float16 needs loss scaling to keep small gradients; bfloat16 does not."""
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+    return ctx, torch.amp.GradScaler(device_type, enabled=dtype == "float16")
+
+
 def data_dir_for(dataset):
     if os.path.isdir(dataset):
         return dataset
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", dataset)
 
 
-def measure_peak_flops(device, dtype, size=2048, repeats=5):
+def measure_peak_flops(device, dtype, repeats=5):
     """Achievable matmul FLOP/s on this device and dtype, measured now: the MFU denominator."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    size = 2048 if str(device).startswith("cuda") else 1024  # a 2048 matmul takes seconds on a small CPU
+    generator = torch.Generator(device=device).manual_seed(0)  # leave the global RNG (dropout) untouched
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
     for _ in range(2):
         a @ b
     sync(device)
@@ -190,17 +200,20 @@ def sync(device):
 # Checkpoints: tensors and plain values only, written atomically
 
 
+def check_writable(out_dir):
+    """Create out_dir and write a probe file in it: the honest test (os.access says yes to root on a read-only mount)."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise ValueError(f"out_dir {out_dir} is not writable ({e.strerror or e}); choose another --out_dir") from None
+
+
 def atomic_write(path, write):
     """write(tmp_path), fsync, rename over path: a crash leaves either the old file or the new one."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_json(path, obj):
@@ -301,12 +314,10 @@ def get_lr(it, cfg):
 
 def plot_losses(metrics, path):
     """loss.png: train and val loss against iterations."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4), layout="tight")
+    ax = fig.add_subplot()
     iters = [m["iter"] for m in metrics]
     ax.plot(iters, [m["train_loss"] for m in metrics], label="train")
     ax.plot(iters, [m["val_loss"] for m in metrics], label="val")
@@ -314,10 +325,7 @@ def plot_losses(metrics, path):
     ax.set_ylabel("loss")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-    return fig
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -376,10 +384,10 @@ def main():
     grad_accum = cfg.gradient_accumulation_steps // world_size
     device_type = "cuda" if device.startswith("cuda") else device
     dtype = pick_dtype(cfg.dtype, device_type)
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+    ctx, scaler = precision(dtype, device_type)
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    # Each rank its own dropout masks; DDP copies rank 0's initial weights to the others at construction.
+    torch.manual_seed(cfg.seed + rank)
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -392,9 +400,7 @@ def main():
     # -- out_dir: writable, never clobbered by a bad start -------------------------------------------
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
     if master:
-        os.makedirs(cfg.out_dir, exist_ok=True)
-        if not os.access(cfg.out_dir, os.W_OK):
-            raise ValueError(f"out_dir {cfg.out_dir} is not writable")
+        check_writable(cfg.out_dir)
 
     # -- model ---------------------------------------------------------------------------------------
     checkpoint = None
@@ -434,14 +440,13 @@ def main():
 
     # -- optimizer -----------------------------------------------------------------------------------
     optimizer = build_optimizer(model, cfg, device_type)
-    scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")  # fp16 needs loss scaling; bf16 does not
-    iter_num, best_val_loss, elapsed_before, wandb_run_id = 0, float("inf"), 0.0, None
+    iter_num, best_val_loss, elapsed_before, wandb_run_id, saved_rng = 0, float("inf"), 0.0, None, None
     metrics = []
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         iter_num, best_val_loss = checkpoint["iter_num"], checkpoint["best_val_loss"]
         elapsed_before, wandb_run_id = checkpoint.get("elapsed_s", 0.0), checkpoint.get("wandb_run_id")
-        set_rng_state(checkpoint["rng"])
+        saved_rng = checkpoint["rng"]  # restored just before the loop, after everything else that draws
         metrics = [m for m in read_metrics(cfg.out_dir) if m["iter"] <= iter_num]  # drop evals after the checkpoint
         checkpoint = None  # free memory
     raw_model = model
@@ -462,11 +467,9 @@ def main():
         write_metrics(cfg.out_dir, metrics)
     run = None
     if cfg.wandb_log and master:
-        import wandb
-
-        run = start_wandb(cfg, wandb_run_id or wandb.util.generate_id())
+        run = start_wandb(cfg, wandb_run_id)  # None: a new run; else the checkpoint's run continues
         wandb_run_id = run.id
-    peak_flops = measure_peak_flops(device, ptdtype) if master else None
+    peak_flops = measure_peak_flops(device, getattr(torch, dtype)) if master else None
 
     # -- stop cleanly on SIGINT / SIGTERM: finish the step, save, exit -------------------------------
     stop_signal = []
@@ -490,8 +493,18 @@ def main():
             paths.append(os.path.join(cfg.out_dir, "ckpt_best.pt"))
         if cfg.keep_last:
             paths.append(os.path.join(cfg.out_dir, f"ckpt_{path_iter:06d}.pt"))
+
+        def write(tmp):
+            with open(tmp, "wb") as f:  # a Python file, so a failed write keeps its OSError (torch wraps it)
+                torch.save(state, f)
+
         for path in paths:
-            atomic_write(path, lambda tmp: torch.save(state, tmp))
+            try:
+                atomic_write(path, write)
+            except (OSError, RuntimeError) as e:
+                cause = e if isinstance(e, OSError) else e.__context__
+                reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(e).strip().splitlines()[-1][:200]
+                raise OSError(f"could not write {path} ({reason}); the previous checkpoint is kept") from None
         if cfg.keep_last:
             kept = sorted(f for f in os.listdir(cfg.out_dir) if f.startswith("ckpt_0") and f.endswith(".pt"))
             for f in kept[: -cfg.keep_last]:
@@ -507,6 +520,10 @@ def main():
         return loader.get_batch("train", it, rank * grad_accum + micro_step)  # ranks split the global micro-steps
 
     # -- the training loop ---------------------------------------------------------------------------
+    if saved_rng is not None and master:
+        # dropout masks continue exactly where the checkpoint left them (the checkpoint holds rank 0's RNG;
+        # other ranks keep their own seed, so a resumed multi-rank run is reproducible but not bit-identical)
+        set_rng_state(saved_rng)
     start_iter = iter_num
     resumed = start_iter > 0
     pbar = tqdm(total=cfg.max_iters, initial=iter_num, disable=not (cfg.progress and master and sys.stdout.isatty()), dynamic_ncols=True)
@@ -518,6 +535,7 @@ def main():
 
         if iter_num % cfg.eval_interval == 0 and not (resumed and iter_num == start_iter):
             losses = estimate_loss(model, eval_batches, ctx)
+            check_finite(losses["train"] + losses["val"], iter_num, cfg.out_dir)  # never save diverged weights
             if master:
                 record = {"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
                           "tokens": iter_num * tokens_per_iter, "elapsed_s": round(elapsed(), 3)}  # fmt: skip
@@ -528,12 +546,13 @@ def main():
                 best_val_loss = min(best_val_loss, losses["val"])
                 if (improved or cfg.always_save_checkpoint) and iter_num > 0:
                     save_checkpoint(iter_num, best=improved and cfg.keep_best)
-                figure = plot_losses(metrics, os.path.join(cfg.out_dir, "loss.png"))
+                plot_losses(metrics, os.path.join(cfg.out_dir, "loss.png"))
                 if run is not None:
                     import wandb
 
-                    run.log({"iter": iter_num, "train/loss": losses["train"], "val/loss": losses["val"], "lr": lr,
-                             "tokens": record["tokens"], "loss_plot": wandb.Image(figure)}, step=iter_num)  # fmt: skip
+                    # no "lr" here: at this step W&B's lr is that of the step just taken, logged below
+                    run.log({"iter": iter_num, "train/loss": losses["train"], "val/loss": losses["val"],
+                             "tokens": record["tokens"], "loss_plot": wandb.Image(os.path.join(cfg.out_dir, "loss.png"))}, step=iter_num)  # fmt: skip
         if iter_num >= cfg.max_iters:
             break
         if stop_any(stop_signal, ddp, device):
@@ -552,20 +571,14 @@ def main():
                 loss = loss / grad_accum
             X, Y = batch(iter_num + (micro_step + 1) // grad_accum, (micro_step + 1) % grad_accum)
             scaler.scale(loss).backward()
-        grad_norm = float("nan")
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+        scaler.unscale_(optimizer)  # true gradients for the norm and the clip (a no-op unless float16)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf).item()
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
         lossf = loss.item() * grad_accum
-        if not math.isfinite(lossf):
-            raise ValueError(
-                f"loss is {lossf} at iter {iter_num}: training diverged. The last good checkpoint in {cfg.out_dir} "
-                "is kept; lower learning_rate or use dtype=bfloat16/float32"
-            )
+        check_finite(lossf, iter_num, cfg.out_dir)
         dt = time.perf_counter() - t0
         iter_num += 1
         pbar.update(1)
@@ -574,16 +587,24 @@ def main():
         if iter_num % cfg.log_interval == 0 and master:
             mfu = raw_model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps, dt, peak_flops * world_size)
             tqdm.write(
-                f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, grad norm {grad_norm:.3f}, "
+                f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, grad norm {grad_norm:.4f}, "
                 f"{dt * 1000:.1f} ms/iter, {tok_s:,.0f} tok/s, mfu {mfu * 100:.1f}%"
             )
             if run is not None:
-                run.log({"train/loss_step": lossf, "grad_norm": grad_norm, "tok_per_s": tok_s, "mfu": mfu}, step=iter_num)
+                run.log({"train/loss_step": lossf, "lr": lr, "grad_norm": grad_norm, "tok_per_s": tok_s, "mfu": mfu}, step=iter_num)
     pbar.close()
     if run is not None:
         run.finish()
     if ddp:
         torch.distributed.destroy_process_group()
+
+
+def check_finite(loss, iter_num, out_dir):
+    if not math.isfinite(loss):
+        raise ValueError(
+            f"loss is {loss} at iter {iter_num}: training diverged. The last good checkpoint in {out_dir} "
+            "is kept; lower learning_rate or use dtype=bfloat16/float32"
+        )
 
 
 def stop_any(stop_signal, ddp, device):
@@ -601,7 +622,7 @@ def check_tokenizer(meta, saved_meta_path):
         return
     with open(saved_meta_path) as f:
         saved = json.load(f)
-    for key in ("tokenizer", "vocab_size", "chars"):
+    for key in ("tokenizer", "vocab_size", "chars", "tokenizer_sha256"):
         if saved.get(key) != meta.get(key):
             raise ValueError(
                 f"the dataset's tokenizer ({meta.get('tokenizer')}, vocab {meta.get('vocab_size')}) does not match "

@@ -1,21 +1,34 @@
 """
-What every data/<name>/prepare.py does: find the text, split it 90/10, encode, and write
-train.bin / val.bin (token ids, uint16 when the vocabulary fits, else uint32) and meta.json.
+What every data/<name>/prepare.py does, on one of two paths:
 
-meta.json says everything train.py and sample.py need, so they never guess:
+- a text that fits in memory (Tiny Shakespeare, your own .txt files): prepare_cli reads it, splits it 90/10,
+  encodes it with the chosen tokenizer and writes train.bin / val.bin and meta.json;
+- a corpus that does not (FineWeb): prepare_stream streams documents, tokenizes them with GPT-2's BPE in
+  worker processes and writes fixed-size shards val_000.bin, ..., train_000.bin, ... as it goes.
+
+Token files are flat arrays of ids, uint16 when the vocabulary fits, else uint32. meta.json says
+everything train.py and sample.py need, so they never guess:
     {"tokenizer": "char" | "gpt2" | "bpe", "vocab_size": 65, "dtype": "uint16",
-     "chars": [...] (char only), "tokenizer_file": "tokenizer.json" (bpe only), "eot": id or null,
-     "source": "...", "train_tokens": N, "val_tokens": N, "val_bytes": N}
+     "chars": [...] (char only), "tokenizer_file": "tokenizer.json", "tokenizer_sha256": "..." (bpe only),
+     "eot": id or null, "source": "...", "train_tokens": N, "val_tokens": N, "val_bytes": N}
 """
 
+import argparse
+import collections
+import contextlib
+import glob
 import hashlib
+import itertools
 import json
+import multiprocessing
 import os
 import re
 import sys
 import urllib.request
 
 import numpy as np
+
+from data.tokenizer import GPT2Tokenizer, new_tokenizer
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -93,38 +106,227 @@ def token_dtype(vocab_size):
     return np.uint16 if vocab_size <= 2**16 else np.uint32
 
 
-def write_split(path, ids, vocab_size):
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temp path to write; on success fsync it and rename it over path, so no reader sees half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_tokens(path, ids, vocab_size):
     """Write token ids to a flat binary file of the vocabulary's dtype."""
     ids = np.asarray(ids)
     assert ids.size == 0 or int(ids.max()) < vocab_size, (int(ids.max()), vocab_size)
-    ids.astype(token_dtype(vocab_size)).tofile(path)
+    with atomic_path(path) as tmp:
+        ids.astype(token_dtype(vocab_size)).tofile(tmp)
 
 
 def write_meta(out_dir, meta):
-    with open(os.path.join(out_dir, "meta.json"), "w") as f:
+    with atomic_path(os.path.join(out_dir, "meta.json")) as tmp, open(tmp, "w") as f:
         json.dump(meta, f, indent=1)
 
 
+def start_output(out_dir):
+    """Make out_dir and drop a previous preparation's meta.json and token files: no stale shard outlives a rerun."""
+    os.makedirs(out_dir, exist_ok=True)
+    old = glob.glob(os.path.join(out_dir, "meta.json")) + glob.glob(os.path.join(out_dir, "train*.bin"))
+    for path in old + glob.glob(os.path.join(out_dir, "val*.bin")):
+        os.remove(path)
+
+
+def split_text(text, val_fraction=0.1):
+    """(train, val): the first 90% of characters train, the rest val, as nanoGPT splits."""
+    split = int(len(text) * (1 - val_fraction))
+    return text[:split], text[split:]
+
+
 def prepare(text, tokenizer, out_dir, source, val_fraction=0.1):
-    """Split text (first 90% of characters train, as nanoGPT), encode both parts, write bins + meta.json."""
-    n = len(text)
-    split = int(n * (1 - val_fraction))
-    train_text, val_text = text[:split], text[split:]
+    """Split text, encode both parts, write train.bin, val.bin, tokenizer.json (bpe) and, last, meta.json."""
+    train_text, val_text = split_text(text, val_fraction)
     train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
     if len(val_ids) < 2:
-        raise ValueError(f"the text is too small to split ({n} characters)")
-    os.makedirs(out_dir, exist_ok=True)
-    write_split(os.path.join(out_dir, "train.bin"), train_ids, tokenizer.vocab_size)
-    write_split(os.path.join(out_dir, "val.bin"), val_ids, tokenizer.vocab_size)
-    meta = {
-        **tokenizer.meta(),
-        "dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name,
-        "source": source,
-        "train_tokens": len(train_ids),
-        "val_tokens": len(val_ids),
-        "val_bytes": len(val_text.encode("utf-8")),
-    }
+        raise ValueError(f"the text is too small to split ({len(text)} characters)")
+    start_output(out_dir)
+    write_tokens(os.path.join(out_dir, "train.bin"), train_ids, tokenizer.vocab_size)
+    write_tokens(os.path.join(out_dir, "val.bin"), val_ids, tokenizer.vocab_size)
+    meta = tokenizer.meta()
+    if meta.get("tokenizer_file"):
+        with atomic_path(os.path.join(out_dir, meta["tokenizer_file"])) as tmp:
+            tokenizer.save(tmp)
+    meta.update(
+        dtype=np.dtype(token_dtype(tokenizer.vocab_size)).name,
+        source=source,
+        train_tokens=len(train_ids),
+        val_tokens=len(val_ids),
+        val_bytes=len(val_text.encode("utf-8")),
+    )
     write_meta(out_dir, meta)
-    print(f"{source}: {n:,} characters, vocab {tokenizer.vocab_size:,}")
+    print(f"{source}: {len(text):,} characters, {tokenizer.kind} tokenizer with vocab {tokenizer.vocab_size:,}")
     print(f"train has {len(train_ids):,} tokens, val has {len(val_ids):,} tokens -> {out_dir}")
+    return meta
+
+
+def prepare_cli(here, doc, tokenizer):
+    """The command line of a text prepare script: Tiny Shakespeare or --input, tokenized by --tokenizer."""
+    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    parser.add_argument("--input", help="a .txt file or a directory of them (default: Tiny Shakespeare)")
+    parser.add_argument("--out_dir", default=here, help="where the bins and meta.json go (default: here)")
+    parser.add_argument("--tokenizer", default=tokenizer, choices=["char", "gpt2", "bpe"], help=f"default: {tokenizer}")
+    parser.add_argument("--vocab_size", type=int, default=2048, help="bpe only: the vocabulary to train (default: 2048)")
+    args = parser.parse_args()
+    text, source = tiny_shakespeare(args.input, cache_dir=here)
+    train_text, _ = split_text(text)
+    prepare(text, new_tokenizer(args.tokenizer, text, train_text, args.vocab_size), args.out_dir, source)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The streaming path: a corpus larger than memory
+
+
+def stream_documents(input_path=None, dataset=None, name=None, text_field="text"):
+    """
+    The text of each document, streamed with `datasets`: from the Hugging Face dataset `dataset` (config
+    `name`), or from local files (parquet, jsonl/json, or .txt whose blank-line-separated paragraphs are the
+    documents) through the same streaming code path. Nothing is opened until the first document is asked for.
+    """
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise ValueError("streaming a corpus needs the datasets package: pip install datasets") from None
+    if input_path:
+        builder, files = local_dataset_files(input_path)
+        extra = {"sample_by": "paragraph"} if builder == "text" else {}
+        ds = load_dataset(builder, data_files=files, split="train", streaming=True, **extra)
+    else:
+        try:
+            ds = load_dataset(dataset, name=name, split="train", streaming=True)
+        except Exception as e:  # datasets raises connection, hub and file errors of many types
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ValueError(f"cannot open the dataset {dataset} ({reason}); offline, pass --input=FILE.parquet") from None
+    for row in ds:
+        text = row.get(text_field)
+        if not isinstance(text, str):
+            raise ValueError(f"documents need a text column {text_field!r}; this one has {sorted(row)} (see --text_field)")
+        yield text
+
+
+STREAM_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".txt": "text"}
+
+
+def local_dataset_files(path):
+    """(datasets builder, files) for a file or a directory of files of one format."""
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path) if os.path.splitext(f)[1] in STREAM_FORMATS)
+    elif os.path.isfile(path):
+        files = [path]
+    else:
+        raise ValueError(f"input {path} does not exist")
+    formats = {STREAM_FORMATS.get(os.path.splitext(f)[1]) for f in files}
+    if not files or len(formats) != 1 or None in formats:
+        raise ValueError(f"{path}: give .parquet, .jsonl/.json or .txt files, all of one format")
+    return formats.pop(), files
+
+
+def encode_documents(texts):
+    """In a worker: documents -> one uint16 array, each preceded by <|endoftext|> (GPT-2's separator)."""
+    enc = GPT2Tokenizer()  # tiktoken caches the encoding, so this is cheap after a worker's first chunk
+    ids = []
+    for text in texts:
+        ids.append(enc.eot)
+        ids.extend(enc.encode(text))
+    return np.array(ids, dtype=np.uint16)
+
+
+def encoded_chunks(documents, num_proc, chunk_docs=256):
+    """
+    Token arrays of successive chunks of documents, tokenized in order by num_proc worker processes. At most
+    2 * num_proc chunks are in flight: Pool.imap would read all its input ahead, holding the corpus in memory.
+    """
+    documents = iter(documents)
+    with multiprocessing.Pool(num_proc) as pool:  # before the first document: forking never copies a reader
+        pending = collections.deque()
+        while chunk := list(itertools.islice(documents, chunk_docs)):
+            pending.append(pool.apply_async(encode_documents, (chunk,)))
+            if len(pending) >= 2 * num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+class ShardWriter:
+    """
+    Tokens in, fixed-size shards out: the first val_tokens tokens fill val_000.bin, val_001.bin, ..., the rest
+    train_000.bin, ...; each shard holds shard_tokens tokens (the last of a split fewer). Only one shard is
+    ever in memory.
+    """
+
+    def __init__(self, out_dir, shard_tokens, val_tokens, tokenizer):
+        self.out_dir, self.val_tokens, self.tokenizer = out_dir, val_tokens, tokenizer
+        self.buffer = np.empty(shard_tokens, dtype=token_dtype(tokenizer.vocab_size))
+        self.fill, self.split, self.index = 0, "val", 0
+        self.counts = {"train": 0, "val": 0}
+        self.val_bytes = 0
+
+    def capacity(self):
+        """Tokens the current shard takes: a full shard, or what is left of val."""
+        if self.split == "val":
+            return min(len(self.buffer), self.val_tokens - self.counts["val"] + self.fill)
+        return len(self.buffer)
+
+    def add(self, ids):
+        while len(ids):
+            n = min(self.capacity() - self.fill, len(ids))
+            self.buffer[self.fill : self.fill + n] = ids[:n]
+            self.fill, ids = self.fill + n, ids[n:]
+            self.counts[self.split] += n
+            if self.fill == self.capacity():
+                self.flush()
+
+    def flush(self):
+        if not self.fill:
+            return
+        shard = self.buffer[: self.fill]
+        write_tokens(os.path.join(self.out_dir, f"{self.split}_{self.index:03d}.bin"), shard, self.tokenizer.vocab_size)
+        if self.split == "val":  # bits per byte needs the text's size: decode, without the separators
+            self.val_bytes += len(self.tokenizer.enc.decode_bytes(shard[shard != self.tokenizer.eot].tolist()))
+        self.fill, self.index = 0, self.index + 1
+        if self.split == "val" and self.counts["val"] == self.val_tokens:
+            self.split, self.index = "train", 0
+
+
+def prepare_stream(documents, out_dir, source, shard_tokens, val_tokens, max_tokens=0, num_proc=1):
+    """Tokenize streamed documents with GPT-2's BPE into shards and meta.json; stop after max_tokens (0: all)."""
+    from tqdm import tqdm
+
+    if shard_tokens < 1 or val_tokens < 1 or max_tokens < 0 or num_proc < 1:
+        raise ValueError("shard_tokens, val_tokens and num_proc must be >= 1, max_tokens >= 0")
+    tokenizer = GPT2Tokenizer()  # fails here, with its one-line hint, before any worker starts
+    start_output(out_dir)
+    writer = ShardWriter(out_dir, shard_tokens, val_tokens, tokenizer)
+    total = 0
+    bar = tqdm(total=max_tokens or None, unit="tok", unit_scale=True, desc="tokenizing", disable=None)
+    with bar, contextlib.closing(encoded_chunks(documents, num_proc)) as chunks:  # closing stops the workers
+        for ids in chunks:
+            if max_tokens:
+                ids = ids[: max_tokens - total]
+            writer.add(ids)
+            total += len(ids)
+            bar.update(len(ids))
+            if total == max_tokens:
+                break
+    writer.flush()
+    if writer.counts["train"] == 0:
+        raise ValueError(f"{source} gave only {total:,} tokens, all for val; give more text or lower --val_tokens={val_tokens}")
+    meta = {**tokenizer.meta(), "dtype": writer.buffer.dtype.name, "source": source, "shard_tokens": shard_tokens,
+            "train_tokens": writer.counts["train"], "val_tokens": writer.counts["val"], "val_bytes": writer.val_bytes}  # fmt: skip
+    write_meta(out_dir, meta)
+    print(f"{source}: {total:,} tokens, val {meta['val_tokens']:,} and train {meta['train_tokens']:,} in shards of {shard_tokens:,}")
+    print(f"-> {out_dir}")
     return meta

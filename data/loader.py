@@ -15,13 +15,22 @@ import numpy as np
 import torch
 
 SPLIT_IDS = {"train": 0, "val": 1}
+DATA_ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def prepare_hint(data_dir):
+    """What to run to prepare data_dir: its own prepare.py, or any of them with --out_dir."""
+    name = os.path.basename(os.path.normpath(data_dir))
+    if os.path.isfile(os.path.join(DATA_ROOT, name, "prepare.py")):
+        return f"run python data/{name}/prepare.py first"
+    scripts = ", ".join(sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(DATA_ROOT, "*", "prepare.py"))))
+    return f"prepare it first with python data/<name>/prepare.py --out_dir={data_dir} (<name>: {scripts})"
 
 
 def load_meta(data_dir):
     path = os.path.join(data_dir, "meta.json")
     if not os.path.isfile(path):
-        name = os.path.basename(os.path.normpath(data_dir))
-        raise ValueError(f"{data_dir} is not prepared (no meta.json): run python data/{name}/prepare.py first")
+        raise ValueError(f"{data_dir} is not prepared (no meta.json): {prepare_hint(data_dir)}")
     with open(path) as f:
         return json.load(f)
 
@@ -31,8 +40,7 @@ def split_files(data_dir, split):
     single = os.path.join(data_dir, f"{split}.bin")
     files = [single] if os.path.isfile(single) else sorted(glob.glob(os.path.join(data_dir, f"{split}_[0-9]*.bin")))
     if not files:
-        name = os.path.basename(os.path.normpath(data_dir))
-        raise ValueError(f"{data_dir} has no {split}.bin: run python data/{name}/prepare.py first")
+        raise ValueError(f"{data_dir} has no {split}.bin or {split}_000.bin: {prepare_hint(data_dir)}")
     return files
 
 

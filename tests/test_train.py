@@ -1,0 +1,323 @@
+"""train.py: config and its errors, precision, optimizer and schedule, observability, eval_only, finetuning, compile prefixes."""
+
+import json
+import math
+import re
+import shutil
+from contextlib import nullcontext
+from dataclasses import asdict, fields
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import ONE_THREAD, ROOT, read_jsonl, run_script, run_train_main, train, train_args
+
+import train as train_module
+from configurator import parse_args
+from data.loader import BatchLoader
+from model import GPT, GPTConfig
+from train import TrainConfig, cpu_has_fast_bf16, get_lr, pick_dtype, precision, validate
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process tiny models
+
+# ----------------------------------------------------------------------------------------------------
+# Config
+
+
+def config_error(argv, monkeypatch, capsys):
+    code, out, err = run_train_main(argv, monkeypatch, capsys)
+    assert code != 0 and len(err) == 1 and err[0].startswith("error: "), (code, err)
+    return err[0]
+
+
+def test_config_file_errors_name_the_file_line_and_key(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "cfg.py"
+    path.write_text("batch_size = 4\nlearning_rte = 1e-3\n")
+    assert config_error([path], monkeypatch, capsys) == f"error: {path}: unknown config key 'learning_rte'; did you mean learning_rate?"
+    path.write_text("dropout = 0.1\nn_layer = 2.5\n")
+    assert config_error([path], monkeypatch, capsys) == f"error: {path}: n_layer=2.5 should be int, like the default 12"
+    path.write_text("batch_size = 4\n\nn_layer = = 3\n")
+    assert config_error([path], monkeypatch, capsys).startswith(f"error: {path}:3: syntax error")
+    path.write_text("import os\n")
+    assert "a config file holds only `key = value` lines" in config_error([path], monkeypatch, capsys)
+    path.write_text("out_dir = __import__('os').getcwd()\n")  # parsed, never executed
+    assert "only literals, arithmetic and names assigned above" in config_error([path], monkeypatch, capsys)
+    assert config_error([tmp_path / "missing.py"], monkeypatch, capsys) == (
+        f"error: cannot read config file {tmp_path / 'missing.py'}: No such file or directory"
+    )
+
+
+def test_wrong_type_names_key_value_and_expected_type(monkeypatch, capsys):
+    assert (
+        config_error(["--dropout=lots"], monkeypatch, capsys)
+        == "error: --dropout=lots: dropout='lots' should be float, like the default 0.0"
+    )
+    assert (
+        config_error(["--compile=maybe"], monkeypatch, capsys)
+        == "error: --compile=maybe: compile='maybe' should be bool, like the default False"
+    )
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--n_embd=33", "--n_head=2"], "n_embd=33 must be divisible by n_head=2"),
+        (["--batch_size=0"], "batch_size=0 must be at least 1"),
+        (["--block_size=2000000"], "block_size=2000000 is too large for the train split"),
+        (["--dtype=float8"], "dtype='float8' must be one of"),
+        (["--gradient_accumulation_steps=0"], "gradient_accumulation_steps=0 must be at least 1"),
+    ],
+)
+def test_invalid_combinations_fail_in_one_line_before_any_work(char_data, tmp_path, bad, message, monkeypatch, capsys):
+    out_dir = tmp_path / "out"
+    assert message in config_error(train_args(char_data, out_dir, *bad)[1:], monkeypatch, capsys)
+    assert not out_dir.exists()  # nothing was created
+
+
+def test_dataset_not_prepared(tmp_path, monkeypatch, capsys):
+    (tmp_path / "empty").mkdir()
+    assert "is not prepared" in config_error(train_args(tmp_path / "empty", tmp_path / "out")[1:], monkeypatch, capsys)
+
+
+def test_help_lists_every_key_with_its_default():
+    result = run_script("train.py", "--help")
+    assert result.returncode == 0 and result.stderr == ""
+    for f in fields(TrainConfig):
+        assert f"--{f.name}={f.default!r}" in result.stdout
+
+
+def test_shipped_configs_parse_and_validate():
+    for name in sorted(p.name for p in (ROOT / "config").glob("*.py")):
+        validate(parse_args(TrainConfig(), [str(ROOT / "config" / name)]))
+    gpt2 = parse_args(TrainConfig(), [str(ROOT / "config" / "train_gpt2.py")])
+    assert gpt2.batch_size * gpt2.block_size * gpt2.gradient_accumulation_steps == 491_520  # ~0.5M tokens per step (nanoGPT)
+    assert gpt2.compile and gpt2.wandb_log
+    finetune = parse_args(TrainConfig(), [str(ROOT / "config" / "finetune_shakespeare.py")])
+    assert finetune.init_from.startswith("gpt2") and finetune.dataset == "shakespeare"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Precision, optimizer, schedule
+
+
+def test_dtype_auto(monkeypatch):
+    assert pick_dtype("auto", "cpu") == ("bfloat16" if cpu_has_fast_bf16() else "float32")
+    assert pick_dtype("auto", "mps") == "float32"
+    assert pick_dtype("float16", "cpu") == "float16"  # an explicit choice is kept
+    # CUDA cannot run here: ask its capability query both ways
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert pick_dtype("auto", "cuda") == "bfloat16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert pick_dtype("auto", "cuda") == "float16"
+
+
+def test_precision_context_and_grad_scaler():
+    ctx, scaler = precision("float32", "cpu")
+    assert isinstance(ctx, nullcontext) and not scaler.is_enabled()
+    ctx, scaler = precision("bfloat16", "cpu")
+    with ctx:
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    assert not scaler.is_enabled()  # bfloat16 has float32's range: no loss scaling
+    ctx, scaler = precision("float16", "cpu")
+    with ctx:
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float16
+    assert scaler.is_enabled()
+
+
+def test_weight_decay_only_on_matrices_and_embeddings():
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8, bias=True))
+    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    assert isinstance(optimizer, torch.optim.AdamW)
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert len(no_decay["params"]) > 0
+
+
+def test_lr_schedule_warmup_then_cosine_to_min_lr():
+    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=110)
+    warmup = [get_lr(it, cfg) for it in range(11)]
+    assert warmup == sorted(warmup) and warmup[0] == pytest.approx(1e-3 / 11) and warmup[10] == pytest.approx(1e-3)
+    assert get_lr(60, cfg) == pytest.approx((1e-3 + 1e-4) / 2)  # halfway through the cosine
+    decay = [get_lr(it, cfg) for it in range(10, 111)]
+    assert decay == sorted(decay, reverse=True) and decay[-1] == pytest.approx(1e-4)
+    assert get_lr(10_000, cfg) == 1e-4
+    assert get_lr(5, TrainConfig(decay_lr=False, learning_rate=3e-4)) == 3e-4
+
+
+# ----------------------------------------------------------------------------------------------------
+# A short run: log lines, metrics.jsonl, loss.png, config.json
+
+
+@pytest.fixture(scope="module")
+def logged_run(char_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("logged_run")
+    args = ["--max_iters=20", "--eval_interval=10", "--eval_iters=3", "--log_interval=5", "--gradient_accumulation_steps=2",
+            "--warmup_iters=4", "--lr_decay_iters=20", "--learning_rate=2e-3", "--keep_last=1", "--keep_best=True"]  # fmt: skip
+    result = train(char_data, out, *args)
+    return out, result.stdout, parse_args(TrainConfig(), train_args(char_data, out, "--dtype=float32", *args)[1:])
+
+
+LOG_LINE = re.compile(
+    r"^iter (\d+): loss (\d+\.\d{4}), lr (\S+), grad norm (\d+\.\d{4}), (\d+\.\d) ms/iter, ([\d,]+) tok/s, mfu (\d+\.\d)%$", re.M
+)
+
+
+def test_log_lines_metrics_and_config_json(logged_run):
+    out, stdout, cfg = logged_run
+    lines = LOG_LINE.findall(stdout)
+    assert [int(line[0]) for line in lines] == [5, 10, 15, 20]
+    for it, loss, lr, grad_norm, ms, tok_s, mfu in lines:
+        assert lr == f"{get_lr(int(it) - 1, cfg):.2e}"  # the lr of the step just taken
+        assert 0 < float(grad_norm) and 0 < float(ms) and int(tok_s.replace(",", "")) > 0 and 0 <= float(mfu) <= 100
+        assert 3.0 < float(loss) < 4.5
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert [m["iter"] for m in metrics] == [0, 10, 20]
+    assert [m["lr"] for m in metrics] == [get_lr(it, cfg) for it in (0, 10, 20)]
+    assert [m["tokens"] for m in metrics] == [it * 2 * 8 * 32 for it in (0, 10, 20)]
+    assert json.loads((out / "config.json").read_text()) == asdict(cfg)
+    # keep_last=1 keeps only the newest numbered checkpoint; keep_best keeps the lowest val loss
+    assert sorted(p.name for p in out.glob("ckpt*.pt")) == ["ckpt.pt", "ckpt_000020.pt", "ckpt_best.pt"]
+    best = torch.load(out / "ckpt_best.pt", weights_only=True)
+    assert best["best_val_loss"] == min(m["val_loss"] for m in metrics if m["iter"] > 0)
+
+
+def test_loss_png_is_a_valid_image(logged_run):
+    import matplotlib.image
+
+    path = logged_run[0] / "loss.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(path)
+    assert image.shape[:2] == (400, 600) and image.std() > 0  # 6x4 in at 100 dpi, not blank
+
+
+# ----------------------------------------------------------------------------------------------------
+# eval_only: the whole val split, against a hand computation
+
+
+def test_eval_only_whole_split_matches_hand_computation(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(0)
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir(), out.mkdir()
+    val = rng.integers(0, 5, 103).astype(np.uint16)
+    rng.integers(0, 5, 500).astype(np.uint16).tofile(data / "train.bin")
+    val.tofile(data / "val.bin")
+    meta = {"tokenizer": "char", "vocab_size": 5, "chars": list("abcde"), "dtype": "uint16", "val_bytes": 103}
+    (data / "meta.json").write_text(json.dumps(meta))
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=16, vocab_size=5, n_layer=1, n_head=1, n_embd=8)
+    model = GPT(config)
+    torch.save({"model": model.state_dict(), "model_args": asdict(config), "iter_num": 7}, out / "ckpt.pt")
+
+    code, stdout, err = run_train_main(
+        [
+            f"--dataset={data}",
+            f"--out_dir={out}",
+            "--eval_only=True",
+            "--batch_size=3",
+            "--block_size=16",
+            "--device=cpu",
+            "--dtype=float32",
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result == json.loads((out / "eval.json").read_text())
+
+    # by hand: non-overlapping windows 0, 16, ..., 96 (the last one 6 tokens), every target once
+    model.eval()
+    nats, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, 102, 16):
+            length = min(16, 102 - start)
+            x = torch.from_numpy(val[start : start + length].astype(np.int64))[None]
+            y = torch.from_numpy(val[start + 1 : start + length + 1].astype(np.int64))[None]
+            logits, _ = model(x, y)
+            nats += F.cross_entropy(logits[0], y[0], reduction="sum").item()
+            count += length
+    assert count == 102 == result["tokens"] and result["iter"] == 7
+    assert result["loss"] == pytest.approx(nats / count, abs=1e-6)
+    assert result["perplexity"] == pytest.approx(math.exp(nats / count), rel=1e-6)
+    assert result["bits_per_token"] == pytest.approx(nats / count / math.log(2), abs=1e-6)  # = bits per character here
+    assert result["bits_per_byte"] == pytest.approx(nats / math.log(2) / 103, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Finetuning from GPT-2 weights (a tiny random GPT-2 in Hugging Face format, GPT-2 BPE token data)
+
+
+@pytest.fixture(scope="module")
+def gpt2_data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gpt2_tokens")
+    rng = np.random.default_rng(0)
+    rng.integers(0, 50257, 4000).astype(np.uint16).tofile(path / "train.bin")
+    rng.integers(0, 50257, 500).astype(np.uint16).tofile(path / "val.bin")
+    meta = {"tokenizer": "gpt2", "vocab_size": 50257, "dtype": "uint16", "eot": 50256, "val_bytes": 2000}
+    (path / "meta.json").write_text(json.dumps(meta))
+    return path
+
+
+def test_finetune_starts_from_pretrained_weights(gpt2_data, tmp_path):
+    torch.manual_seed(123)
+    hf_dir = tmp_path / "tiny-gpt2"
+    GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)).save_pretrained(hf_dir)
+    out = tmp_path / "out"
+    args = [
+        f"--init_from={hf_dir}",
+        "--block_size=32",
+        "--batch_size=4",
+        "--max_iters=2",
+        "--eval_interval=2",
+        "--eval_iters=2",
+        "--n_layer=6",
+        "--n_embd=64",
+        "--n_head=4",
+        "--bias=False",
+    ]  # fmt: skip  (model keys are the checkpoint's, not these)
+    train(gpt2_data, out, *args)
+
+    # the first evaluation is the pretrained model's loss on the fixed eval batches: it started from those weights
+    pretrained = GPT.from_pretrained(str(hf_dir))
+    pretrained.crop_block_size(32)
+    pretrained.eval()
+    loader = BatchLoader(str(gpt2_data), 32, 4, "cpu", TrainConfig.seed)
+    with torch.no_grad():
+        expected = sum(pretrained(x, y)[1].item() for x, y in loader.eval_batches("val", 2)) / 2
+    assert read_jsonl(out / "metrics.jsonl")[0]["val_loss"] == pytest.approx(expected, abs=1e-6)
+    checkpoint = torch.load(out / "ckpt.pt", weights_only=True)
+    assert checkpoint["iter_num"] == 2
+    assert {k: checkpoint["model_args"][k] for k in ("n_layer", "n_embd", "block_size", "vocab_size", "bias")} == dict(
+        n_layer=1, n_embd=16, block_size=32, vocab_size=50257, bias=True
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# torch.compile's `_orig_mod.` prefix
+
+
+def test_checkpoint_with_orig_mod_prefix_still_resumes_and_samples(char_data, tiny_run, tmp_path):
+    checkpoint = torch.load(tiny_run / "ckpt.pt", weights_only=True)
+    checkpoint["model"] = {f"_orig_mod.{k}": v for k, v in checkpoint["model"].items()}  # as an old compiled run saved it
+    torch.save(checkpoint, tmp_path / "ckpt.pt")
+    for name in ("meta.json", "metrics.jsonl"):
+        shutil.copy(tiny_run / name, tmp_path / name)
+    sampled = run_script(
+        "sample.py", f"--out_dir={tmp_path}", "--start=ROMEO:", "--max_new_tokens=20", "--num_samples=1", "--device=cpu", env=ONE_THREAD
+    )
+    assert sampled.stdout.startswith("ROMEO:")
+    train(char_data, tmp_path, "--init_from=resume", "--max_iters=62", "--eval_interval=2", "--eval_iters=2")
+    resaved = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert resaved["iter_num"] == 62
+    assert not any(k.startswith("_orig_mod.") for k in resaved["model"])
+
+
+def test_compiled_model_saves_plain_keys():
+    # what train.py saves when compile=True: the uncompiled model's state dict, which torch.compile shares
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
+    compiled = torch.compile(model)  # wrapping is cheap; nothing compiles until the first call
+    assert all(k.startswith("_orig_mod.") for k in compiled.state_dict())
+    assert train_module.clean_state_dict(compiled.state_dict()).keys() == model.state_dict().keys()
