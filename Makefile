@@ -22,6 +22,9 @@ quickstart: $(VENV)/.installed data/shakespeare_char/train.bin
 	$(PY) train.py config/train_shakespeare_char_cpu.py
 	$(PY) sample.py --out_dir=out-shakespeare-char-cpu --start="ROMEO:" --num_samples=2 --max_new_tokens=300
 
+bench: $(VENV)/.installed data/shakespeare_char/train.bin
+	$(PY) bench.py all
+
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest tests
 
