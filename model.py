@@ -18,7 +18,7 @@ Try it:
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
@@ -565,9 +565,11 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         drop = torch.empty_like(drop_sorted).scatter(1, sorted_idx, drop_sorted)  # back to vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+    # Inverse-CDF sampling: one uniform draw per row against the cumulative probabilities. Same
+    # distribution as torch.multinomial, which on CPU costs ~1 ms a token at GPT-2's vocabulary (a
+    # exponential draw per entry) - 4% of a KV-cached decoding step.
+    cdf = probs.cumsum(dim=-1)  # (B, vocab_size)
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)
+    # right=True: the first index whose cdf exceeds the draw, so zero-probability tokens are never picked
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=probs.shape[-1] - 1)
 
-
-def config_fields():
-    """The GPTConfig field names (what a checkpoint's model_args holds)."""
-    return [f.name for f in fields(GPTConfig)]

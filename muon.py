@@ -18,19 +18,20 @@ def zeropower_via_newtonschulz5(G, steps=5):
     An approximately orthogonal matrix with G's singular vectors (U V^T of G = U S V^T), by a quintic
     Newton-Schulz iteration whose coefficients (Jordan 2024) push every singular value into about
     [0.7, 1.2] in 5 steps; exactness does not matter for the update. Runs in bf16, which is stable here.
+    G is one matrix (rows, cols) or a stack of same-shaped ones (n, rows, cols), done in one batch.
     """
-    assert G.ndim == 2, G.shape
+    assert G.ndim in (2, 3), G.shape
     a, b, c = (3.4445, -4.7750, 2.0315)
     X = G.bfloat16()
-    tall = G.size(0) > G.size(1)
+    tall = G.size(-2) > G.size(-1)
     if tall:
-        X = X.T  # iterate on the wide side: X @ X.T is then the smaller (rows, rows) matrix
-    X = X / (X.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1, inside the iteration's basin
+        X = X.mT  # iterate on the wide side: X @ X.T is then the smaller (rows, rows) matrix
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # spectral norm <= Frobenius norm <= 1: inside the basin
     for _ in range(steps):
-        A = X @ X.T  # (rows, rows)
+        A = X @ X.mT  # (..., rows, rows)
         B = b * A + c * A @ A
-        X = a * X + B @ X  # (rows, cols)
-    return (X.T if tall else X).to(G.dtype)
+        X = a * X + B @ X  # (..., rows, cols)
+    return (X.mT if tall else X).to(G.dtype)
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -54,30 +55,43 @@ class MuonAdamW(torch.optim.Optimizer):
         assert closure is None, "closures are not supported"
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
+            if group["use_muon"]:
+                self._muon_step(group)
+                continue
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state[p]
                 p.mul_(1 - lr * wd)  # decoupled weight decay (Loshchilov & Hutter)
-                if group["use_muon"]:
-                    buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
-                    buf.lerp_(p.grad, 1 - group["momentum"])
-                    update = p.grad.lerp(buf, group["momentum"])  # Nesterov: look ahead along the momentum
-                    update = zeropower_via_newtonschulz5(update)
-                    # an orthogonal (rows, cols) matrix has RMS 1/sqrt(max dim): rescale tall ones to match wide ones
-                    p.add_(update, alpha=-lr * max(1.0, p.size(0) / p.size(1)) ** 0.5)
-                else:
-                    if not state:
-                        state["step"] = 0
-                        state["exp_avg"] = torch.zeros_like(p)
-                        state["exp_avg_sq"] = torch.zeros_like(p)
-                    beta1, beta2 = group["betas"]
-                    state["step"] += 1
-                    state["exp_avg"].lerp_(p.grad, 1 - beta1)
-                    state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                    bias1, bias2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
-                    denom = (state["exp_avg_sq"] / bias2).sqrt_().add_(group["eps"])
-                    p.addcdiv_(state["exp_avg"], denom, value=-lr / bias1)
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                beta1, beta2 = group["betas"]
+                state["step"] += 1
+                state["exp_avg"].lerp_(p.grad, 1 - beta1)
+                state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                bias1, bias2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
+                denom = (state["exp_avg_sq"] / bias2).sqrt_().add_(group["eps"])
+                p.addcdiv_(state["exp_avg"], denom, value=-lr / bias1)
+
+    def _muon_step(self, group):
+        lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
+        by_shape = {}  # same-shaped matrices (e.g. every layer's c_fc) are orthogonalized in one batch
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+            buf.lerp_(p.grad, 1 - momentum)
+            update = p.grad.lerp(buf, momentum)  # Nesterov: look ahead along the momentum
+            by_shape.setdefault(tuple(p.shape), []).append((p, update))
+        for (rows, cols), pairs in by_shape.items():
+            orthogonal = zeropower_via_newtonschulz5(torch.stack([update for _, update in pairs]))
+            # an orthogonal (rows, cols) matrix has RMS 1/sqrt(max dim): rescale tall ones to match wide ones
+            scale = -lr * max(1.0, rows / cols) ** 0.5
+            for (p, _), step in zip(pairs, orthogonal, strict=True):
+                p.mul_(1 - lr * wd)  # decoupled weight decay (Loshchilov & Hutter)
+                p.add_(step, alpha=scale)
 
 
 def configure_muon(model, learning_rate, muon_lr, weight_decay, betas):
