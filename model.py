@@ -566,10 +566,9 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         logits = logits.masked_fill(drop, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     # Inverse-CDF sampling: one uniform draw per row against the cumulative probabilities. Same
-    # distribution as torch.multinomial, which on CPU costs ~1 ms a token at GPT-2's vocabulary (a
+    # distribution as torch.multinomial, which on CPU costs ~1 ms a token at GPT-2's vocabulary (an
     # exponential draw per entry) - 4% of a KV-cached decoding step.
     cdf = probs.cumsum(dim=-1)  # (B, vocab_size)
     u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)
     # right=True: the first index whose cdf exceeds the draw, so zero-probability tokens are never picked
     return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=probs.shape[-1] - 1)
-
