@@ -31,7 +31,7 @@ def read_bins(data_dir, split):
     return [np.fromfile(f, dtype=meta["dtype"]) for f in files]
 
 
-def one_line_error(result, *phrases):
+def assert_one_line_error(result, *phrases):
     """The contract for bad input: exit 2, one line `error: ...` on stderr naming the problem, no traceback."""
     assert result.returncode == 2, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
@@ -115,7 +115,7 @@ def test_prepare_bad_input_is_one_clear_line(case, phrase, tmp_path):
         path.write_text(TEXT[:2000])
         script, extra = "data/shakespeare_bpe/prepare.py", ["--vocab_size=100"]
     result = run_script(script, f"--input={path}", f"--out_dir={tmp_path / 'out'}", *extra, check=False)
-    one_line_error(result, phrase)
+    assert_one_line_error(result, phrase)
     assert not (tmp_path / "out" / "meta.json").exists()
 
 
@@ -124,7 +124,7 @@ def test_gpt2_offline_without_cache_says_how_to_set_tiktoken_cache_dir(tmp_path)
     result = run_script("data/shakespeare/prepare.py", f"--input={SHAKESPEARE}", f"--out_dir={tmp_path}", env=empty, check=False)
     # the sha1 of each download URL is the file name tiktoken/load.py looks for in its cache
     encoder, vocab = "encoder.json as 6c7ea1a7e38e3a7f062df639a5b80947f075ffe6", "vocab.bpe as 6d1cbeee0f20b3d9449abfede4726ed8212e3aee"
-    one_line_error(result, "TIKTOKEN_CACHE_DIR", encoder, vocab)
+    assert_one_line_error(result, "TIKTOKEN_CACHE_DIR", encoder, vocab)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -221,7 +221,7 @@ def test_jsonl_and_txt_stream_through_the_same_code_path(tmp_path):
 def test_fineweb_offline_without_input_is_one_clear_line(tmp_path, tiktoken_cache):
     env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path), "TIKTOKEN_CACHE_DIR": str(tiktoken_cache)}
     result = run_script("data/fineweb/prepare.py", f"--out_dir={tmp_path}", env=env, check=False)
-    one_line_error(result, "HuggingFaceFW/fineweb-edu", "--input=")
+    assert_one_line_error(result, "HuggingFaceFW/fineweb-edu", "--input=")
 
 
 def test_shard_writer_splits_val_then_train_exactly(tmp_path, tiktoken_cache, monkeypatch):
@@ -319,21 +319,23 @@ def test_resume_on_a_differently_tokenized_dataset_is_one_clear_line(runs, tmp_p
     other = prepare_bpe(tmp_path / "other", TEXT[300_000:600_000])  # same kind, same vocab size, other merges
     assert read_meta(other)["vocab_size"] == read_meta(out)["vocab_size"]
     result = run_script(*train_args(other, tmp_path / "run", "--init_from=resume", "--max_iters=8"), check=False)
-    one_line_error(result, "does not match the checkpoint's")
+    assert_one_line_error(result, "does not match the checkpoint's")
 
 
 def test_text_smaller_than_one_block_is_one_clear_line(tmp_path):
     (tmp_path / "small.txt").write_text(TEXT[:200], encoding="utf-8")
     run_script("data/shakespeare_char/prepare.py", f"--input={tmp_path / 'small.txt'}", f"--out_dir={tmp_path / 'd'}")
-    one_line_error(run_script(*train_args(tmp_path / "d", tmp_path / "out"), check=False), "block_size=32 is too large", "lower block_size")
+    assert_one_line_error(
+        run_script(*train_args(tmp_path / "d", tmp_path / "out"), check=False), "block_size=32 is too large", "lower block_size"
+    )
 
 
 def test_dataset_without_bins_says_to_run_prepare(tmp_path, char_data):
     shutil.copy(char_data / "meta.json", tmp_path / "meta.json")
     result = run_script(*train_args(tmp_path, tmp_path / "out"), check=False)
-    one_line_error(result, "has no train.bin", "prepare.py")
+    assert_one_line_error(result, "has no train.bin", "prepare.py")
 
 
 def test_sample_names_characters_outside_the_vocabulary(tiny_run):
     result = run_script("sample.py", f"--out_dir={tiny_run}", "--start=ROMEO: ✓ Über", "--device=cpu", check=False)
-    one_line_error(result, "not in this model's vocabulary", "Ü✓")
+    assert_one_line_error(result, "not in this model's vocabulary", "Ü✓")

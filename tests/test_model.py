@@ -96,7 +96,7 @@ def stepwise_logits(model, prompt, tokens, use_cache):
     return torch.stack(steps, dim=1)  # (B, steps, vocab_size)
 
 
-def check_kv_cache(model, prompt_len, new):
+def assert_kv_cache_matches_recompute(model, prompt_len, new):
     prompt = torch.randint(0, VOCAB, (2, prompt_len), generator=torch.Generator().manual_seed(2))
     greedy = model.generate(prompt, new, temperature=0)
     assert greedy.shape == (2, prompt_len + new)
@@ -116,13 +116,13 @@ def check_kv_cache(model, prompt_len, new):
 
 @pytest.mark.parametrize("switch", SWITCHES)
 def test_kv_cache_greedy_tokens_and_logits_equal_recompute(switch):
-    check_kv_cache(tiny_gpt(**SWITCHES[switch]), prompt_len=4, new=12)  # 16 tokens: outgrows block_size=12
+    assert_kv_cache_matches_recompute(tiny_gpt(**SWITCHES[switch]), prompt_len=4, new=12)  # 16 tokens: outgrows block_size=12
 
 
 @pytest.mark.parametrize("switch", ["gpt2", "rope"])
 @pytest.mark.parametrize("prompt_len,new", [(1, 11), (12, 3)])  # fills the cache exactly; starts full
 def test_kv_cache_at_the_block_size_edges(switch, prompt_len, new):
-    check_kv_cache(tiny_gpt(**SWITCHES[switch]), prompt_len, new)
+    assert_kv_cache_matches_recompute(tiny_gpt(**SWITCHES[switch]), prompt_len, new)
 
 
 def test_kv_cache_prefills_once_then_feeds_one_token_per_step():
