@@ -15,15 +15,14 @@ import json
 import os
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from configurator import parse_args, run_cli
 from data.tokenizer import GPT2Tokenizer, load_tokenizer
-from model import GPT, GPTConfig
-from train import PRETRAINED, clean_state_dict, load_checkpoint, pick_device, pick_dtype
+from model import GPT, PRETRAINED, GPTConfig
+from train import clean_state_dict, load_checkpoint, pick_device, pick_dtype, precision
 
 
 @dataclass(frozen=True)
@@ -149,8 +148,7 @@ def main(argv=None):
     device = pick_device(cfg.device)
     device_type = "cuda" if device.startswith("cuda") else device
     dtype = pick_dtype(cfg.dtype, device_type)
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+    ctx, _ = precision(dtype, device_type)  # sampling needs no GradScaler
     model, tokenizer = load_model(cfg, device)
     if cfg.compile:
         model = torch.compile(model)
