@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from configurator import UserError
+
 # ----------------------------------------------------------------------------------------------------
 # Stage 1: simplified self-attention
 
@@ -147,7 +149,7 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, proj_bias=True, qk_norm=False, use_sdpa=True):
         super().__init__()
         if d_out % num_heads != 0:
-            raise ValueError(f"d_out={d_out} must be divisible by num_heads={num_heads}")
+            raise UserError(f"d_out={d_out} must be divisible by num_heads={num_heads}")
         self.d_out, self.num_heads, self.head_size = d_out, num_heads, d_out // num_heads
         self.c_attn = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
         self.c_proj = nn.Linear(d_out, d_out, bias=proj_bias)
@@ -214,17 +216,18 @@ class GPTConfig:
     mlp: str = "gelu"  # "gelu" (GPT-2's tanh approximation) | "relu2" (squared ReLU, Primer)
     qk_norm: bool = False  # normalize queries and keys per head
     tie_weights: bool = True  # LM head shares the token embedding matrix (Press & Wolf 2017)
+    sdpa: bool = True  # F.scaled_dot_product_attention (flash kernels on GPU); False: the explicit math, same numbers
 
     def __post_init__(self):
         if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+            raise UserError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         for key, allowed in (("norm", ("layernorm", "rmsnorm")), ("pos", ("learned", "rope")), ("mlp", ("gelu", "relu2"))):
             if getattr(self, key) not in allowed:
-                raise ValueError(f"{key}={getattr(self, key)!r} must be one of {', '.join(allowed)}")
+                raise UserError(f"{key}={getattr(self, key)!r} must be one of {', '.join(allowed)}")
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"pos='rope' rotates pairs of channels: head size n_embd/n_head={self.n_embd // self.n_head} must be even")
+            raise UserError(f"pos='rope' rotates pairs of channels: head size n_embd/n_head={self.n_embd // self.n_head} must be even")
         if min(self.block_size, self.vocab_size, self.n_layer, self.n_head) < 1:
-            raise ValueError("block_size, vocab_size, n_layer and n_head must all be at least 1")
+            raise UserError("block_size, vocab_size, n_layer and n_head must all be at least 1")
 
 
 def make_norm(config):
@@ -256,7 +259,7 @@ class Block(nn.Module):
         self.ln_1 = make_norm(config)
         self.attn = MultiHeadAttention(
             config.n_embd, config.n_embd, config.block_size, config.dropout, config.n_head,
-            qkv_bias=config.bias, proj_bias=config.bias, qk_norm=config.qk_norm,
+            qkv_bias=config.bias, proj_bias=config.bias, qk_norm=config.qk_norm, use_sdpa=config.sdpa,
         )  # fmt: skip
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
@@ -316,7 +319,7 @@ class GPT(nn.Module):
         B, T = idx.shape
         past = kv_caches[0].length if kv_caches else 0
         if past + T > self.config.block_size:
-            raise ValueError(f"sequence of length {past + T} is longer than block_size={self.config.block_size}")
+            raise UserError(f"sequence of length {past + T} is longer than block_size={self.config.block_size}")
         x = self.transformer.wte(idx)  # (B, T, C)
         rope = None
         if self.config.pos == "learned":
@@ -350,7 +353,7 @@ class GPT(nn.Module):
         Call eval() first: in training mode dropout would change what later layers see."""
         idx = idx.view(1, -1) if idx.dim() == 1 else idx
         if idx.shape[0] != 1:
-            raise ValueError(f"attention_maps takes one sequence, got a batch of {idx.shape[0]}")
+            raise UserError(f"attention_maps takes one sequence, got a batch of {idx.shape[0]}")
         _, weights = self._run(idx, return_weights=True)
         return torch.stack([w[0] for w in weights]).float()  # (n_layer, n_head, T, T)
 
@@ -415,11 +418,11 @@ class GPT(nn.Module):
         use_cache=True keeps a KV cache (see next_token_logits); use_cache=False recomputes every step.
         """
         if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+            raise UserError(f"temperature must be >= 0, got {temperature}")
         if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+            raise UserError(f"top_k must be >= 1, got {top_k}")
         if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+            raise UserError(f"top_p must be in (0, 1], got {top_p}")
         stop_ids = torch.tensor(sorted(stop or []), dtype=torch.long, device=idx.device)
         done = torch.zeros(idx.shape[0], 1, dtype=torch.bool, device=idx.device)  # (B, 1)
         kv_caches = self.new_kv_caches() if use_cache else None
@@ -448,15 +451,15 @@ class GPT(nn.Module):
         """
         Load GPT-2 weights: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" from the Hugging Face hub (or
         its local cache; HF_HUB_OFFLINE=1 stays off the network), or a local directory in Hugging Face
-        GPT-2 format (config.json + model.safetensors). Only dropout may be overridden.
+        GPT-2 format (config.json + model.safetensors). Only dropout and sdpa may be overridden.
         """
         override_args = override_args or {}
-        if set(override_args) - {"dropout"}:
-            raise ValueError(f"only dropout can be overridden, got {sorted(override_args)}")
+        if set(override_args) - {"dropout", "sdpa"}:
+            raise UserError(f"only dropout and sdpa can be overridden, got {sorted(override_args)}")
         directory = name_or_dir
         if not os.path.isdir(name_or_dir):
             if name_or_dir not in PRETRAINED:
-                raise ValueError(f"{name_or_dir!r} is neither a directory nor one of {', '.join(PRETRAINED)}")
+                raise UserError(f"{name_or_dir!r} is neither a directory nor one of {', '.join(PRETRAINED)}")
             from huggingface_hub import snapshot_download
 
             repo = f"openai-community/{name_or_dir}"
@@ -466,21 +469,21 @@ class GPT(nn.Module):
                 raise OSError(f"cannot get {repo} from the Hugging Face hub: {e}") from e
         for filename in ("config.json", "model.safetensors"):
             if not os.path.isfile(os.path.join(directory, filename)):
-                raise ValueError(f"{directory} has no {filename} (expected a Hugging Face GPT-2 directory)")
+                raise UserError(f"{directory} has no {filename} (expected a Hugging Face GPT-2 directory)")
         with open(os.path.join(directory, "config.json")) as f:
             hf = json.load(f)
         missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if k not in hf]
         if missing:
-            raise ValueError(f"{directory}/config.json has no {', '.join(missing)} (expected a GPT-2 config)")
+            raise UserError(f"{directory}/config.json has no {', '.join(missing)} (expected a GPT-2 config)")
         # GPT-2 variants this model does not compute would otherwise load silently and give wrong logits.
         supported = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"), "layer_norm_epsilon": (1e-5,),
                      "n_inner": (None, 4 * hf["n_embd"]), "scale_attn_weights": (True,), "scale_attn_by_inverse_layer_idx": (False,)}  # fmt: skip
         for key, allowed in supported.items():
             if hf.get(key, allowed[0]) not in allowed:
-                raise ValueError(f"{directory}/config.json: {key}={hf[key]!r} is not supported (this model has {allowed[0]!r})")
+                raise UserError(f"{directory}/config.json: {key}={hf[key]!r} is not supported (this model has {allowed[0]!r})")
         config = GPTConfig(
             block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"], n_head=hf["n_head"],
-            n_embd=hf["n_embd"], dropout=override_args.get("dropout", 0.0), bias=True,
+            n_embd=hf["n_embd"], dropout=override_args.get("dropout", 0.0), sdpa=override_args.get("sdpa", True), bias=True,
             tie_weights=hf.get("tie_word_embeddings", True),
         )  # fmt: skip
         model = cls(config)
@@ -495,10 +498,10 @@ class GPT(nn.Module):
             if key == "lm_head.weight" and config.tie_weights:
                 hf_key = "wte.weight"  # a tied head is stored once, as the token embedding
             if hf_key not in hf_state:
-                raise ValueError(f"{directory}/model.safetensors has no tensor {hf_key}")
+                raise UserError(f"{directory}/model.safetensors has no tensor {hf_key}")
             tensor = hf_state[hf_key].t() if key.endswith(CONV1D) else hf_state[hf_key]
             if tensor.shape != state[key].shape:
-                raise ValueError(f"{hf_key}: shape {tuple(tensor.shape)} does not match the model's {tuple(state[key].shape)}")
+                raise UserError(f"{hf_key}: shape {tuple(tensor.shape)} does not match the model's {tuple(state[key].shape)}")
             state[key] = tensor
         model.load_state_dict(state)
         return model
@@ -507,7 +510,7 @@ class GPT(nn.Module):
         """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained reads."""
         cfg = self.config
         if (cfg.norm, cfg.pos, cfg.mlp, cfg.qk_norm) != ("layernorm", "learned", "gelu", False):
-            raise ValueError("only the GPT-2 layout (norm=layernorm, pos=learned, mlp=gelu, qk_norm=False) has a Hugging Face GPT-2 format")
+            raise UserError("only the GPT-2 layout (norm=layernorm, pos=learned, mlp=gelu, qk_norm=False) has a Hugging Face GPT-2 format")
         tensors = {}
         for name, tensor in self.state_dict().items():
             if name == "lm_head.weight" and cfg.tie_weights:
@@ -526,27 +529,15 @@ class GPT(nn.Module):
         }  # fmt: skip
         from safetensors.torch import save_file
 
+        from checkpoint import atomic_write, save_json
+
         os.makedirs(directory, exist_ok=True)
-        write_atomically(os.path.join(directory, "model.safetensors"), lambda path: save_file(tensors, path, metadata={"format": "pt"}))
-
-        def write_config(path):
-            with open(path, "w") as f:
-                json.dump(hf_config, f, indent=2)
-
-        write_atomically(os.path.join(directory, "config.json"), write_config)
+        atomic_write(os.path.join(directory, "model.safetensors"), lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+        save_json(os.path.join(directory, "config.json"), hf_config)
 
 
 PRETRAINED = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")  # HF stores these (in, out)
-
-
-def write_atomically(path, write):
-    """write(tmp_path), fsync, rename over path: a crash leaves the old file or the new one, never half."""
-    tmp = f"{path}.tmp"
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):

@@ -9,6 +9,8 @@ dataset was prepared with.
 import hashlib
 import os
 
+from configurator import UserError
+
 
 class CharTokenizer:
     """One token per character of the corpus' alphabet."""
@@ -28,7 +30,7 @@ class CharTokenizer:
     def encode(self, text):
         unknown = sorted(set(text) - self.stoi.keys())
         if unknown:
-            raise ValueError(f"characters not in this model's vocabulary: {''.join(unknown)!r}")
+            raise UserError(f"characters not in this model's vocabulary: {''.join(unknown)!r}")
         return [self.stoi[ch] for ch in text]
 
     def decode(self, ids):
@@ -50,7 +52,7 @@ class GPT2Tokenizer:
             self.enc = tiktoken.get_encoding("gpt2")
         except Exception as e:  # tiktoken raises requests/urllib/blobfile errors when offline
             names = ", ".join(f"{name} as {cache_name}" for name, cache_name in gpt2_cache_names().items())
-            raise ValueError(
+            raise UserError(
                 f"cannot load tiktoken's GPT-2 files ({type(e).__name__}). Offline: copy them into a directory under "
                 f"tiktoken's cache names ({names}: the sha1 of their URLs) and set TIKTOKEN_CACHE_DIR to that directory"
             ) from None
@@ -86,7 +88,7 @@ def gpt2_cache_dir(files_dir, cache_dir):
     for name, cache_name in gpt2_cache_names().items():
         source = os.path.join(files_dir, name)
         if not os.path.isfile(source):
-            raise ValueError(f"{files_dir} has no {name}")
+            raise UserError(f"{files_dir} has no {name}")
         shutil.copyfile(source, os.path.join(cache_dir, cache_name))
     return cache_dir
 
@@ -106,7 +108,7 @@ class BPETokenizer:
     @classmethod
     def train(cls, text, vocab_size):
         if vocab_size < 257:
-            raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE: at least 257 (256 bytes + {cls.EOT})")
+            raise UserError(f"vocab_size={vocab_size} is too small for a byte-level BPE: at least 257 (256 bytes + {cls.EOT})")
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE())
@@ -152,7 +154,7 @@ def new_tokenizer(kind, text, train_text, vocab_size=2048):
         return GPT2Tokenizer()
     if kind == "bpe":
         return BPETokenizer.train(train_text, vocab_size)  # never sees val, so val loss stays honest
-    raise ValueError(f"unknown tokenizer {kind!r}: char, gpt2 or bpe")
+    raise UserError(f"unknown tokenizer {kind!r}: char, gpt2 or bpe")
 
 
 def load_tokenizer(meta, directory):
@@ -165,6 +167,6 @@ def load_tokenizer(meta, directory):
     if kind == "bpe":
         path = os.path.join(directory, meta.get("tokenizer_file", "tokenizer.json"))
         if not os.path.isfile(path):
-            raise ValueError(f"{path} is missing: meta.json names a trained BPE tokenizer stored there")
+            raise UserError(f"{path} is missing: meta.json names a trained BPE tokenizer stored there")
         return BPETokenizer.load(path)
-    raise ValueError(f"meta.json in {directory} names an unknown tokenizer {kind!r} (char, gpt2 or bpe)")
+    raise UserError(f"meta.json in {directory} names an unknown tokenizer {kind!r} (char, gpt2 or bpe)")

@@ -13,11 +13,13 @@ import torch
 import torch.nn.functional as F
 from conftest import ONE_THREAD, ROOT, read_jsonl, run_script, run_train_main, train, train_args
 
-import train as train_module
+import checkpoint
 from configurator import parse_args
 from data.loader import BatchLoader
+from hardware import cpu_has_fast_bf16, pick_dtype, precision
 from model import GPT, GPTConfig
-from train import TrainConfig, cpu_has_fast_bf16, get_lr, pick_dtype, precision, validate
+from train import get_lr
+from train_config import TrainConfig, validate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process tiny models
 
@@ -320,4 +322,4 @@ def test_compiled_model_saves_plain_keys():
     model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
     compiled = torch.compile(model)  # wrapping is cheap; nothing compiles until the first call
     assert all(k.startswith("_orig_mod.") for k in compiled.state_dict())
-    assert train_module.clean_state_dict(compiled.state_dict()).keys() == model.state_dict().keys()
+    assert checkpoint.clean_state_dict(compiled.state_dict()).keys() == model.state_dict().keys()
