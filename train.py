@@ -272,6 +272,16 @@ def write_metrics(out_dir, metrics):
     atomic_write(os.path.join(out_dir, "metrics.jsonl"), write)
 
 
+def start_logging(cfg, meta, data_dir, progress):
+    """Rank 0: the run's files in out_dir, and the W&B run (None unless wandb_log), continuing the checkpoint's."""
+    write_run_files(cfg, meta, data_dir, progress.metrics)
+    if not cfg.wandb_log:
+        return None
+    run = start_wandb(cfg, progress.wandb_run_id)
+    progress.wandb_run_id = run.id
+    return run
+
+
 # ----------------------------------------------------------------------------------------------------
 # Weights & Biases
 
@@ -370,6 +380,17 @@ def stop_any(stop_signal, ddp, device):
     return flag.item() > 0
 
 
+def log_step(iter_num, stats, run):
+    """One line of the step's loss, lr, grad norm, speed and MFU; the same numbers to W&B."""
+    tqdm.write(
+        f"iter {iter_num}: loss {stats['loss']:.4f}, lr {stats['lr']:.2e}, grad norm {stats['grad_norm']:.4f}, "
+        f"{stats['dt'] * 1000:.1f} ms/iter, {stats['tok_s']:,.0f} tok/s, mfu {stats['mfu'] * 100:.1f}%"
+    )
+    if run is not None:
+        run.log({"train/loss_step": stats["loss"], "lr": stats["lr"], "grad_norm": stats["grad_norm"],
+                 "tok_per_s": stats["tok_s"], "mfu": stats["mfu"]}, step=iter_num)  # fmt: skip
+
+
 def evaluate_checkpoint(cfg, model, loader, ctx, iter_num, master):
     """--eval_only: the loss over the whole val split, printed and written to eval.json."""
     result = evaluate_split(model, loader, "val", ctx)
@@ -390,9 +411,6 @@ def main():
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     # Each rank its own dropout masks; DDP copies rank 0's initial weights to the others at construction.
     torch.manual_seed(cfg.seed + dist.rank)
-    if device_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     data_dir = data_dir_for(cfg.dataset)
     loader = BatchLoader(data_dir, cfg.block_size, cfg.batch_size, device, cfg.seed)
     if dist.master:
@@ -412,12 +430,7 @@ def main():
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[int(device.split(":")[1])] if device_type == "cuda" else None)
 
     # -- logging; stop cleanly on SIGINT / SIGTERM: finish the step, save, exit --------------------------
-    run = None
-    if dist.master:
-        write_run_files(cfg, loader.meta, data_dir, progress.metrics)
-        if cfg.wandb_log:
-            run = start_wandb(cfg, progress.wandb_run_id)
-            progress.wandb_run_id = run.id
+    run = start_logging(cfg, loader.meta, data_dir, progress) if dist.master else None
     peak_flops = hardware.measure_peak_flops(device, getattr(torch, dtype)) if dist.master else None
     stop_signal = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -465,14 +478,7 @@ def main():
         pbar.set_postfix(loss=f"{lossf:.4f}", tok_s=f"{tok_s:,.0f}")
         if progress.iter_num % cfg.log_interval == 0 and dist.master:
             mfu = raw_model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps, dt, peak_flops * dist.world_size)
-            tqdm.write(
-                f"iter {progress.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, grad norm {grad_norm:.4f}, "
-                f"{dt * 1000:.1f} ms/iter, {tok_s:,.0f} tok/s, mfu {mfu * 100:.1f}%"
-            )
-            if run is not None:
-                run.log(
-                    {"train/loss_step": lossf, "lr": lr, "grad_norm": grad_norm, "tok_per_s": tok_s, "mfu": mfu}, step=progress.iter_num
-                )
+            log_step(progress.iter_num, dict(loss=lossf, lr=lr, grad_norm=grad_norm, dt=dt, tok_s=tok_s, mfu=mfu), run)
     pbar.close()
     if run is not None:
         run.finish()
