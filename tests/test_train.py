@@ -19,7 +19,7 @@ from data.loader import BatchLoader
 from hardware import cpu_has_fast_bf16, pick_dtype, precision
 from model import GPT, GPTConfig
 from train import get_lr
-from train_config import TrainConfig, validate
+from train_config import TrainConfig, model_config, validate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process tiny models
 
@@ -323,3 +323,13 @@ def test_compiled_model_saves_plain_keys():
     compiled = torch.compile(model)  # wrapping is cheap; nothing compiles until the first call
     assert all(k.startswith("_orig_mod.") for k in compiled.state_dict())
     assert checkpoint.clean_state_dict(compiled.state_dict()).keys() == model.state_dict().keys()
+
+
+def test_train_config_takes_the_model_keys_from_gpt_config():
+    """TrainConfig inherits GPTConfig's fields (no second list to drift), with training's bias=False default."""
+    assert {f.name for f in fields(GPTConfig)} <= {f.name for f in fields(TrainConfig)}
+    assert TrainConfig().bias is False and GPTConfig().bias is True
+    assert model_config(TrainConfig(n_layer=2, sdpa=False), vocab_size=65) == GPTConfig(
+        vocab_size=65, n_layer=2, bias=False, sdpa=False
+    )  # vocab_size=0: the dataset's
+    assert model_config(parse_args(TrainConfig(), ["--vocab_size=128"]), vocab_size=65).vocab_size == 128  # padded
