@@ -219,7 +219,10 @@ def main(argv=None):
     unit = "characters" if tokenizer.kind == "char" else "tokens"
     aggregation = "sum over a word's key tokens, mean over its query tokens"
 
-    os.makedirs(save_dir, exist_ok=True)
+    try:
+        os.makedirs(save_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --save_dir={save_dir} ({e.strerror}); choose another directory") from None
     written = []
     if cfg.format == "json":
         path = os.path.join(save_dir, "attention.json")

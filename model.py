@@ -115,7 +115,8 @@ class MultiHeadAttentionWrapper(nn.Module):
     """
     num_heads stage-3 heads, each of size hs = d_out / num_heads with its own Wq, Wk, Wv, run one after the
     other and concatenated: (B, T, d_out). Each head can attend to different things (LLMs-from-scratch, ch. 3).
-    Stage 4 computes exactly this (tests/test_attention_stages.py checks it), batched.
+    Stage 4 computes exactly this, batched, when its output projection is the identity
+    (tests/test_attention_stages.py checks it).
     """
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
@@ -180,8 +181,8 @@ class MultiHeadAttention(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Beyond the notes: what the GPT's attention adds to stage 4. None of it changes what is computed for
-# a full sequence; each makes it faster (SDPA, the KV cache) or is a model switch (QK-norm, RoPE).
+# Beyond the notes: what the GPT's attention adds to stage 4. SDPA and the KV cache compute the same
+# thing faster; QK-norm and rotary positions are model switches (GPTConfig qk_norm, pos), off for GPT-2.
 
 
 class RMSNorm(nn.Module):
