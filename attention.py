@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from configurator import parse_args, run_cli
-from sample import load_model
-from train import atomic_write, pick_device, save_json
+from checkpoint import atomic_write, load_model, save_json
+from configurator import UserError, parse_args, run_cli
+from hardware import pick_device
 
 # the sentence of our notes: "jumped" has to reach back past two clauses to find its subject
 NOTES_SENTENCE = "the cat that was sitting on the mat, which was next to the dog, jumped"
@@ -55,7 +55,7 @@ def split_words(text):
 def token_spans(tokenizer, ids, text):
     """(start, end) character span of each token in text (which must be what ids decode to)."""
     if tokenizer.decode(ids) != text:
-        raise ValueError("the tokenizer does not reproduce the text exactly, so its tokens cannot be placed on words")
+        raise UserError("the tokenizer does not reproduce the text exactly, so its tokens cannot be placed on words")
     # prefix lengths; a token ending inside a multi-byte character decodes to a stand-in, so clamp to stay monotonic
     ends, last = [], 0
     for i in range(1, len(ids) + 1):
@@ -109,7 +109,7 @@ def fit_to_context(tokenizer, text, block_size):
     """The text, or, when it is longer than the model's context, its last words that fit (with a warning)."""
     ids = tokenizer.encode(text)
     if not ids:
-        raise ValueError("the text is empty; give --text=...")
+        raise UserError("the text is empty; give --text=...")
     if len(ids) <= block_size:
         return text, ids
     for start, _ in split_words(text):
@@ -121,14 +121,14 @@ def fit_to_context(tokenizer, text, block_size):
                 file=sys.stderr,
             )
             return text[start:], ids
-    raise ValueError(f"the last word of the text alone is longer than the model's context of {block_size} tokens")
+    raise UserError(f"the last word of the text alone is longer than the model's context of {block_size} tokens")
 
 
 def find_query(labels, query):
     """Index of the last word equal to query (ignoring case)."""
     matches = [i for i, label in enumerate(labels) if label.lower() == query.strip().lower()]
     if not matches:
-        raise ValueError(f"--query={query!r} is not a word of the text; its words are: {' '.join(labels)}")
+        raise UserError(f"--query={query!r} is not a word of the text; its words are: {' '.join(labels)}")
     return matches[-1]
 
 
@@ -203,8 +203,8 @@ def save_figure(fig, path):
 def main(argv=None):
     cfg = parse_args(AttentionConfig(), sys.argv[1:] if argv is None else argv)
     if cfg.format not in ("png", "json"):
-        raise ValueError(f"--format={cfg.format} must be png or json")
-    model, tokenizer = load_model(cfg, pick_device(cfg.device))
+        raise UserError(f"--format={cfg.format} must be png or json")
+    model, tokenizer = load_model(cfg.init_from, cfg.out_dir, pick_device(cfg.device))
     model_name = os.path.basename(os.path.normpath(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from))
     save_dir = cfg.save_dir or (cfg.out_dir if cfg.init_from == "resume" else ".")
 
@@ -219,7 +219,10 @@ def main(argv=None):
     unit = "characters" if tokenizer.kind == "char" else "tokens"
     aggregation = "sum over a word's key tokens, mean over its query tokens"
 
-    os.makedirs(save_dir, exist_ok=True)
+    try:
+        os.makedirs(save_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --save_dir={save_dir} ({e.strerror}); choose another directory") from None
     written = []
     if cfg.format == "json":
         path = os.path.join(save_dir, "attention.json")

@@ -10,7 +10,7 @@ Speed and memory benchmarks. Every subcommand prints ONE JSON object on stdout (
 train: any train.py config file and --key=value apply (the model, batch, dtype, compile, optimizer...).
     Synthetic tokens (throughput does not depend on the text). Times --iters steps after --warmup steps
     (the warmup absorbs torch.compile). MFU uses the PaLM formula (model.estimate_flops_per_token) against
-    a peak measured on the spot by a large matmul in the same dtype (train.measure_peak_flops).
+    a peak measured on the spot by a large matmul in the same dtype (hardware.measure_peak_flops).
 sample: a GPT-2-small-shaped model (GPTConfig defaults) with random weights, batch 1; --prompt_len random
     tokens, then --new_tokens sampled tokens with the KV cache and with use_cache=False (the uncached path
     takes minutes on a 2-core CPU at 512 new tokens; --new_tokens=64 for a quick look).
@@ -37,21 +37,11 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from configurator import ConfigError, parse_args, run_cli
-from data.loader import load_meta
+import hardware
+from configurator import ConfigError, UserError, parse_args, run_cli
+from data.loader import data_dir_for, load_meta
 from model import GPT, GPTConfig
-from train import (
-    MODEL_KEYS,
-    TrainConfig,
-    build_optimizer,
-    data_dir_for,
-    measure_peak_flops,
-    pick_device,
-    pick_dtype,
-    precision,
-    sync,
-    validate,
-)
+from train_config import TrainConfig, build_optimizer, model_config, validate
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -84,9 +74,9 @@ def split_args(argv):
     train_argv = [a for a in argv if a not in bench_argv]
     bench = parse_args(BenchConfig(), bench_argv)
     if bench.iters < 1 or bench.warmup < 0 or bench.repeats < 1 or bench.prompt_len < 1 or bench.new_tokens < 1:
-        raise ValueError("iters, repeats, prompt_len and new_tokens must be >= 1, warmup >= 0")
+        raise UserError("iters, repeats, prompt_len and new_tokens must be >= 1, warmup >= 0")
     if bench.cache not in ("both", "on", "off"):
-        raise ValueError(f"--cache={bench.cache} must be both, on or off")
+        raise UserError(f"--cache={bench.cache} must be both, on or off")
     return bench, train_argv
 
 
@@ -101,18 +91,14 @@ def peak_rss_mib():
 def bench_train(bench, train_argv):
     cfg = parse_args(TrainConfig(), train_argv)
     validate(cfg)
-    device = pick_device(cfg.device)
-    device_type = "cuda" if device.startswith("cuda") else device
-    dtype = pick_dtype(cfg.dtype, device_type)
-    ctx, _ = precision(dtype, device_type)  # bench steps skip the GradScaler (float16 only; bf16 and fp32 need none)
+    # bench steps skip the GradScaler (float16 only; bf16 and fp32 need none)
+    device, device_type, dtype, ctx, _ = hardware.setup(cfg.device, cfg.dtype)
     try:  # the dataset's vocabulary if it is prepared, else GPT-2's: the tokens themselves are synthetic
         vocab_size = load_meta(data_dir_for(cfg.dataset))["vocab_size"]
-    except ValueError:
+    except UserError:
         vocab_size = GPTConfig.vocab_size
     torch.manual_seed(bench.seed)
-    model = GPT(GPTConfig(vocab_size=vocab_size, **{k: getattr(cfg, k) for k in MODEL_KEYS})).to(device)
-    for block in model.transformer.h:
-        block.attn.use_sdpa = cfg.sdpa
+    model = GPT(model_config(cfg, vocab_size)).to(device)
     optimizer = build_optimizer(model, cfg, device_type)
     step_model = torch.compile(model) if cfg.compile else model
     generator = torch.Generator().manual_seed(bench.seed)
@@ -132,16 +118,16 @@ def bench_train(bench, train_argv):
     t0 = time.perf_counter()
     for _ in range(bench.warmup):
         step()
-    sync(device)
+    hardware.sync(device)
     warmup_s = time.perf_counter() - t0
     times = []
     for _ in range(bench.iters):
         t0 = time.perf_counter()
         step()
-        sync(device)
+        hardware.sync(device)
         times.append(time.perf_counter() - t0)
     dt = statistics.median(times)
-    peak = measure_peak_flops(device, getattr(torch, dtype))
+    peak = hardware.measure_peak_flops(device, getattr(torch, dtype))
     tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
     return {
         "params_M": round(model.get_num_params() / 1e6, 3),
@@ -160,14 +146,11 @@ def bench_train(bench, train_argv):
 
 def bench_sample(bench, train_argv):
     cfg = parse_args(TrainConfig(), train_argv)  # only device and dtype are used
-    device = pick_device(cfg.device)
-    device_type = "cuda" if device.startswith("cuda") else device
-    dtype = pick_dtype(cfg.dtype, device_type)
-    ctx, _ = precision(dtype, device_type)
+    device, _, dtype, ctx, _ = hardware.setup(cfg.device, cfg.dtype)
     torch.manual_seed(bench.seed)
     model = GPT(GPTConfig()).to(device).eval()  # GPT-2 small: 12 layers, 768 wide, 1024 context
     if bench.prompt_len + bench.new_tokens > model.config.block_size:
-        raise ValueError(f"prompt_len + new_tokens must be <= {model.config.block_size}, the model's context")
+        raise UserError(f"prompt_len + new_tokens must be <= {model.config.block_size}, the model's context")
     prompt = torch.randint(model.config.vocab_size, (1, bench.prompt_len), generator=torch.Generator().manual_seed(bench.seed))
     result = {"params_M": round(model.get_num_params() / 1e6, 3), "device": device, "dtype": dtype,
               "prompt_len": bench.prompt_len, "new_tokens": bench.new_tokens}  # fmt: skip
@@ -179,7 +162,7 @@ def bench_sample(bench, train_argv):
         t0 = time.perf_counter()
         with ctx:
             out = model.generate(prompt.to(device), bench.new_tokens, generator=generator, use_cache=use_cache)
-        sync(device)
+        hardware.sync(device)
         dt = time.perf_counter() - t0
         assert out.shape == (1, bench.prompt_len + bench.new_tokens), out.shape
         result[f"{name}_s"] = round(dt, 3)
@@ -199,7 +182,7 @@ def config_args(name):
         return NAMED_CONFIGS[name]
     if os.path.isfile(name):
         return [name]
-    raise ValueError(f"unknown config {name!r}: use ref, fast, or a path to a config file")
+    raise UserError(f"unknown config {name!r}: use ref, fast, or a path to a config file")
 
 
 def run_train(args, out_dir):
@@ -210,10 +193,10 @@ def run_train(args, out_dir):
     trained = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if trained.returncode != 0:
-        raise ValueError(f"{' '.join(args)} failed:\n{trained.stderr.strip()[-2000:]}")
+        raise UserError(f"{' '.join(args)} failed:\n{trained.stderr.strip()[-2000:]}")
     scored = subprocess.run([*cmd, "--eval_only=True"], cwd=ROOT, env=env, capture_output=True, text=True)
     if scored.returncode != 0:
-        raise ValueError(f"evaluating {' '.join(args)} failed:\n{scored.stderr.strip()[-2000:]}")
+        raise UserError(f"evaluating {' '.join(args)} failed:\n{scored.stderr.strip()[-2000:]}")
     with open(os.path.join(out_dir, "eval.json")) as f:
         return wall, json.load(f)["loss"]
 
@@ -251,7 +234,7 @@ def bench_all(bench, train_argv):
     def sub(*args):
         out = subprocess.run([sys.executable, os.path.abspath(__file__), *args], cwd=ROOT, capture_output=True, text=True)
         if out.returncode != 0:
-            raise ValueError(f"bench.py {' '.join(args)} failed:\n{out.stderr.strip()[-2000:]}")
+            raise UserError(f"bench.py {' '.join(args)} failed:\n{out.stderr.strip()[-2000:]}")
         return json.loads(out.stdout)
 
     flags = [f"--{f.name}={getattr(bench, f.name)}" for f in fields(bench)]

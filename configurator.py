@@ -17,7 +17,12 @@ import sys
 from dataclasses import fields, replace
 
 
-class ConfigError(ValueError):
+class UserError(ValueError):
+    """A user mistake (bad input, a missing file, a full disk); the message says what to do next.
+    run_cli prints it as one line. Any other exception is a bug and keeps its traceback."""
+
+
+class ConfigError(UserError):
     """A user mistake in a config file or a --key=value argument; the message says what to fix."""
 
 
@@ -148,9 +153,9 @@ def usage(defaults):
 
 
 def run_cli(main):
-    """Run main(); a user mistake prints one line `error: ...` and exits 2, never a traceback."""
+    """Run main(); a UserError prints one line `error: ...` and exits 2. Anything else is a bug: its traceback stays."""
     try:
         main()
-    except (ValueError, OSError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

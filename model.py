@@ -4,11 +4,14 @@ A GPT language model, built from the four stages of attention in the order our n
   1. SimplifiedSelfAttention  - no weights: scores are dot products of the inputs
   2. SelfAttention            - new: trainable Wq, Wk, Wv and scaling by 1/sqrt(d_k)
   3. CausalAttention          - new: mask the future, dropout on the attention weights
-  4. MultiHeadAttention       - new: several heads in parallel, an output projection
+     MultiHeadAttentionWrapper - the bridge: several stage-3 heads side by side, concatenated
+  4. MultiHeadAttention       - new: the same heads batched (one matmul), an output projection
 
-The GPT (token + position embeddings, pre-LayerNorm blocks of causal multi-head attention and an MLP,
-a final norm, an LM head tied to the token embedding by default) uses stage 4. Module names follow GPT-2's
-checkpoint keys, so loading Hugging Face weights is a key-for-key copy.
+"Beyond the notes" then adds what the GPT's attention (GPTAttention, a stage-4 subclass) needs on top:
+QK-norm, rotary positions, a KV cache and the fused SDPA kernel. The GPT (token + position embeddings,
+pre-LayerNorm blocks of GPTAttention and an MLP, a final norm, an LM head tied to the token embedding by
+default) follows. Module names follow GPT-2's checkpoint keys, so loading Hugging Face weights is a
+key-for-key copy.
 
 Shapes: B batch, T sequence length (time), C embedding size (n_embd), nh heads, hs head size (C // nh).
 Try it:
@@ -23,6 +26,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+from configurator import UserError
 
 # ----------------------------------------------------------------------------------------------------
 # Stage 1: simplified self-attention
@@ -66,29 +71,118 @@ class SelfAttention(nn.Module):
 
 # ----------------------------------------------------------------------------------------------------
 # Stage 3: causal attention
+#
+# One mask convention everywhere in this file: a boolean (T, T) mask, True above the diagonal, where a query
+# must NOT look (the future). F.scaled_dot_product_attention takes the opposite (True = attend), so the
+# SDPA path passes ~mask.
+
+
+def causal_mask(context_length):
+    """(context_length, context_length) bool, True = future = masked."""
+    return torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)
+
+
+def causal_softmax(attn_scores, mask):
+    """Softmax over the keys with the masked (future) ones at -inf: each row a distribution over the past.
+    -inf before the softmax, not 0 after it, keeps every row summing to 1. Computed in float32 (scores may
+    be bf16 under autocast), returned in the scores' dtype."""
+    attn_scores = attn_scores.masked_fill(mask, float("-inf"))
+    return torch.softmax(attn_scores, dim=-1, dtype=torch.promote_types(attn_scores.dtype, torch.float32)).type_as(attn_scores)
 
 
 class CausalAttention(SelfAttention):
-    """New: a token may only attend to itself and the past; dropout regularizes the weights."""
+    """New: a token may only attend to itself and the past; dropout regularizes the weights.
+    Returned weights are the ones applied to the values: after dropout."""
 
     def __init__(self, d_in, d_out, context_length, dropout, qkv_bias=False):
         super().__init__(d_in, d_out, qkv_bias)
-        self.dropout = nn.Dropout(dropout)
-        # True above the diagonal = "future, masked". A buffer moves with .to(device) but is not trained.
-        mask = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)
-        self.register_buffer("mask", mask, persistent=False)
+        self.dropout = nn.Dropout(dropout)  # new
+        # new: the mask. A buffer moves with .to(device) but is not trained (nor saved).
+        self.register_buffer("mask", causal_mask(context_length), persistent=False)
 
     def attention_weights(self, queries, keys):
         T = queries.shape[-2]
-        attn_scores = queries @ keys.transpose(-2, -1)  # (..., T, T)
-        # -inf before the softmax (not 0 after it) keeps each row a proper distribution over the past.
-        attn_scores = attn_scores.masked_fill(self.mask[:T, :T], float("-inf"))
-        attn_weights = torch.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
-        return self.dropout(attn_weights)
+        attn_scores = queries @ keys.transpose(-2, -1) / keys.shape[-1] ** 0.5  # (..., T, T), scaled as stage 2
+        attn_weights = causal_softmax(attn_scores, self.mask[:T, :T])  # new: the future masked
+        return self.dropout(attn_weights)  # new: dropout
 
 
 # ----------------------------------------------------------------------------------------------------
-# Stage 4: multi-head attention (what the GPT uses)
+# From stage 3 to stage 4: several causal heads side by side
+
+
+class MultiHeadAttentionWrapper(nn.Module):
+    """
+    num_heads stage-3 heads, each of size hs = d_out / num_heads with its own Wq, Wk, Wv, run one after the
+    other and concatenated: (B, T, d_out). Each head can attend to different things (LLMs-from-scratch, ch. 3).
+    Stage 4 computes exactly this, batched, when its output projection is the identity
+    (tests/test_attention_stages.py checks it).
+    """
+
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+        super().__init__()
+        if d_out % num_heads != 0:
+            raise UserError(f"d_out={d_out} must be divisible by num_heads={num_heads}")
+        hs = d_out // num_heads
+        self.heads = nn.ModuleList([CausalAttention(d_in, hs, context_length, dropout, qkv_bias) for _ in range(num_heads)])
+
+    def forward(self, x, return_weights=False):
+        outputs = [head(x, return_weights=True) for head in self.heads]  # num_heads x ((B, T, hs), (B, T, T))
+        context = torch.cat([out for out, _ in outputs], dim=-1)  # (B, T, nh * hs) = (B, T, d_out)
+        return (context, torch.stack([w for _, w in outputs], dim=1)) if return_weights else context  # weights (B, nh, T, T)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stage 4: multi-head attention
+
+
+class MultiHeadAttention(nn.Module):
+    """
+    The wrapper's math batched over a head axis: the same causal_softmax and dropout, the heads' outputs
+    side by side. New: the q, k, v of all heads come from one matmul (c_attn, fused as in GPT-2, so its
+    checkpoint keys load key-for-key: rows [all heads' q | all heads' k | all heads' v]), reshapes split the
+    heads, and an output projection (c_proj) mixes them. Returned weights are after dropout, as stage 3's.
+    """
+
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, proj_bias=True):
+        super().__init__()
+        if d_out % num_heads != 0:
+            raise UserError(f"d_out={d_out} must be divisible by num_heads={num_heads}")
+        self.d_out, self.num_heads, self.head_size = d_out, num_heads, d_out // num_heads
+        self.c_attn = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)  # new: heads (and q, k, v) in one matmul
+        self.c_proj = nn.Linear(d_out, d_out, bias=proj_bias)  # new: mixes what the heads found
+        self.attn_dropout = nn.Dropout(dropout)  # on the weights, as stage 3
+        self.resid_dropout = nn.Dropout(dropout)  # on the output, as GPT-2
+        self.register_buffer("mask", causal_mask(context_length), persistent=False)
+
+    def qkv(self, x):
+        """x (B, T, d_in) -> q, k, v, each (B, nh, T, hs)."""
+        B, T, _ = x.shape
+        q, k, v = self.c_attn(x).split(self.d_out, dim=2)  # 3 x (B, T, d_out)
+        return [t.view(B, T, self.num_heads, self.head_size).transpose(1, 2) for t in (q, k, v)]  # 3 x (B, nh, T, hs)
+
+    def attend(self, q, k, v, mask):
+        """Stage 3's math on every head at once: (context (B, nh, T, hs), weights (B, nh, T, T_k))."""
+        attn_scores = q @ k.transpose(-2, -1) / self.head_size**0.5  # (B, nh, T, hs) @ (B, nh, hs, T_k) -> (B, nh, T, T_k)
+        attn_weights = self.attn_dropout(causal_softmax(attn_scores, mask))
+        return attn_weights @ v, attn_weights  # (B, nh, T, T_k) @ (B, nh, T_k, hs) -> (B, nh, T, hs)
+
+    def project(self, context):
+        """(B, nh, T, hs) -> heads side by side again (B, T, d_out), mixed by c_proj."""
+        B, _, T, _ = context.shape
+        context = context.transpose(1, 2).contiguous().view(B, T, self.d_out)  # (B, T, nh * hs)
+        return self.resid_dropout(self.c_proj(context))
+
+    def forward(self, x, return_weights=False):
+        T = x.shape[1]
+        context, weights = self.attend(*self.qkv(x), self.mask[:T, :T])
+        out = self.project(context)
+        return (out, weights) if return_weights else out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Beyond the notes: what the GPT's attention adds to stage 4. SDPA and the KV cache compute the same
+# thing faster; QK-norm and rotary positions are model switches (GPTConfig qk_norm, pos), off for GPT-2.
 
 
 class RMSNorm(nn.Module):
@@ -135,39 +229,24 @@ class KVCache:
         return self.k[:, :, : self.length], self.v[:, :, : self.length]  # (B, nh, length, hs)
 
 
-class MultiHeadAttention(nn.Module):
+class GPTAttention(MultiHeadAttention):
     """
-    New: nh heads of size hs = d_out / nh attend in parallel, each in its own subspace. One fused
-    Linear computes all heads' q, k, v at once (c_attn, as in GPT-2), reshapes split the heads, and an
-    output projection (c_proj) mixes them. Two paths compute the same thing:
-    F.scaled_dot_product_attention (default; flash kernels on GPU) and the explicit math of stage 3
-    (used when the weights are asked for, or with use_sdpa=False). Returned weights are before dropout.
+    Stage 4 plus: QK-norm (Dehghani et al. 2023: normalize each head's q and k, which bounds the logits),
+    rotary positions (rope tables from the GPT), a KV cache for generation, and F.scaled_dot_product_attention
+    (sdpa=True; flash kernels on GPU), which computes stage 4's attend() in one fused kernel. Asking for the
+    weights takes stage 4's explicit attend(), as does sdpa=False.
     """
 
-    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, proj_bias=True, qk_norm=False, use_sdpa=True):
-        super().__init__()
-        if d_out % num_heads != 0:
-            raise ValueError(f"d_out={d_out} must be divisible by num_heads={num_heads}")
-        self.d_out, self.num_heads, self.head_size = d_out, num_heads, d_out // num_heads
-        self.c_attn = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
-        self.c_proj = nn.Linear(d_out, d_out, bias=proj_bias)
-        self.attn_dropout = nn.Dropout(dropout)
-        self.resid_dropout = nn.Dropout(dropout)
-        self.dropout = dropout
-        self.use_sdpa = use_sdpa
-        # QK-norm (Dehghani et al. 2023) normalizes each head's q and k, which bounds the logits.
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, proj_bias=True, qk_norm=False, sdpa=True):
+        super().__init__(d_in, d_out, context_length, dropout, num_heads, qkv_bias, proj_bias)
+        self.sdpa = sdpa
         self.q_norm = RMSNorm(self.head_size) if qk_norm else None
         self.k_norm = RMSNorm(self.head_size) if qk_norm else None
-        mask = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)
-        self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x, rope=None, kv_cache=None, return_weights=False):
         """x (B, T, d_in) -> (B, T, d_out). rope: (cos, sin) tables; kv_cache: this layer's KVCache."""
-        B, T, _ = x.shape
-        q, k, v = self.c_attn(x).split(self.d_out, dim=2)  # 3 x (B, T, d_out)
-        q = q.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        T = x.shape[1]
+        q, k, v = self.qkv(x)  # (B, nh, T, hs) each
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         past = kv_cache.length if kv_cache is not None else 0
@@ -177,23 +256,19 @@ class MultiHeadAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)  # (B, nh, past + T, hs)
         # query i sits at absolute position past + i and may see keys 0 .. past + i
-        future = self.mask[past : past + T, : past + T]  # (T, past + T)
-        dropout_p = self.dropout if self.training else 0.0
+        mask = self.mask[past : past + T, : past + T]  # (T, past + T), True = masked
         weights = None
-        if self.use_sdpa and not return_weights:
+        if self.sdpa and not return_weights:
+            dropout_p = self.attn_dropout.p if self.training else 0.0
             if past == 0:
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-            else:  # decoding: is_causal would align the mask to the top-left corner, so pass it (True = attend);
+                context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            else:  # decoding: is_causal would align the mask to the top-left corner, so pass it (SDPA: True = attend);
                 # a single new token sees every key, and no mask lets the fast kernels run
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if T == 1 else ~future, dropout_p=dropout_p)
-        else:  # the math of stage 3, per head
-            attn_scores = q @ k.transpose(-2, -1) / self.head_size**0.5  # (B, nh, T, past + T)
-            attn_scores = attn_scores.masked_fill(future, float("-inf"))
-            weights = torch.softmax(attn_scores.float(), dim=-1).type_as(q)
-            y = self.attn_dropout(weights) @ v  # (B, nh, T, past + T) @ (B, nh, past + T, hs) -> (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, self.d_out)  # heads side by side again: (B, T, d_out)
-        y = self.resid_dropout(self.c_proj(y))
-        return (y, weights) if return_weights else y
+                context = F.scaled_dot_product_attention(q, k, v, attn_mask=None if T == 1 else ~mask, dropout_p=dropout_p)
+        else:
+            context, weights = self.attend(q, k, v, mask)  # stage 4's math
+        out = self.project(context)
+        return (out, weights) if return_weights else out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -214,17 +289,18 @@ class GPTConfig:
     mlp: str = "gelu"  # "gelu" (GPT-2's tanh approximation) | "relu2" (squared ReLU, Primer)
     qk_norm: bool = False  # normalize queries and keys per head
     tie_weights: bool = True  # LM head shares the token embedding matrix (Press & Wolf 2017)
+    sdpa: bool = True  # F.scaled_dot_product_attention (flash kernels on GPU); False: the explicit math, same numbers
 
     def __post_init__(self):
         if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+            raise UserError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         for key, allowed in (("norm", ("layernorm", "rmsnorm")), ("pos", ("learned", "rope")), ("mlp", ("gelu", "relu2"))):
             if getattr(self, key) not in allowed:
-                raise ValueError(f"{key}={getattr(self, key)!r} must be one of {', '.join(allowed)}")
+                raise UserError(f"{key}={getattr(self, key)!r} must be one of {', '.join(allowed)}")
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"pos='rope' rotates pairs of channels: head size n_embd/n_head={self.n_embd // self.n_head} must be even")
+            raise UserError(f"pos='rope' rotates pairs of channels: head size n_embd/n_head={self.n_embd // self.n_head} must be even")
         if min(self.block_size, self.vocab_size, self.n_layer, self.n_head) < 1:
-            raise ValueError("block_size, vocab_size, n_layer and n_head must all be at least 1")
+            raise UserError("block_size, vocab_size, n_layer and n_head must all be at least 1")
 
 
 def make_norm(config):
@@ -254,19 +330,16 @@ class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.ln_1 = make_norm(config)
-        self.attn = MultiHeadAttention(
+        self.attn = GPTAttention(
             config.n_embd, config.n_embd, config.block_size, config.dropout, config.n_head,
-            qkv_bias=config.bias, proj_bias=config.bias, qk_norm=config.qk_norm,
+            qkv_bias=config.bias, proj_bias=config.bias, qk_norm=config.qk_norm, sdpa=config.sdpa,
         )  # fmt: skip
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, rope=None, kv_cache=None, return_weights=False):
-        attn_out = self.attn(self.ln_1(x), rope, kv_cache, return_weights)
-        attn_out, weights = attn_out if return_weights else (attn_out, None)
-        x = x + attn_out
-        x = x + self.mlp(self.ln_2(x))
-        return (x, weights) if return_weights else x
+    def forward(self, x, rope=None, kv_cache=None):
+        x = x + self.attn(self.ln_1(x), rope, kv_cache)
+        return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
@@ -311,12 +384,11 @@ class GPT(nn.Module):
             n_params -= self.transformer.wpe.weight.numel()
         return n_params
 
-    def _run(self, idx, kv_caches=None, return_weights=False):
-        """Hidden states after ln_f (B, T, C), and each layer's attention weights if asked."""
+    def _embed(self, idx, past=0):
+        """Token (+ learned position) embeddings of idx (B, T) at positions past.., and the rope tables or None."""
         B, T = idx.shape
-        past = kv_caches[0].length if kv_caches else 0
         if past + T > self.config.block_size:
-            raise ValueError(f"sequence of length {past + T} is longer than block_size={self.config.block_size}")
+            raise UserError(f"sequence of length {past + T} is longer than block_size={self.config.block_size}")
         x = self.transformer.wte(idx)  # (B, T, C)
         rope = None
         if self.config.pos == "learned":
@@ -324,15 +396,14 @@ class GPT(nn.Module):
             x = x + self.transformer.wpe(pos)  # (B, T, C) + (T, C)
         else:
             rope = (self.rope_cos, self.rope_sin)
-        x = self.transformer.drop(x)
-        all_weights = []
+        return self.transformer.drop(x), rope
+
+    def _run(self, idx, kv_caches=None):
+        """Hidden states after ln_f (B, T, C)."""
+        x, rope = self._embed(idx, kv_caches[0].length if kv_caches else 0)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, rope, kv_caches[i] if kv_caches else None, return_weights)
-            if return_weights:
-                x, weights = x
-                all_weights.append(weights)
-        x = self.transformer.ln_f(x)
-        return (x, all_weights) if return_weights else x
+            x = block(x, rope, kv_caches[i] if kv_caches else None)
+        return self.transformer.ln_f(x)
 
     def forward(self, idx, targets=None):
         """idx (B, T) token ids -> (logits, loss). Without targets only the last position's logits."""
@@ -350,9 +421,14 @@ class GPT(nn.Module):
         Call eval() first: in training mode dropout would change what later layers see."""
         idx = idx.view(1, -1) if idx.dim() == 1 else idx
         if idx.shape[0] != 1:
-            raise ValueError(f"attention_maps takes one sequence, got a batch of {idx.shape[0]}")
-        _, weights = self._run(idx, return_weights=True)
-        return torch.stack([w[0] for w in weights]).float()  # (n_layer, n_head, T, T)
+            raise UserError(f"attention_maps takes one sequence, got a batch of {idx.shape[0]}")
+        x, rope = self._embed(idx)
+        maps = []
+        for block in self.transformer.h:  # each layer twice: once for its weights, once to go on (a diagnostic, not a hot path)
+            _, weights = block.attn(block.ln_1(x), rope, return_weights=True)  # (1, nh, T, T)
+            maps.append(weights[0])
+            x = block(x, rope)
+        return torch.stack(maps).float()  # (n_layer, n_head, T, T)
 
     def crop_block_size(self, block_size):
         """Shrink the context (e.g. to finetune GPT-2 on short sequences)."""
@@ -406,33 +482,25 @@ class GPT(nn.Module):
         return self.lm_head(x[:, -1, :]).float()  # (B, vocab_size)
 
     @torch.no_grad()
-    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, stop=None, use_cache=True):
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, use_cache=True):
         """
         Yield (B, 1) next-token tensors one by one, continuing idx (B, T). temperature=0 or top_k=1 is
         greedy; top_p keeps the smallest set of tokens whose probability reaches top_p (Holtzman et al.
-        2019); generator (a torch.Generator on idx's device) makes sampling reproducible. With `stop`
-        token ids, a row that has produced one repeats it, and generation ends once every row has.
-        use_cache=True keeps a KV cache (see next_token_logits); use_cache=False recomputes every step.
+        2019); generator (a torch.Generator on idx's device) makes sampling reproducible. The caller stops
+        early by stopping to iterate (sample.py does, on a stop string). use_cache=True keeps a KV cache (see next_token_logits); use_cache=False recomputes every step.
         """
         if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+            raise UserError(f"temperature must be >= 0, got {temperature}")
         if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+            raise UserError(f"top_k must be >= 1, got {top_k}")
         if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        stop_ids = torch.tensor(sorted(stop or []), dtype=torch.long, device=idx.device)
-        done = torch.zeros(idx.shape[0], 1, dtype=torch.bool, device=idx.device)  # (B, 1)
+            raise UserError(f"top_p must be in (0, 1], got {top_p}")
         kv_caches = self.new_kv_caches() if use_cache else None
         for _ in range(max_new_tokens):
             logits = self.next_token_logits(idx, kv_caches)
             idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
-            idx_next = torch.where(done, idx[:, -1:], idx_next)  # a finished row repeats its stop token
             idx = torch.cat((idx, idx_next), dim=1)
             yield idx_next
-            if len(stop_ids):
-                done |= torch.isin(idx_next, stop_ids)
-                if done.all():
-                    return
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, **kwargs):
@@ -448,15 +516,15 @@ class GPT(nn.Module):
         """
         Load GPT-2 weights: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" from the Hugging Face hub (or
         its local cache; HF_HUB_OFFLINE=1 stays off the network), or a local directory in Hugging Face
-        GPT-2 format (config.json + model.safetensors). Only dropout may be overridden.
+        GPT-2 format (config.json + model.safetensors). Only dropout and sdpa may be overridden.
         """
         override_args = override_args or {}
-        if set(override_args) - {"dropout"}:
-            raise ValueError(f"only dropout can be overridden, got {sorted(override_args)}")
+        if set(override_args) - {"dropout", "sdpa"}:
+            raise UserError(f"only dropout and sdpa can be overridden, got {sorted(override_args)}")
         directory = name_or_dir
         if not os.path.isdir(name_or_dir):
             if name_or_dir not in PRETRAINED:
-                raise ValueError(f"{name_or_dir!r} is neither a directory nor one of {', '.join(PRETRAINED)}")
+                raise UserError(f"{name_or_dir!r} is neither a directory nor one of {', '.join(PRETRAINED)}")
             from huggingface_hub import snapshot_download
 
             repo = f"openai-community/{name_or_dir}"
@@ -466,21 +534,21 @@ class GPT(nn.Module):
                 raise OSError(f"cannot get {repo} from the Hugging Face hub: {e}") from e
         for filename in ("config.json", "model.safetensors"):
             if not os.path.isfile(os.path.join(directory, filename)):
-                raise ValueError(f"{directory} has no {filename} (expected a Hugging Face GPT-2 directory)")
+                raise UserError(f"{directory} has no {filename} (expected a Hugging Face GPT-2 directory)")
         with open(os.path.join(directory, "config.json")) as f:
             hf = json.load(f)
         missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if k not in hf]
         if missing:
-            raise ValueError(f"{directory}/config.json has no {', '.join(missing)} (expected a GPT-2 config)")
+            raise UserError(f"{directory}/config.json has no {', '.join(missing)} (expected a GPT-2 config)")
         # GPT-2 variants this model does not compute would otherwise load silently and give wrong logits.
         supported = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"), "layer_norm_epsilon": (1e-5,),
                      "n_inner": (None, 4 * hf["n_embd"]), "scale_attn_weights": (True,), "scale_attn_by_inverse_layer_idx": (False,)}  # fmt: skip
         for key, allowed in supported.items():
             if hf.get(key, allowed[0]) not in allowed:
-                raise ValueError(f"{directory}/config.json: {key}={hf[key]!r} is not supported (this model has {allowed[0]!r})")
+                raise UserError(f"{directory}/config.json: {key}={hf[key]!r} is not supported (this model has {allowed[0]!r})")
         config = GPTConfig(
             block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"], n_head=hf["n_head"],
-            n_embd=hf["n_embd"], dropout=override_args.get("dropout", 0.0), bias=True,
+            n_embd=hf["n_embd"], dropout=override_args.get("dropout", 0.0), sdpa=override_args.get("sdpa", True), bias=True,
             tie_weights=hf.get("tie_word_embeddings", True),
         )  # fmt: skip
         model = cls(config)
@@ -495,10 +563,10 @@ class GPT(nn.Module):
             if key == "lm_head.weight" and config.tie_weights:
                 hf_key = "wte.weight"  # a tied head is stored once, as the token embedding
             if hf_key not in hf_state:
-                raise ValueError(f"{directory}/model.safetensors has no tensor {hf_key}")
+                raise UserError(f"{directory}/model.safetensors has no tensor {hf_key}")
             tensor = hf_state[hf_key].t() if key.endswith(CONV1D) else hf_state[hf_key]
             if tensor.shape != state[key].shape:
-                raise ValueError(f"{hf_key}: shape {tuple(tensor.shape)} does not match the model's {tuple(state[key].shape)}")
+                raise UserError(f"{hf_key}: shape {tuple(tensor.shape)} does not match the model's {tuple(state[key].shape)}")
             state[key] = tensor
         model.load_state_dict(state)
         return model
@@ -507,7 +575,7 @@ class GPT(nn.Module):
         """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained reads."""
         cfg = self.config
         if (cfg.norm, cfg.pos, cfg.mlp, cfg.qk_norm) != ("layernorm", "learned", "gelu", False):
-            raise ValueError("only the GPT-2 layout (norm=layernorm, pos=learned, mlp=gelu, qk_norm=False) has a Hugging Face GPT-2 format")
+            raise UserError("only the GPT-2 layout (norm=layernorm, pos=learned, mlp=gelu, qk_norm=False) has a Hugging Face GPT-2 format")
         tensors = {}
         for name, tensor in self.state_dict().items():
             if name == "lm_head.weight" and cfg.tie_weights:
@@ -526,27 +594,15 @@ class GPT(nn.Module):
         }  # fmt: skip
         from safetensors.torch import save_file
 
+        from checkpoint import atomic_write, save_json
+
         os.makedirs(directory, exist_ok=True)
-        write_atomically(os.path.join(directory, "model.safetensors"), lambda path: save_file(tensors, path, metadata={"format": "pt"}))
-
-        def write_config(path):
-            with open(path, "w") as f:
-                json.dump(hf_config, f, indent=2)
-
-        write_atomically(os.path.join(directory, "config.json"), write_config)
+        atomic_write(os.path.join(directory, "model.safetensors"), lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+        save_json(os.path.join(directory, "config.json"), hf_config)
 
 
 PRETRAINED = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")  # HF stores these (in, out)
-
-
-def write_atomically(path, write):
-    """write(tmp_path), fsync, rename over path: a crash leaves the old file or the new one, never half."""
-    tmp = f"{path}.tmp"
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):

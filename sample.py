@@ -12,17 +12,15 @@ Same seed and settings give the same text, streamed (--stream, the default on a 
 """
 
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from configurator import parse_args, run_cli
-from data.tokenizer import GPT2Tokenizer, load_tokenizer
-from model import GPT, PRETRAINED, GPTConfig
-from train import clean_state_dict, load_checkpoint, pick_device, pick_dtype, precision
+import hardware
+from checkpoint import load_model
+from configurator import UserError, parse_args, run_cli
 
 
 @dataclass(frozen=True)
@@ -47,35 +45,17 @@ class SampleConfig:
 
 def validate(cfg):
     if cfg.temperature < 0:
-        raise ValueError(f"--temperature={cfg.temperature} must be >= 0")
+        raise UserError(f"--temperature={cfg.temperature} must be >= 0")
     if not 0 < cfg.top_p <= 1:
-        raise ValueError(f"--top_p={cfg.top_p} must be in (0, 1]")
+        raise UserError(f"--top_p={cfg.top_p} must be in (0, 1]")
     if cfg.top_k < 1:
-        raise ValueError(f"--top_k={cfg.top_k} must be at least 1")
+        raise UserError(f"--top_k={cfg.top_k} must be at least 1")
     if cfg.num_samples < 1 or cfg.max_new_tokens < 0:
-        raise ValueError("--num_samples must be >= 1 and --max_new_tokens >= 0")
+        raise UserError("--num_samples must be >= 1 and --max_new_tokens >= 0")
     if cfg.stream.lower() not in ("auto", "true", "false"):
-        raise ValueError(f"--stream={cfg.stream} must be auto, true or false")
-    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise ValueError(f"--dtype={cfg.dtype} must be auto, float32, bfloat16 or float16")
-
-
-def load_model(cfg, device):
-    """(model, tokenizer) from out_dir's checkpoint, or from GPT-2 weights."""
-    if cfg.init_from == "resume":
-        checkpoint = load_checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), map_location=device)
-        model = GPT(GPTConfig(**checkpoint["model_args"]))
-        model.load_state_dict(clean_state_dict(checkpoint["model"]))
-        meta_path = os.path.join(cfg.out_dir, "meta.json")
-        if not os.path.isfile(meta_path):
-            raise ValueError(f"{cfg.out_dir} has no meta.json, so its tokenizer is unknown; it is written by train.py")
-        with open(meta_path) as f:
-            tokenizer = load_tokenizer(json.load(f), cfg.out_dir)
-    elif cfg.init_from in PRETRAINED or os.path.isdir(cfg.init_from):
-        model, tokenizer = GPT.from_pretrained(cfg.init_from), GPT2Tokenizer()
-    else:
-        raise ValueError(f"--init_from={cfg.init_from} must be resume, one of {', '.join(PRETRAINED)}, or a directory")
-    return model.eval().to(device), tokenizer
+        raise UserError(f"--stream={cfg.stream} must be auto, true or false")
+    if cfg.dtype not in hardware.DTYPES:
+        raise UserError(f"--dtype={cfg.dtype} must be {', '.join(hardware.DTYPES)}")
 
 
 def read_prompt(start):
@@ -85,7 +65,7 @@ def read_prompt(start):
             with open(path, encoding="utf-8") as f:
                 return f.read()
         except OSError as e:
-            raise ValueError(f"cannot read the prompt file {path}: {e.strerror}") from None
+            raise UserError(f"cannot read the prompt file {path}: {e.strerror}") from None
     return start
 
 
@@ -98,7 +78,7 @@ def encode_prompt(tokenizer, prompt, block_size):
     ids = tokenizer.encode(prompt)
     if not ids:
         if tokenizer.eot is None:
-            raise ValueError("the prompt is empty; give --start=TEXT")
+            raise UserError("the prompt is empty; give --start=TEXT")
         ids = [tokenizer.eot]  # GPT-2 style: an empty prompt starts a new document
     if len(ids) > block_size:
         print(
@@ -144,14 +124,14 @@ def main(argv=None):
     cfg = parse_args(SampleConfig(), ["--stream=true" if arg == "--stream" else arg for arg in argv])
     validate(cfg)
     cfg = replace(cfg, stop=unescape(cfg.stop))
-    device = pick_device(cfg.device)
-    device_type = "cuda" if device.startswith("cuda") else device
-    dtype = pick_dtype(cfg.dtype, device_type)
-    ctx, _ = precision(dtype, device_type)  # sampling needs no GradScaler
-    model, tokenizer = load_model(cfg, device)
+    device, _, _, ctx, _ = hardware.setup(cfg.device, cfg.dtype)  # sampling needs no GradScaler
+    model, tokenizer = load_model(cfg.init_from, cfg.out_dir, device)
     stream = cfg.stream.lower() == "true" or (cfg.stream.lower() == "auto" and sys.stdout.isatty())
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    output = open(cfg.output, "a", encoding="utf-8") if cfg.output else None
+    try:
+        output = open(cfg.output, "a", encoding="utf-8") if cfg.output else None
+    except OSError as e:
+        raise UserError(f"cannot open --output={cfg.output} ({e.strerror}); choose another file") from None
 
     def emit(piece):
         sys.stdout.write(piece)
@@ -190,7 +170,7 @@ def main(argv=None):
                     break
                 try:
                     run(unescape(prompt) or "\n", 1, echo=False)
-                except ValueError as e:  # e.g. a character the model has never seen: say so, ask again
+                except UserError as e:  # e.g. a character the model has never seen: say so, ask again
                     print(f"error: {e}", file=sys.stderr)
         else:
             run(read_prompt(cfg.start), cfg.num_samples, echo=True)

@@ -25,6 +25,8 @@ import os
 
 import numpy as np
 
+from checkpoint import atomic_path
+from configurator import UserError
 from data.tokenizer import GPT2Tokenizer, new_tokenizer
 
 # Karpathy's char-rnn Tiny Shakespeare (public domain), shipped with the repo so everything works offline
@@ -37,24 +39,24 @@ def read_text(path):
     if os.path.isdir(path):
         files = sorted(os.path.join(path, name) for name in os.listdir(path) if name.endswith(".txt"))
         if not files:
-            raise ValueError(f"{path} holds no .txt files")
+            raise UserError(f"{path} holds no .txt files")
     elif os.path.isfile(path):
         files = [path]
     else:
-        raise ValueError(f"input {path} does not exist")
+        raise UserError(f"input {path} does not exist")
     texts = []
     for file in files:
         with open(file, "rb") as f:
             raw = f.read()
         if b"\x00" in raw:
-            raise ValueError(f"{file} looks binary (it has NUL bytes); give a UTF-8 text file")
+            raise UserError(f"{file} looks binary (it has NUL bytes); give a UTF-8 text file")
         try:
             texts.append(raw.decode("utf-8"))
         except UnicodeDecodeError as e:
-            raise ValueError(f"{file} is not UTF-8 text (byte {e.start}); give a UTF-8 text file") from None
+            raise UserError(f"{file} is not UTF-8 text (byte {e.start}); give a UTF-8 text file") from None
     text = "\n\n".join(texts)
     if not text.strip():
-        raise ValueError(f"{path} is empty")
+        raise UserError(f"{path} is empty")
     return text
 
 
@@ -66,26 +68,12 @@ def tiny_shakespeare(input_path=None):
         raw = f.read()
     digest = hashlib.sha256(raw).hexdigest()
     if digest != TINY_SHAKESPEARE_SHA256:
-        raise ValueError(f"{TINY_SHAKESPEARE} has sha256 {digest[:12]}..., not Tiny Shakespeare's: restore it with git checkout")
+        raise UserError(f"{TINY_SHAKESPEARE} has sha256 {digest[:12]}..., not Tiny Shakespeare's: restore it with git checkout")
     return raw.decode("utf-8"), "Tiny Shakespeare"
 
 
 def token_dtype(vocab_size):
     return np.uint16 if vocab_size <= 2**16 else np.uint32
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temp path to write; on success fsync it and rename it over path, so no reader sees half a file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_tokens(path, ids, vocab_size):
@@ -120,7 +108,7 @@ def prepare(text, tokenizer, out_dir, source, val_fraction=0.1):
     train_text, val_text = split_text(text, val_fraction)
     train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
     if len(val_ids) < 2:
-        raise ValueError(f"the text is too small to split ({len(text)} characters)")
+        raise UserError(f"the text is too small to split ({len(text)} characters)")
     start_output(out_dir)
     write_tokens(os.path.join(out_dir, "train.bin"), train_ids, tokenizer.vocab_size)
     write_tokens(os.path.join(out_dir, "val.bin"), val_ids, tokenizer.vocab_size)
@@ -167,7 +155,7 @@ def stream_documents(input_path=None, dataset=None, name=None, text_field="text"
     try:
         from datasets import load_dataset
     except ImportError:
-        raise ValueError("streaming a corpus needs the datasets package: pip install datasets") from None
+        raise UserError("streaming a corpus needs the datasets package: pip install datasets") from None
     if input_path:
         builder, files = local_dataset_files(input_path)
         extra = {"sample_by": "paragraph"} if builder == "text" else {}
@@ -177,11 +165,11 @@ def stream_documents(input_path=None, dataset=None, name=None, text_field="text"
             ds = load_dataset(dataset, name=name, split="train", streaming=True)
         except Exception as e:  # datasets raises connection, hub and file errors of many types
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ValueError(f"cannot open the dataset {dataset} ({reason}); offline, pass --input=FILE.parquet") from None
+            raise UserError(f"cannot open the dataset {dataset} ({reason}); offline, pass --input=FILE.parquet") from None
     for row in ds:
         text = row.get(text_field)
         if not isinstance(text, str):
-            raise ValueError(f"documents need a text column {text_field!r}; this one has {sorted(row)} (see --text_field)")
+            raise UserError(f"documents need a text column {text_field!r}; this one has {sorted(row)} (see --text_field)")
         yield text
 
 
@@ -195,10 +183,10 @@ def local_dataset_files(path):
     elif os.path.isfile(path):
         files = [path]
     else:
-        raise ValueError(f"input {path} does not exist")
+        raise UserError(f"input {path} does not exist")
     formats = {STREAM_FORMATS.get(os.path.splitext(f)[1]) for f in files}
     if not files or len(formats) != 1 or None in formats:
-        raise ValueError(f"{path}: give .parquet, .jsonl/.json or .txt files, all of one format")
+        raise UserError(f"{path}: give .parquet, .jsonl/.json or .txt files, all of one format")
     return formats.pop(), files
 
 
@@ -274,7 +262,7 @@ def prepare_stream(documents, out_dir, source, shard_tokens, val_tokens, max_tok
     from tqdm import tqdm
 
     if shard_tokens < 1 or val_tokens < 1 or max_tokens < 0 or num_proc < 1:
-        raise ValueError("shard_tokens, val_tokens and num_proc must be >= 1, max_tokens >= 0")
+        raise UserError("shard_tokens, val_tokens and num_proc must be >= 1, max_tokens >= 0")
     tokenizer = GPT2Tokenizer()  # fails here, with its one-line hint, before any worker starts
     start_output(out_dir)
     writer = ShardWriter(out_dir, shard_tokens, val_tokens, tokenizer)
@@ -291,7 +279,7 @@ def prepare_stream(documents, out_dir, source, shard_tokens, val_tokens, max_tok
                 break
     writer.flush()
     if writer.counts["train"] == 0:
-        raise ValueError(f"{source} gave only {total:,} tokens, all for val; give more text or lower --val_tokens={val_tokens}")
+        raise UserError(f"{source} gave only {total:,} tokens, all for val; give more text or lower --val_tokens={val_tokens}")
     meta = {**tokenizer.meta(), "dtype": writer.buffer.dtype.name, "source": source, "shard_tokens": shard_tokens,
             "train_tokens": writer.counts["train"], "val_tokens": writer.counts["val"], "val_bytes": writer.val_bytes}  # fmt: skip
     write_meta(out_dir, meta)

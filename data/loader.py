@@ -14,6 +14,8 @@ import os
 import numpy as np
 import torch
 
+from configurator import UserError
+
 SPLIT_IDS = {"train": 0, "val": 1}
 DATA_ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -27,10 +29,17 @@ def prepare_hint(data_dir):
     return f"prepare it first with python data/<name>/prepare.py --out_dir={data_dir} (<name>: {scripts})"
 
 
+def data_dir_for(dataset):
+    """A dataset's directory: a path to a prepared directory, or the name of one under data/."""
+    if os.path.isdir(dataset):
+        return dataset
+    return os.path.join(DATA_ROOT, dataset)
+
+
 def load_meta(data_dir):
     path = os.path.join(data_dir, "meta.json")
     if not os.path.isfile(path):
-        raise ValueError(f"{data_dir} is not prepared (no meta.json): {prepare_hint(data_dir)}")
+        raise UserError(f"{data_dir} is not prepared (no meta.json): {prepare_hint(data_dir)}")
     with open(path) as f:
         return json.load(f)
 
@@ -40,7 +49,7 @@ def split_files(data_dir, split):
     single = os.path.join(data_dir, f"{split}.bin")
     files = [single] if os.path.isfile(single) else sorted(glob.glob(os.path.join(data_dir, f"{split}_[0-9]*.bin")))
     if not files:
-        raise ValueError(f"{data_dir} has no {split}.bin or {split}_000.bin: {prepare_hint(data_dir)}")
+        raise UserError(f"{data_dir} has no {split}.bin or {split}_000.bin: {prepare_hint(data_dir)}")
     return files
 
 
@@ -48,7 +57,7 @@ def open_tokens(path, dtype):
     """A token file as a read-only memmap; a file cut short (not whole tokens) is named, with the fix."""
     size = os.path.getsize(path)
     if size % dtype.itemsize or size == 0:
-        raise ValueError(
+        raise UserError(
             f"{path} is truncated or empty ({size} bytes, not a whole number of {dtype.name} tokens): "
             f"prepare the dataset again ({prepare_hint(os.path.dirname(path))})"
         )
@@ -66,7 +75,7 @@ class BatchLoader:
             shards = [open_tokens(f, dtype) for f in split_files(data_dir, split)]
             longest = max(len(s) for s in shards)
             if longest <= block_size:
-                raise ValueError(
+                raise UserError(
                     f"block_size={block_size} is too large for the {split} split of {data_dir} "
                     f"(its longest file has {longest} tokens); lower block_size"
                 )

@@ -10,6 +10,8 @@ import functools
 import hashlib
 import os
 
+from configurator import UserError
+
 
 class CharTokenizer:
     """One token per character of the corpus' alphabet."""
@@ -29,7 +31,7 @@ class CharTokenizer:
     def encode(self, text):
         unknown = sorted(set(text) - self.stoi.keys())
         if unknown:
-            raise ValueError(f"characters not in this model's vocabulary: {''.join(unknown)!r}")
+            raise UserError(f"characters not in this model's vocabulary: {''.join(unknown)!r}")
         return [self.stoi[ch] for ch in text]
 
     def decode(self, ids):
@@ -80,11 +82,11 @@ def gpt2_encoding(directory=GPT2_DIR):
     paths = {name: os.path.join(directory, name) for name in GPT2_SHA256}
     for name, path in paths.items():
         if not os.path.isfile(path):
-            raise ValueError(f"{path} is missing: GPT-2's tokenizer files ship with the repo (git checkout {GPT2_DIR})")
+            raise UserError(f"{path} is missing: GPT-2's tokenizer files ship with the repo (git checkout {GPT2_DIR})")
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
         if digest != GPT2_SHA256[name]:
-            raise ValueError(f"{path} has sha256 {digest[:12]}..., not GPT-2's {GPT2_SHA256[name][:12]}...: restore the original file")
+            raise UserError(f"{path} has sha256 {digest[:12]}..., not GPT-2's {GPT2_SHA256[name][:12]}...: restore the original file")
     # the hashes again: tiktoken may serve a path from its cache, and must then check that copy too
     ranks = data_gym_to_mergeable_bpe_ranks(
         vocab_bpe_file=paths["vocab.bpe"], encoder_json_file=paths["encoder.json"],
@@ -110,7 +112,7 @@ class BPETokenizer:
     @classmethod
     def train(cls, text, vocab_size):
         if vocab_size < 257:
-            raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE: at least 257 (256 bytes + {cls.EOT})")
+            raise UserError(f"vocab_size={vocab_size} is too small for a byte-level BPE: at least 257 (256 bytes + {cls.EOT})")
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE())
@@ -156,7 +158,7 @@ def new_tokenizer(kind, text, train_text, vocab_size=2048):
         return GPT2Tokenizer()
     if kind == "bpe":
         return BPETokenizer.train(train_text, vocab_size)  # never sees val, so val loss stays honest
-    raise ValueError(f"unknown tokenizer {kind!r}: char, gpt2 or bpe")
+    raise UserError(f"unknown tokenizer {kind!r}: char, gpt2 or bpe")
 
 
 def load_tokenizer(meta, directory):
@@ -169,6 +171,6 @@ def load_tokenizer(meta, directory):
     if kind == "bpe":
         path = os.path.join(directory, meta.get("tokenizer_file", "tokenizer.json"))
         if not os.path.isfile(path):
-            raise ValueError(f"{path} is missing: meta.json names a trained BPE tokenizer stored there")
+            raise UserError(f"{path} is missing: meta.json names a trained BPE tokenizer stored there")
         return BPETokenizer.load(path)
-    raise ValueError(f"meta.json in {directory} names an unknown tokenizer {kind!r} (char, gpt2 or bpe)")
+    raise UserError(f"meta.json in {directory} names an unknown tokenizer {kind!r} (char, gpt2 or bpe)")

@@ -6,7 +6,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from model import CausalAttention, KVCache, MultiHeadAttention, SelfAttention, SimplifiedSelfAttention
+from model import (
+    CausalAttention,
+    GPTAttention,
+    KVCache,
+    MultiHeadAttention,
+    MultiHeadAttentionWrapper,
+    SelfAttention,
+    SimplifiedSelfAttention,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -89,11 +97,15 @@ def test_stage3_dropout_acts_on_weights_in_training_only():
     assert_close(weights.sum(dim=-1), torch.ones(1, 6))
 
 
-def mha_from_causal_heads(heads, d_in, context_length):
-    """A stage-4 module whose head i carries the weights of stage-3 module heads[i], with an identity c_proj."""
+def mha_from_causal_heads(heads, d_in, context_length, use_sdpa=False):
+    """A stage-4 module whose head i carries the weights of stage-3 module heads[i], with an identity c_proj:
+    MultiHeadAttention (the notes' math), or with use_sdpa the GPT's GPTAttention on its SDPA path."""
     hs = heads[0].W_query.weight.shape[0]
     d_out = hs * len(heads)
-    mha = MultiHeadAttention(d_in, d_out, context_length, dropout=0.0, num_heads=len(heads), qkv_bias=True)
+    if use_sdpa:
+        mha = GPTAttention(d_in, d_out, context_length, dropout=0.0, num_heads=len(heads), qkv_bias=True, sdpa=True)
+    else:
+        mha = MultiHeadAttention(d_in, d_out, context_length, dropout=0.0, num_heads=len(heads), qkv_bias=True)
     with torch.no_grad():
         for i, head in enumerate(heads):
             # c_attn's rows are [all heads' q | all heads' k | all heads' v]; head i owns rows i*hs:(i+1)*hs of each
@@ -111,8 +123,7 @@ def mha_from_causal_heads(heads, d_in, context_length):
 def test_stage4_with_one_head_equals_stage3(d_in, d_out, use_sdpa):
     torch.manual_seed(d_in)
     stage3 = CausalAttention(d_in, d_out, context_length=7, dropout=0.0, qkv_bias=True)
-    mha = mha_from_causal_heads([stage3], d_in, context_length=7)
-    mha.use_sdpa = use_sdpa
+    mha = mha_from_causal_heads([stage3], d_in, context_length=7, use_sdpa=use_sdpa)
     x = torch.randn(3, 7, d_in)
     assert_close(mha(x), stage3(x))
     _, weights = mha(x, return_weights=True)
@@ -125,16 +136,22 @@ def test_stage4_with_h_heads_equals_h_stage3_modules_concatenated(num_heads, hs,
     torch.manual_seed(num_heads)
     d_in, T = 6, 9
     heads = [CausalAttention(d_in, hs, context_length=T, dropout=0.0, qkv_bias=True) for _ in range(num_heads)]
-    mha = mha_from_causal_heads(heads, d_in, context_length=T)
-    mha.use_sdpa = use_sdpa
+    mha = mha_from_causal_heads(heads, d_in, context_length=T, use_sdpa=use_sdpa)
     x = torch.randn(2, T, d_in)
     assert_close(mha(x), torch.cat([head(x) for head in heads], dim=-1))
     assert mha(x).shape == (2, T, num_heads * hs)
+    # the bridge between stages 3 and 4 computes the same: the heads side by side, concatenated
+    wrapper = MultiHeadAttentionWrapper(d_in, num_heads * hs, context_length=T, dropout=0.0, num_heads=num_heads, qkv_bias=True)
+    for head, own in zip(heads, wrapper.heads, strict=True):
+        own.load_state_dict(head.state_dict())
+    context, weights = wrapper(x, return_weights=True)
+    assert_close(mha(x), context)
+    assert_close(mha(x, return_weights=True)[1], weights)
 
 
-def random_mha(seed, d, num_heads, context_length, qk_norm=False):
+def random_mha(seed, d, num_heads, context_length, qk_norm=False, sdpa=True):
     torch.manual_seed(seed)
-    mha = MultiHeadAttention(d, d, context_length, dropout=0.0, num_heads=num_heads, qkv_bias=True, qk_norm=qk_norm)
+    mha = GPTAttention(d, d, context_length, dropout=0.0, num_heads=num_heads, qkv_bias=True, qk_norm=qk_norm, sdpa=sdpa)
     if qk_norm:  # non-trivial norm gains, so a mistake in using them shows
         torch.nn.init.uniform_(mha.q_norm.weight, 0.5, 1.5)
         torch.nn.init.uniform_(mha.k_norm.weight, 0.5, 1.5)
@@ -150,7 +167,7 @@ def test_sdpa_path_equals_explicit_path(seed, B, T, d, num_heads, qk_norm, train
     x = torch.randn(B, T, d)
     sdpa = mha(x)
     explicit, weights = mha(x, return_weights=True)  # asking for the weights takes the explicit path
-    mha.use_sdpa = False
+    mha.sdpa = False
     assert_close(sdpa, explicit, rtol=0, atol=1e-5)
     assert_close(mha(x), explicit, rtol=0, atol=1e-5)
     assert weights.shape == (B, num_heads, T, T)
@@ -160,8 +177,7 @@ def test_sdpa_path_equals_explicit_path(seed, B, T, d, num_heads, qk_norm, train
 @pytest.mark.parametrize("seed,chunks", [(0, [5, 1, 1, 1]), (1, [1, 1, 1]), (2, [3, 4, 2])])
 def test_kv_cache_equals_full_attention(seed, chunks, use_sdpa):
     """Feeding the sequence in chunks through a KV cache gives what the full sequence gives, on both paths."""
-    mha = random_mha(seed, 12, 3, context_length=sum(chunks)).eval()
-    mha.use_sdpa = use_sdpa
+    mha = random_mha(seed, 12, 3, context_length=sum(chunks), sdpa=use_sdpa).eval()
     x = torch.randn(2, sum(chunks), 12)
     cache, outputs, start = KVCache(sum(chunks)), [], 0
     for n in chunks:
@@ -169,11 +185,12 @@ def test_kv_cache_equals_full_attention(seed, chunks, use_sdpa):
         start += n
         assert cache.length == start
     full = mha(x)
-    mha.use_sdpa = not use_sdpa
+    mha.sdpa = not use_sdpa  # the other path, on the full sequence
     assert_close(torch.cat(outputs, dim=1), full, rtol=0, atol=1e-5)
     assert_close(mha(x), full, rtol=0, atol=1e-5)
 
 
-def test_mha_rejects_heads_that_do_not_divide_the_width():
+@pytest.mark.parametrize("cls", [MultiHeadAttentionWrapper, MultiHeadAttention, GPTAttention])
+def test_mha_rejects_heads_that_do_not_divide_the_width(cls):
     with pytest.raises(ValueError, match="divisible"):
-        MultiHeadAttention(8, 10, context_length=4, dropout=0.0, num_heads=3)
+        cls(8, 10, context_length=4, dropout=0.0, num_heads=3)

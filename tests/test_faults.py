@@ -86,3 +86,17 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert_one_error_line(result.returncode, err, "training diverged", "last good checkpoint", "is kept")
     assert err[0].startswith(("error: loss is nan at iter 6", "error: loss is inf at iter 6"))
     assert (resumable / "ckpt.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("bug", [ValueError, RuntimeError, OSError])
+def test_a_bug_is_not_a_user_error_and_keeps_its_traceback(bug, char_data, tmp_path, monkeypatch):
+    """Only UserError becomes one `error:` line; any other exception inside main propagates, traceback and all."""
+    import train as train_module
+
+    def broken(*args, **kwargs):
+        raise bug("an internal bug")
+
+    monkeypatch.setattr(train_module, "build_model", broken)
+    monkeypatch.setattr(sys, "argv", ["train.py", *map(str, train_args(char_data, tmp_path)[1:])])
+    with pytest.raises(bug, match="an internal bug"):
+        train_module.run_cli(train_module.main)

@@ -63,3 +63,20 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues_exactly(char_data, tmp_
     assert checkpoint["iter_num"] >= 20
     _, metrics = resumed_metrics(char_data, tmp_path)
     assert metrics == uninterrupted
+
+
+def test_checkpoint_written_before_sdpa_was_a_model_field_resumes(char_data, tiny_run, tmp_path):
+    """Checkpoints of the code before `sdpa` moved into GPTConfig (model_args without it) load and resume."""
+    import shutil
+
+    for name in ("meta.json", "metrics.jsonl"):
+        shutil.copy(tiny_run / name, tmp_path / name)
+    old = torch.load(tiny_run / "ckpt.pt", weights_only=True)
+    del old["model_args"]["sdpa"]  # what the earlier train.py wrote: GPTConfig's fields had no sdpa
+    torch.save(old, tmp_path / "ckpt.pt")
+    args = ["--max_iters=90", "--eval_interval=30", "--eval_iters=5", "--log_interval=10", "--learning_rate=3e-3",
+            "--warmup_iters=5", "--lr_decay_iters=60", "--init_from=resume", "--sdpa=False"]  # fmt: skip
+    train(char_data, tmp_path, *args)
+    resumed = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert resumed["iter_num"] == 90 and resumed["model_args"]["sdpa"] is False
+    assert [m["iter"] for m in read_jsonl(tmp_path / "metrics.jsonl")] == [0, 30, 60, 90]

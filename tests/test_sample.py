@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import ROOT
 
+import checkpoint
 import sample
 from data.tokenizer import GPT2Tokenizer
 
@@ -51,7 +52,7 @@ def test_same_seed_same_text_streamed_or_not_and_output_jsonl(char_checkpoint, t
 
 def test_generate_text_streams_in_pieces_and_never_prints_the_stop_string(char_checkpoint):
     cfg = sample.SampleConfig(out_dir=str(char_checkpoint), max_new_tokens=40, device="cpu")
-    model, tokenizer = sample.load_model(cfg, "cpu")
+    model, tokenizer = checkpoint.load_model(cfg.init_from, cfg.out_dir, "cpu")
     ids = tokenizer.encode("ROMEO:")
     full, _ = sample.generate_text(model, tokenizer, ids, cfg, torch.Generator().manual_seed(3), torch.no_grad())
     stop = full[20:23]

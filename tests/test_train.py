@@ -13,11 +13,13 @@ import torch
 import torch.nn.functional as F
 from conftest import ONE_THREAD, ROOT, read_jsonl, run_script, run_train_main, train, train_args
 
-import train as train_module
+import checkpoint
 from configurator import parse_args
 from data.loader import BatchLoader
+from hardware import cpu_has_fast_bf16, pick_dtype, precision
 from model import GPT, GPTConfig
-from train import TrainConfig, cpu_has_fast_bf16, get_lr, pick_dtype, precision, validate
+from train import get_lr
+from train_config import TrainConfig, model_config, validate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process tiny models
 
@@ -342,4 +344,14 @@ def test_compiled_model_saves_plain_keys():
     model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
     compiled = torch.compile(model)  # wrapping is cheap; nothing compiles until the first call
     assert all(k.startswith("_orig_mod.") for k in compiled.state_dict())
-    assert train_module.clean_state_dict(compiled.state_dict()).keys() == model.state_dict().keys()
+    assert checkpoint.clean_state_dict(compiled.state_dict()).keys() == model.state_dict().keys()
+
+
+def test_train_config_takes_the_model_keys_from_gpt_config():
+    """TrainConfig inherits GPTConfig's fields (no second list to drift), with training's bias=False default."""
+    assert {f.name for f in fields(GPTConfig)} <= {f.name for f in fields(TrainConfig)}
+    assert TrainConfig().bias is False and GPTConfig().bias is True
+    assert model_config(TrainConfig(n_layer=2, sdpa=False), vocab_size=65) == GPTConfig(
+        vocab_size=65, n_layer=2, bias=False, sdpa=False
+    )  # vocab_size=0: the dataset's
+    assert model_config(parse_args(TrainConfig(), ["--vocab_size=128"]), vocab_size=65).vocab_size == 128  # padded

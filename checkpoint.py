@@ -1,0 +1,141 @@
+"""
+Files that matter: the repo's one atomic write, JSON metadata, and checkpoints (tensors and plain values
+only, loaded with weights_only=True), with the RNG state that makes a resume exact and the one way to
+build a model from a checkpoint, an out_dir or GPT-2's weights.
+
+A checkpoint (ckpt.pt) holds: model (state dict), optimizer, model_args (GPTConfig fields), config
+(TrainConfig), iter_num, best_val_loss, elapsed_s, rng, wandb_run_id. Its tokenizer is in meta.json next to it.
+"""
+
+import contextlib
+import json
+import os
+import random
+
+import numpy as np
+import torch
+
+from configurator import UserError
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temp path to write; on success fsync it and rename it over path, so no reader sees half a file.
+    The temp file sits in the same directory (a rename is atomic only within one file system) and is removed on failure."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write(path, write):
+    """write(tmp_path), then atomic_path's fsync and rename: a crash leaves either the old file or the new one."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+
+
+def save_json(path, obj):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+
+    atomic_write(path, write)
+
+
+def save_checkpoint(state, paths):
+    """torch.save(state) atomically to each path; a failed write (disk full, ...) is a UserError naming the path."""
+
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a Python file, so a failed write keeps its OSError (torch wraps it)
+            torch.save(state, f)
+
+    for path in paths:
+        try:
+            atomic_write(path, write)
+        except (OSError, RuntimeError) as e:
+            cause = e if isinstance(e, OSError) else e.__context__
+            if not isinstance(cause, OSError):
+                raise  # not the disk: a bug, keep the traceback
+            reason = cause.strerror or str(e).strip().splitlines()[-1][:200]
+            raise UserError(f"could not write {path} ({reason}); the previous checkpoint is kept") from None
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load a checkpoint with weights_only=True: never unpickle code. Refuses, with a reason, anything else."""
+    if not os.path.isfile(path):
+        raise UserError(f"no checkpoint at {path}: train first, or check out_dir")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} is corrupt, truncated or unsafe to load ({reason[:200]}); it was left untouched") from None
+
+
+def clean_state_dict(state_dict):
+    """Drop torch.compile's `_orig_mod.` prefix, so old compiled checkpoints load into a plain model."""
+    return {k.removeprefix("_orig_mod."): v for k, v in state_dict.items()}
+
+
+def model_from_checkpoint(checkpoint, **overrides):
+    """The GPT a checkpoint describes, with its weights. overrides: GPTConfig fields that do not change the
+    weights (e.g. sdpa). model_args from before a field existed (e.g. sdpa) take that field's default."""
+    from model import GPT, GPTConfig
+
+    model = GPT(GPTConfig(**{**checkpoint["model_args"], **overrides}))
+    model.load_state_dict(clean_state_dict(checkpoint["model"]))
+    return model
+
+
+def load_pretrained(name_or_dir, **override_args):
+    """GPT.from_pretrained, with the hub's network errors (offline, no cached copy) as one-line UserErrors."""
+    from model import GPT
+
+    try:
+        return GPT.from_pretrained(name_or_dir, override_args)
+    except OSError as e:
+        raise UserError(str(e)) from None
+
+
+def load_model(init_from, out_dir, device):
+    """(model in eval mode on device, tokenizer): out_dir's checkpoint (init_from="resume") or GPT-2 weights."""
+    from data.tokenizer import GPT2Tokenizer, load_tokenizer
+    from model import PRETRAINED
+
+    if init_from == "resume":
+        model = model_from_checkpoint(load_checkpoint(os.path.join(out_dir, "ckpt.pt"), map_location=device))
+        meta_path = os.path.join(out_dir, "meta.json")
+        if not os.path.isfile(meta_path):
+            raise UserError(f"{out_dir} has no meta.json, so its tokenizer is unknown; it is written by train.py")
+        with open(meta_path) as f:
+            tokenizer = load_tokenizer(json.load(f), out_dir)
+    elif init_from in PRETRAINED or os.path.isdir(init_from):
+        model, tokenizer = load_pretrained(init_from), GPT2Tokenizer()
+    else:
+        raise UserError(f"--init_from={init_from} must be resume, one of {', '.join(PRETRAINED)}, or a directory")
+    return model.eval().to(device), tokenizer
+
+
+def rng_state():
+    py = random.getstate()
+    np_state = np.random.get_state()
+    return {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state):
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np_state[1].numpy().astype(np.uint32), *np_state[2:]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,105 @@
+"""
+train.py's configuration: every key with its nanoGPT default (GPT-2 124M on OpenWebText), overridden by
+config files and --key=value (configurator.py), and what follows from a config alone: the model's
+GPTConfig and the optimizer. A module of its own because bench.py trains with the same keys.
+
+    python train.py --help      # every key with its default
+"""
+
+import os
+from dataclasses import dataclass, fields
+
+import hardware
+from configurator import UserError
+from model import PRETRAINED, GPTConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig(GPTConfig):
+    """
+    The model's keys are GPTConfig's own (inherited: block_size, n_layer, n_head, n_embd, dropout, bias, norm,
+    pos, mlp, qk_norm, tie_weights, sdpa), with two defaults of training's: bias=False, as nanoGPT's train.py
+    (a little better and faster; GPTConfig keeps GPT-2's True for loading its weights), and vocab_size=0,
+    the dataset's vocabulary. The training keys follow.
+    """
+
+    vocab_size: int = 0  # 0: the dataset's (meta.json); larger pads it, e.g. 50304 for GPT-2's 50257 (faster matmuls)
+    bias: bool = False  # nanoGPT trains without biases: a little better and faster
+    # I/O
+    out_dir: str = "out"
+    eval_interval: int = 2000
+    log_interval: int = 1
+    eval_iters: int = 200  # batches per split at each evaluation (fixed batches, see data/loader.py)
+    eval_only: bool = False  # evaluate the checkpoint on the whole val split and exit
+    always_save_checkpoint: bool = True  # else only when val loss improves
+    init_from: str = "scratch"  # "scratch" | "resume" | "gpt2" | "gpt2-medium" | ... | a Hugging Face GPT-2 directory
+    keep_last: int = 0  # also keep ckpt_<iter>.pt for the last K checkpoints (0: just ckpt.pt)
+    keep_best: bool = False  # also keep ckpt_best.pt, the lowest val loss so far
+    progress: bool = True  # tqdm progress bar (only when stdout is a terminal)
+    # Weights & Biases
+    wandb_log: bool = False
+    wandb_project: str = "fineweb"
+    wandb_run_name: str = "gpt2"
+    # data
+    dataset: str = "fineweb"  # data/<dataset>/ or a prepared directory; nanoGPT's openwebtext, here FineWeb-Edu
+    gradient_accumulation_steps: int = 5 * 8  # micro-batches per step, summed over all DDP ranks
+    batch_size: int = 12  # micro-batch size per rank
+    # AdamW
+    learning_rate: float = 6e-4
+    max_iters: int = 600000
+    weight_decay: float = 1e-1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # clip gradients at this norm; 0 disables
+    # learning rate schedule: linear warmup, then cosine decay to min_lr
+    decay_lr: bool = True
+    warmup_iters: int = 2000
+    lr_decay_iters: int = 600000  # ~= max_iters per Chinchilla
+    min_lr: float = 6e-5  # ~= learning_rate / 10 per Chinchilla
+    # optimizer: "adamw", or "muon" (Muon on the blocks' weight matrices at muon_lr, AdamW on the rest; muon.py)
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02  # follows the same warmup/decay schedule as learning_rate
+    # system
+    backend: str = "nccl"  # DDP backend on GPUs; CPU ranks always use gloo
+    device: str = "auto"  # "auto" (cuda > mps > cpu) | "cpu" | "cuda" | "cuda:1" | "mps"
+    dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16"
+    compile: bool = False  # torch.compile: faster steps on GPU after a slow first one
+    seed: int = 1337
+
+    def __post_init__(self):
+        pass  # not GPTConfig's checks yet: validate() runs them once vocab_size (the dataset's) is known
+
+
+def model_config(cfg, vocab_size):
+    """The GPTConfig of cfg's model keys, for a dataset of vocab_size tokens (unless cfg pads it)."""
+    keys = {f.name: getattr(cfg, f.name) for f in fields(GPTConfig)}
+    return GPTConfig(**{**keys, "vocab_size": cfg.vocab_size or vocab_size})
+
+
+def validate(cfg):
+    """Reject settings that cannot work, before any work starts."""
+    for key in ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"{key}={getattr(cfg, key)} must be at least 1")
+    if cfg.max_iters < 0 or cfg.keep_last < 0 or cfg.vocab_size < 0:
+        raise UserError("max_iters, keep_last and vocab_size must be >= 0")
+    if cfg.dtype not in hardware.DTYPES:
+        raise UserError(f"dtype={cfg.dtype!r} must be one of {', '.join(hardware.DTYPES)}")
+    if not 0 <= cfg.dropout < 1:
+        raise UserError(f"dropout={cfg.dropout} must be in [0, 1)")
+    if cfg.optimizer not in ("adamw", "muon"):
+        raise UserError(f"optimizer={cfg.optimizer!r} must be adamw or muon")
+    if cfg.learning_rate <= 0 or cfg.min_lr < 0:
+        raise UserError("learning_rate must be > 0 and min_lr >= 0")
+    if cfg.init_from not in ("scratch", "resume", *PRETRAINED) and not os.path.isdir(cfg.init_from):
+        raise UserError(f"init_from={cfg.init_from!r} must be scratch, resume, one of {', '.join(PRETRAINED)}, or a directory")
+    model_config(cfg, vocab_size=1)  # raises on e.g. n_embd % n_head != 0
+
+
+def build_optimizer(model, cfg, device_type):
+    """AdamW (nanoGPT's), or Muon for the blocks' matrices + AdamW for the rest (muon.py)."""
+    if cfg.optimizer == "muon":
+        from muon import configure_muon
+
+        return configure_muon(model, cfg.learning_rate, cfg.muon_lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+    return model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
