@@ -31,7 +31,7 @@ from tqdm import tqdm
 from configurator import parse_args, run_cli
 from data.common import atomic_path
 from data.loader import BatchLoader
-from model import GPT, PRETRAINED, GPTConfig
+from model import GPT, PRETRAINED, QUANTIZE, GPTConfig, prepare_for_decoding
 
 # ----------------------------------------------------------------------------------------------------
 # Config: nanoGPT's keys and defaults (GPT-2 124M on OpenWebText), overridden by config files and --key=value
@@ -45,6 +45,7 @@ class TrainConfig:
     log_interval: int = 1
     eval_iters: int = 200  # batches per split at each evaluation (fixed batches, see data/loader.py)
     eval_only: bool = False  # evaluate the checkpoint on the whole val split and exit
+    quantize: str = "none"  # with eval_only: "int8" scores the weights sample.py --quantize=int8 samples with
     always_save_checkpoint: bool = True  # else only when val loss improves
     init_from: str = "scratch"  # "scratch" | "resume" | "gpt2" | "gpt2-medium" | ... | a Hugging Face GPT-2 directory
     keep_last: int = 0  # also keep ckpt_<iter>.pt for the last K checkpoints (0: just ckpt.pt)
@@ -99,6 +100,8 @@ MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]
 
 def validate(cfg):
     """Reject settings that cannot work, before any work starts."""
+    if cfg.quantize not in QUANTIZE or (cfg.quantize != "none" and not cfg.eval_only):
+        raise ValueError(f"--quantize={cfg.quantize} must be one of {', '.join(QUANTIZE)}, and is for --eval_only=True")
     for key in ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}={getattr(cfg, key)} must be at least 1")
@@ -431,8 +434,10 @@ def main():
         print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, device {device}, dtype {dtype}, {world_size} rank(s)")
 
     if cfg.eval_only:
+        if cfg.quantize != "none":
+            model = prepare_for_decoding(model.eval(), cfg.quantize)
         result = evaluate_split(model, loader, "val", ctx)
-        result["iter"] = checkpoint["iter_num"]
+        result["iter"], result["quantize"] = checkpoint["iter_num"], cfg.quantize
         if master:
             save_json(os.path.join(cfg.out_dir, "eval.json"), result)
             print(json.dumps(result))
