@@ -625,7 +625,7 @@ def prepare_for_decoding(model, quantize="none"):
     """
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize={quantize!r} must be one of {', '.join(QUANTIZE)}")
-    if quantize == "int8" and model.lm_head.weight.device.type != "cpu":  # CUDA's _int_mm needs > 16 rows
+    if quantize == "int8" and next(model.parameters()).device.type != "cpu":  # CUDA's _int_mm needs > 16 rows
         raise ValueError("quantize='int8' is for sampling on a CPU; on a GPU sample in bfloat16 instead")
     parents = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()]
     for parent, name, child in parents:
