@@ -589,7 +589,7 @@ class Int8Linear(nn.Module):
     A Linear with int8 weights and one fp32 scale per output channel (absmax / 127): 4x fewer bytes to
     stream per token. Each input row is quantized to int8 on the fly (its own absmax scale) so that the
     product runs in torch's int8 x int8 -> int32 kernel (torch._int_mm); a weight-only kernel that keeps
-    the activations in fp32 (torch._weight_int8pack_mm) measured ~10x slower than this one at batch 1 on CPU.
+    the activations in fp32 (torch._weight_int8pack_mm) measured ~7x slower than this one at batch 1 on CPU.
     """
 
     def __init__(self, linear):
@@ -621,7 +621,7 @@ def prepare_for_decoding(model, quantize="none"):
     quantize="int8" turns every Linear, the LM head included, into an Int8Linear (the token embedding
     keeps its fp32 rows: a lookup reads one row). Otherwise, on CPU, each Linear's weight is stored
     transposed in memory (same values, same shape): at batch 1, x @ W.T streams an (in, out)-major matrix
-    ~1.5-2x faster than an (out, in)-major one (measured, docs/performance.md).
+    1.4-2x faster than an (out, in)-major one (measured, docs/performance.md).
     """
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize={quantize!r} must be one of {', '.join(QUANTIZE)}")
