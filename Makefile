@@ -2,7 +2,6 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-SHAKESPEARE ?=
 
 .PHONY: quickstart test lint bench clean
 
@@ -16,7 +15,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	touch $@
 
 data/shakespeare_char/train.bin: | $(VENV)/.installed
-	$(PY) data/shakespeare_char/prepare.py $(if $(SHAKESPEARE),--input=$(SHAKESPEARE))
+	$(PY) data/shakespeare_char/prepare.py
 
 quickstart: $(VENV)/.installed data/shakespeare_char/train.bin
 	$(PY) train.py config/train_shakespeare_char_cpu.py

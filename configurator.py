@@ -11,6 +11,7 @@ valid one.
 
 import ast
 import difflib
+import math
 import operator
 import sys
 from dataclasses import fields, replace
@@ -26,6 +27,22 @@ _BINARY_OPS = {
 }  # fmt: skip
 
 
+MAX_BITS = 256  # no config value needs a larger number; bounding it keeps `2 ** 10 ** 10` from running forever
+MAX_LENGTH = 10_000  # likewise for repeated strings and tuples ("ab" * 10 ** 12)
+
+
+def _check_size(op, left, right, where):
+    """Refuse arithmetic whose result would be huge, before computing it."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right))
+    if op is ast.Pow and numbers and abs(left) > 1 and right > 0:
+        if right * math.log2(abs(left)) > MAX_BITS:
+            raise ConfigError(f"{where} is too large (over 2**{MAX_BITS})")
+    if op is ast.Mult and not numbers:
+        sequence, count = (left, right) if isinstance(left, (str, tuple)) else (right, left)
+        if isinstance(count, int) and len(sequence) * count > MAX_LENGTH:
+            raise ConfigError(f"{where} is too long (over {MAX_LENGTH:,} items)")
+
+
 def _evaluate(node, names, where):
     """Evaluate a literal, a name assigned earlier, or arithmetic on those; nothing else runs."""
     if isinstance(node, ast.Constant):
@@ -36,7 +53,12 @@ def _evaluate(node, names, where):
         value = _evaluate(node.operand, names, where)
         return -value if isinstance(node.op, ast.USub) else +value
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY_OPS:
-        return _BINARY_OPS[type(node.op)](_evaluate(node.left, names, where), _evaluate(node.right, names, where))
+        left, right = _evaluate(node.left, names, where), _evaluate(node.right, names, where)
+        _check_size(type(node.op), left, right, f"{where}: `{ast.unparse(node)}`")
+        try:
+            return _BINARY_OPS[type(node.op)](left, right)
+        except (ArithmeticError, TypeError) as e:  # 1 / 0, 10.0 ** 400, "a" - 1, ...
+            raise ConfigError(f"{where}: cannot compute `{ast.unparse(node)}` ({e})") from None
     if isinstance(node, (ast.Tuple, ast.List)):
         return tuple(_evaluate(e, names, where) for e in node.elts)
     raise ConfigError(f"{where}: only literals, arithmetic and names assigned above are allowed, got `{ast.unparse(node)}`")

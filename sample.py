@@ -43,7 +43,6 @@ class SampleConfig:
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"
-    compile: bool = False
     stream: str = "auto"  # print tokens as they come: "auto" (on a terminal), "true" or "false"
     output: str = ""  # also write one JSON object per sample to this .jsonl file
     interactive: bool = False  # read prompts from stdin until Ctrl-D
@@ -174,8 +173,6 @@ def main(argv=None):
     ctx, _ = precision(dtype, device_type)  # sampling needs no GradScaler
     model, tokenizer = load_model(cfg, device)
     model = prepare_for_decoding(model, cfg.quantize)
-    if cfg.compile:
-        model = torch.compile(model)
     stream = cfg.stream.lower() == "true" or (cfg.stream.lower() == "auto" and sys.stdout.isatty())
     output = open(cfg.output, "a", encoding="utf-8") if cfg.output else None
 

@@ -53,10 +53,10 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar (only when stdout is a terminal)
     # Weights & Biases
     wandb_log: bool = False
-    wandb_project: str = "owt"
+    wandb_project: str = "fineweb"
     wandb_run_name: str = "gpt2"
     # data
-    dataset: str = "openwebtext"  # data/<dataset>/, or a path to a prepared directory
+    dataset: str = "fineweb"  # data/<dataset>/ or a prepared directory; nanoGPT's openwebtext, here FineWeb-Edu
     gradient_accumulation_steps: int = 5 * 8  # micro-batches per step, summed over all DDP ranks
     batch_size: int = 12  # micro-batch size per rank
     block_size: int = 1024

