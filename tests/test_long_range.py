@@ -94,10 +94,13 @@ def trained(prepared, tmp_path_factory):
     return out
 
 
-def test_a_small_gpt_finds_the_subject_on_held_out_sentences(trained, cli):
+def test_a_small_gpt_finds_the_subject_on_held_out_sentences(trained, cli, one_torch_thread):
     code, out, err = cli(evaluate.main, f"--out_dir={trained}")
     assert code == 0, err
     result = json.loads(out)
     assert result["n"] == 1 + 2 * SMALL["val_sentences"] and result["baseline_nearest_animal"] == 0
     assert result["accuracy"] >= 0.95 and result["accuracy_longer_than_train"] >= 0.95, result
     assert result["best_head"]["subject_beats_every_distractor"] >= 0.95, result
+    notes = result["notes_sentence"]  # held out too: (cat, dog) is a val pair
+    assert notes["next_word"] == "meowing", notes
+    assert notes["jumped_attends_to"]["cat"] > max(notes["jumped_attends_to"]["mat"], notes["jumped_attends_to"]["dog"]), notes

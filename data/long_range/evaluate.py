@@ -21,7 +21,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", ".."))
 from configurator import parse_args, run_cli  # noqa: E402
-from data.long_range.prepare import ANIMALS, SOUNDS, corpus, parse  # noqa: E402
+from data.long_range.prepare import ANIMALS, NOTES_SENTENCE, SOUNDS, corpus, join_words, parse  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class EvaluateConfig:
 
 def encode_prefix(tokenizer, sentence):
     """Token ids of the sentence up to and including the verb: one token per word, so indices are words'."""
-    ids = tokenizer.encode(" ".join(sentence.words[: sentence.verb + 1]).replace(" ,", ","))
+    ids = tokenizer.encode(join_words(sentence.words[: sentence.verb + 1]))
     assert len(ids) == sentence.verb + 1, (sentence.text, len(ids))
     return ids
 
@@ -92,14 +92,28 @@ def evaluate(model, tokenizer, sentences, longest_train):
             "mean_weight_on_subject": round(on_subject[layer, head].item(), 4),
             "mean_weight_on_strongest_distractor": round(on_distractor[layer, head].item(), 4),
         },
+        "notes_sentence": notes_sentence(model, tokenizer, layer, head),
     }  # fmt: skip
+
+
+@torch.no_grad()
+def notes_sentence(model, tokenizer, layer, head):
+    """On the notes' sentence: the model's word after "jumped", and the head's weights from "jumped" on each noun."""
+    sentence = parse(NOTES_SENTENCE)
+    logits, _ = model(torch.tensor([encode_prefix(tokenizer, sentence)]))
+    weights = verb_attention(model, tokenizer, sentence)[layer, head]
+    nouns = [sentence.subject, *sentence.distractors]
+    return {
+        "text": NOTES_SENTENCE,
+        "next_word": tokenizer.decode([logits[0, -1].argmax().item()]).strip(),
+        "jumped_attends_to": {sentence.words[i]: round(weights[i].item(), 4) for i in nouns},
+    }
 
 
 def main(argv=None):
     from sample import load_model  # the one place this module builds a model from a checkpoint
 
     cfg = parse_args(EvaluateConfig(), sys.argv[1:] if argv is None else argv)
-    torch.set_num_threads(1)  # thousands of tiny forward passes: threads only spin
     model, tokenizer = load_model(cfg, cfg.device)
     with open(os.path.join(cfg.out_dir, "meta.json")) as f:
         generator = json.load(f).get("generator")
@@ -109,8 +123,6 @@ def main(argv=None):
     result = evaluate(model, tokenizer, val, max(len(s.words) for s in train))
     print(json.dumps(result, indent=1))
 
-
-__all__ = ["evaluate", "parse"]
 
 if __name__ == "__main__":
     run_cli(main)

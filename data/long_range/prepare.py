@@ -56,11 +56,16 @@ class Sentence:
 
     @property
     def text(self):
-        return re.sub(r" ([,.])", r"\1", " ".join(self.words))
+        return join_words(self.words)
 
     @property
     def nearest_animal(self):
         return next(self.words[i] for i in reversed(self.distractors) if self.words[i] in SOUNDS)
+
+
+def join_words(words):
+    """Words back into text: a space between words, none before a punctuation mark."""
+    return re.sub(r" ([,.])", r"\1", " ".join(words))
 
 
 def parse(text):
@@ -90,7 +95,7 @@ def make_sentence(rng, subject, nearest, n_clauses):
                     words.append(rng.choice(ADJECTIVES))
             words.append(word)
     words += [",", VERB, SOUNDS[subject], "."]
-    return parse(re.sub(r" ([,.])", r"\1", " ".join(words)))
+    return parse(join_words(words))
 
 
 def pairs_split(seed):
