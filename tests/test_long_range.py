@@ -4,7 +4,7 @@ after "jumped" is the subject's, and a head's attention from "jumped" finds the 
 import json
 
 import pytest
-from conftest import run_script, train
+from conftest import run_script
 
 import attention
 from data.long_range import evaluate
@@ -65,11 +65,14 @@ def test_the_notes_sentence_is_in_val_never_in_train(small_corpus):
     assert set(parse(NOTES_SENTENCE).words) <= train_words  # every word of it is in the vocabulary
 
 
+# the README's corpus (same seed and train sentences, so the same train.bin), with a smaller val
+PREPARED = {"seed": 1337, "train_sentences": 20000, "val_sentences": 200}
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     out = tmp_path_factory.mktemp("long_range")
-    args = [f"--{key}={value}" for key, value in {**SMALL, "train_sentences": 6000}.items()]
-    run_script("data/long_range/prepare.py", f"--out_dir={out}", *args)
+    run_script("data/long_range/prepare.py", f"--out_dir={out}", *[f"--{key}={value}" for key, value in PREPARED.items()])
     return out
 
 
@@ -77,7 +80,7 @@ def test_prepare_writes_one_token_per_word(prepared):
     from data.tokenizer import load_tokenizer
 
     meta = json.loads((prepared / "meta.json").read_text())
-    assert meta["tokenizer"] == "bpe" and meta["generator"] == {**SMALL, "train_sentences": 6000}
+    assert meta["tokenizer"] == "bpe" and meta["generator"] == PREPARED
     tokenizer = load_tokenizer(meta, prepared)
     words = parse(NOTES_SENTENCE).words
     ids = tokenizer.encode(NOTES_SENTENCE)
@@ -87,10 +90,14 @@ def test_prepare_writes_one_token_per_word(prepared):
 
 @pytest.fixture(scope="module")
 def trained(prepared, tmp_path_factory):
-    """A smaller model than config/train_long_range.py, trained in seconds on one thread."""
+    """
+    config/train_long_range.py on one thread: the README's run (same seed, same train.bin). The head that
+    finds the subject forms late, so nothing shorter is safe. Measured on the held-out sentences: 1,000
+    iterations 5% right, 1,200 92%, 1,500 99.7%; n_embd=32 for 1,500 iterations, 0%.
+    """
     out = tmp_path_factory.mktemp("long_range_run")
-    train(prepared, out, "config/train_long_range.py", "--n_embd=32", "--max_iters=600", "--lr_decay_iters=600",
-          "--eval_interval=600", "--eval_iters=2", "--log_interval=600", "--batch_size=16")  # fmt: skip
+    run_script("train.py", "config/train_long_range.py", f"--dataset={prepared}", f"--out_dir={out}", "--progress=False",
+               "--eval_interval=1500", "--eval_iters=2")  # fmt: skip
     return out
 
 
@@ -98,9 +105,9 @@ def test_a_small_gpt_finds_the_subject_on_held_out_sentences(trained, cli, one_t
     code, out, err = cli(evaluate.main, f"--out_dir={trained}")
     assert code == 0, err
     result = json.loads(out)
-    assert result["n"] == 1 + 2 * SMALL["val_sentences"] and result["baseline_nearest_animal"] == 0
-    assert result["accuracy"] >= 0.95 and result["accuracy_longer_than_train"] >= 0.95, result
-    assert result["best_head"]["subject_beats_every_distractor"] >= 0.95, result
+    assert result["n"] == 1 + 2 * PREPARED["val_sentences"] and result["baseline_nearest_animal"] == 0
+    assert result["accuracy"] >= 0.97 and result["accuracy_longer_than_train"] >= 0.97, result
+    assert result["best_head"]["subject_beats_every_distractor"] >= 0.97, result
     notes = result["notes_sentence"]  # held out too: (cat, dog) is a val pair
     assert notes["next_word"] == "meowing", notes
     assert notes["jumped_attends_to"]["cat"] > max(notes["jumped_attends_to"]["mat"], notes["jumped_attends_to"]["dog"]), notes
