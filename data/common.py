@@ -105,10 +105,14 @@ def split_text(text, val_fraction=0.1):
 
 def prepare(text, tokenizer, out_dir, source, val_fraction=0.1):
     """Split text, encode both parts, write train.bin, val.bin, tokenizer.json (bpe) and, last, meta.json."""
-    train_text, val_text = split_text(text, val_fraction)
+    return prepare_split(*split_text(text, val_fraction), tokenizer, out_dir, source)
+
+
+def prepare_split(train_text, val_text, tokenizer, out_dir, source, **extra_meta):
+    """prepare() for a corpus that comes already split; extra_meta goes into meta.json as is."""
     train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
     if len(val_ids) < 2:
-        raise UserError(f"the text is too small to split ({len(text)} characters)")
+        raise UserError(f"the text is too small to split ({len(train_text) + len(val_text)} characters)")
     start_output(out_dir)
     write_tokens(os.path.join(out_dir, "train.bin"), train_ids, tokenizer.vocab_size)
     write_tokens(os.path.join(out_dir, "val.bin"), val_ids, tokenizer.vocab_size)
@@ -122,9 +126,10 @@ def prepare(text, tokenizer, out_dir, source, val_fraction=0.1):
         train_tokens=len(train_ids),
         val_tokens=len(val_ids),
         val_bytes=len(val_text.encode("utf-8")),
+        **extra_meta,
     )
     write_meta(out_dir, meta)
-    print(f"{source}: {len(text):,} characters, {tokenizer.kind} tokenizer with vocab {tokenizer.vocab_size:,}")
+    print(f"{source}: {len(train_text) + len(val_text):,} characters, {tokenizer.kind} tokenizer with vocab {tokenizer.vocab_size:,}")
     print(f"train has {len(train_ids):,} tokens, val has {len(val_ids):,} tokens -> {out_dir}")
     return meta
 

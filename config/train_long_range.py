@@ -1,0 +1,30 @@
+# The notes' example, learned: a small GPT on generated sentences where the word after "jumped" depends
+# only on the subject, behind clauses full of other nouns. python data/long_range/prepare.py, then
+# python train.py config/train_long_range.py (about 2 minutes on a 2-core CPU), then
+# python attention.py --out_dir=out-long-range
+out_dir = "out-long-range"
+eval_interval = 500
+eval_iters = 20
+log_interval = 100
+always_save_checkpoint = True  # val holds longer sentences than train: its loss is no guide to the task
+
+dataset = "long_range"
+gradient_accumulation_steps = 1
+batch_size = 32
+block_size = 64  # the longest val sentence has 52 words, one token each
+
+n_layer = 2
+n_head = 4
+n_embd = 64
+dropout = 0.0
+
+learning_rate = 3e-3
+max_iters = 1500
+lr_decay_iters = 1500
+min_lr = 3e-4
+beta2 = 0.99
+warmup_iters = 100
+
+device = "cpu"
+dtype = "float32"
+compile = False
