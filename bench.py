@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
@@ -102,15 +102,16 @@ def peak_rss_mib():
 def bench_train(bench, train_argv):
     cfg = parse_args(TrainConfig(), train_argv)
     validate(cfg)
+    choices = hardware.training_choices(cfg.device, cfg.dtype, cfg.sdpa, cfg.n_embd)  # what train.py would choose, and why
     # bench steps skip the GradScaler (float16 only; bf16 and fp32 need none)
-    device, device_type, dtype, ctx, _ = hardware.setup(cfg.device, cfg.dtype)
+    device, device_type, dtype, ctx, _ = hardware.setup(cfg.device, choices.dtype)
     try:  # the dataset's vocabulary if it is prepared, else GPT-2's: the tokens themselves are synthetic
         vocab_size = load_meta(data_dir_for(cfg.dataset))["vocab_size"]
     except UserError:
         vocab_size = GPTConfig.vocab_size
     torch.manual_seed(bench.seed)
-    model = GPT(model_config(cfg, vocab_size)).to(device)
-    optimizer = build_optimizer(model, cfg, device_type)
+    model = GPT(model_config(cfg, vocab_size, choices.sdpa)).to(device)
+    optimizer = build_optimizer(model, cfg, device_type, choices.newton_schulz_dtype)
     step_model = torch.compile(model) if cfg.compile else model
     generator = torch.Generator().manual_seed(bench.seed)
     shape = (cfg.batch_size, cfg.block_size + 1)
@@ -147,7 +148,7 @@ def bench_train(bench, train_argv):
         "ms_per_iter": round(dt * 1000, 2), "tok_per_s": round(tokens_per_iter / dt),
         "warmup_s": round(warmup_s, 2), "peak_tflops": round(peak / 1e12, 3),
         "mfu": round(model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps, dt, peak), 4),
-        "peak_rss_mib": round(peak_rss_mib()),
+        "peak_rss_mib": round(peak_rss_mib()), "choices": asdict(choices),
     }  # fmt: skip
 
 
@@ -239,7 +240,7 @@ def config_args(name):
 
 
 def run_train(args, out_dir):
-    """Run train.py with args into out_dir; (wall seconds, full-val-split loss of its checkpoint)."""
+    """Run train.py with args into out_dir; (wall seconds, full-val-split loss of its checkpoint, its choices)."""
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), *args, f"--out_dir={out_dir}", "--progress=False"]
     env = {**os.environ, "WANDB_MODE": "offline"}
     t0 = time.perf_counter()
@@ -251,7 +252,9 @@ def run_train(args, out_dir):
     if scored.returncode != 0:
         raise UserError(f"evaluating {' '.join(args)} failed:\n{scored.stderr.strip()[-2000:]}")
     with open(os.path.join(out_dir, "eval.json")) as f:
-        return wall, json.load(f)["loss"]
+        loss = json.load(f)["loss"]
+    with open(os.path.join(out_dir, "choices.json")) as f:
+        return wall, loss, json.load(f)
 
 
 def bench_time_to_target(bench, train_argv):
@@ -261,9 +264,9 @@ def bench_time_to_target(bench, train_argv):
     with tempfile.TemporaryDirectory(prefix="bench-ttt-") as tmp:
         for r in range(bench.repeats):
             for name in names:  # interleaved, so a burst of background load hits every config alike
-                wall, loss = run_train([*config_args(name), *train_argv], os.path.join(tmp, f"{name.replace('/', '_')}-{r}"))
+                wall, loss, choices = run_train([*config_args(name), *train_argv], os.path.join(tmp, f"{name.replace('/', '_')}-{r}"))
                 print(f"{name} run {r}: {wall:.1f} s wall, full val loss {loss:.4f}", file=sys.stderr)
-                runs[name].append({"wall_s": round(wall, 2), "val_loss": round(loss, 4)})
+                runs[name].append({"wall_s": round(wall, 2), "val_loss": round(loss, 4), "choices": choices})
     result = {"target": bench.target, "definition": "wall time of `python train.py <config>` (all of it), "
               "scored untimed on the full val split; null when its loss is above target",
               "load_avg_1_5_15_before": [round(x, 2) for x in load_before], "configs": {}}  # fmt: skip

@@ -10,7 +10,8 @@ A GPT language model, built from the four stages of attention in the order our n
 "Beyond the notes" then adds what the GPT's attention (GPTAttention, a stage-4 subclass) needs on top:
 QK-norm, rotary positions, a KV cache and the fused SDPA kernel. The GPT (token + position embeddings,
 pre-LayerNorm blocks of GPTAttention and an MLP, a final norm, an LM head tied to the token embedding by
-default) follows. Module names follow GPT-2's checkpoint keys, so loading Hugging Face weights is a
+default) follows, with two levers from the speedruns, off by default: a logit soft-cap and zero-initialized
+output projections. Module names follow GPT-2's checkpoint keys, so loading Hugging Face weights is a
 key-for-key copy.
 
 Shapes: B batch, T sequence length (time), C embedding size (n_embd), nh heads, hs head size (C // nh).
@@ -290,6 +291,9 @@ class GPTConfig:
     qk_norm: bool = False  # normalize queries and keys per head
     tie_weights: bool = True  # LM head shares the token embedding matrix (Press & Wolf 2017)
     sdpa: bool = True  # F.scaled_dot_product_attention (flash kernels on GPU); False: the explicit math, same numbers
+    # Beyond the notes: levers from the modded-nanogpt speedruns. The defaults leave GPT-2's model as it was.
+    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap), bounded (Gemma 2; modded-nanogpt uses 15-30)
+    zero_init_proj: bool = False  # attn/MLP output projections start at 0, so every block starts as the identity
 
     def __post_init__(self):
         if self.n_embd % self.n_head != 0:
@@ -301,6 +305,8 @@ class GPTConfig:
             raise UserError(f"pos='rope' rotates pairs of channels: head size n_embd/n_head={self.n_embd // self.n_head} must be even")
         if min(self.block_size, self.vocab_size, self.n_layer, self.n_head) < 1:
             raise UserError("block_size, vocab_size, n_layer and n_head must all be at least 1")
+        if self.logit_softcap < 0:
+            raise UserError(f"logit_softcap={self.logit_softcap} must be >= 0 (0: no cap)")
 
 
 def make_norm(config):
@@ -368,6 +374,8 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if config.zero_init_proj:  # beyond the notes (modded-nanogpt); drawn first, so other weights are as without it
+                    nn.init.zeros_(p)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -405,15 +413,21 @@ class GPT(nn.Module):
             x = block(x, rope, kv_caches[i] if kv_caches else None)
         return self.transformer.ln_f(x)
 
+    def head(self, x):
+        """Logits from hidden states: the LM head, soft-capped if the config says so (beyond the notes)."""
+        logits = self.lm_head(x)
+        cap = self.config.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap else logits
+
     def forward(self, idx, targets=None):
         """idx (B, T) token ids -> (logits, loss). Without targets only the last position's logits."""
         x = self._run(idx)
         if targets is not None:
-            logits = self.lm_head(x)  # (B, T, vocab_size)
+            logits = self.head(x)  # (B, T, vocab_size)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.reshape(-1), ignore_index=-1)
             return logits, loss
         # Inference: computing the head only at the last position saves a (T, vocab) matmul.
-        return self.lm_head(x[:, [-1], :]), None  # (B, 1, vocab_size)
+        return self.head(x[:, [-1], :]), None  # (B, 1, vocab_size)
 
     @torch.no_grad()
     def attention_maps(self, idx):
@@ -479,7 +493,7 @@ class GPT(nn.Module):
             x = self._run(idx[:, kv_caches[0].length :], kv_caches=kv_caches)  # prefill, then one token per step
         else:
             x = self._run(idx[:, -self.config.block_size :])
-        return self.lm_head(x[:, -1, :]).float()  # (B, vocab_size)
+        return self.head(x[:, -1, :]).float()  # (B, vocab_size)
 
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, use_cache=True):
@@ -576,8 +590,10 @@ class GPT(nn.Module):
     def save_pretrained(self, directory):
         """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained reads."""
         cfg = self.config
-        if (cfg.norm, cfg.pos, cfg.mlp, cfg.qk_norm) != ("layernorm", "learned", "gelu", False):
-            raise UserError("only the GPT-2 layout (norm=layernorm, pos=learned, mlp=gelu, qk_norm=False) has a Hugging Face GPT-2 format")
+        if (cfg.norm, cfg.pos, cfg.mlp, cfg.qk_norm, cfg.logit_softcap) != ("layernorm", "learned", "gelu", False, 0.0):
+            raise UserError(
+                "only the GPT-2 layout (norm=layernorm, pos=learned, mlp=gelu, qk_norm=False, logit_softcap=0) has a Hugging Face GPT-2 format"
+            )
         tensors = {}
         for name, tensor in self.state_dict().items():
             if name == "lm_head.weight" and cfg.tie_weights:

@@ -13,16 +13,17 @@ biases are not hidden matrices and stay on AdamW, as in modded-nanogpt.
 import torch
 
 
-def zeropower_via_newtonschulz5(G, steps=5):
+def zeropower_via_newtonschulz5(G, steps=5, dtype=torch.bfloat16):
     """
     An approximately orthogonal matrix with G's singular vectors (U V^T of G = U S V^T), by a quintic
     Newton-Schulz iteration whose coefficients (Jordan 2024) push every singular value into about
-    [0.7, 1.2] in 5 steps; exactness does not matter for the update. Runs in bf16, which is stable here.
+    [0.7, 1.2] in 5 steps; exactness does not matter for the update. Runs in `dtype`: bf16 is stable here
+    and fast where the hardware has it; on a CPU that emulates bf16, float32 is several times faster.
     G is one matrix (rows, cols) or a stack of same-shaped ones (n, rows, cols), done in one batch.
     """
     assert G.ndim in (2, 3), G.shape
     a, b, c = (3.4445, -4.7750, 2.0315)
-    X = G.bfloat16()
+    X = G.to(dtype)
     tall = G.size(-2) > G.size(-1)
     if tall:
         X = X.mT  # iterate on the wide side: X @ X.T is then the smaller (rows, rows) matrix
@@ -41,9 +42,10 @@ class MuonAdamW(torch.optim.Optimizer):
     typical, much larger than AdamW's.
     """
 
-    def __init__(self, param_groups, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, momentum=0.95):
+    def __init__(self, param_groups, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, momentum=0.95, ns_dtype=torch.bfloat16):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum=momentum, use_muon=False)
         super().__init__(param_groups, defaults)
+        self.ns_dtype = ns_dtype  # Newton-Schulz's compute dtype (hardware.decide_newton_schulz_dtype)
         for group in self.param_groups:
             if group["use_muon"]:
                 bad = [tuple(p.shape) for p in group["params"] if p.ndim != 2]
@@ -86,7 +88,7 @@ class MuonAdamW(torch.optim.Optimizer):
             update = p.grad.lerp(buf, momentum)  # Nesterov: look ahead along the momentum
             by_shape.setdefault(tuple(p.shape), []).append((p, update))
         for (rows, cols), pairs in by_shape.items():
-            orthogonal = zeropower_via_newtonschulz5(torch.stack([update for _, update in pairs]))
+            orthogonal = zeropower_via_newtonschulz5(torch.stack([update for _, update in pairs]), dtype=self.ns_dtype)
             # an orthogonal (rows, cols) matrix has RMS 1/sqrt(max dim): rescale tall ones to match wide ones
             scale = -lr * max(1.0, rows / cols) ** 0.5
             for (p, _), step in zip(pairs, orthogonal, strict=True):
@@ -94,7 +96,7 @@ class MuonAdamW(torch.optim.Optimizer):
                 p.add_(step, alpha=scale)
 
 
-def configure_muon(model, learning_rate, muon_lr, weight_decay, betas):
+def configure_muon(model, learning_rate, muon_lr, weight_decay, betas, ns_dtype=torch.bfloat16):
     """
     MuonAdamW for a GPT: the blocks' 2-D weights on Muon, the rest on AdamW. Each group's lr_scale is its
     lr relative to learning_rate, so one schedule (train.get_lr) drives both.
@@ -107,4 +109,4 @@ def configure_muon(model, learning_rate, muon_lr, weight_decay, betas):
         dict(params=[p for p in rest if p.ndim >= 2], lr=learning_rate, lr_scale=1.0, weight_decay=weight_decay),
         dict(params=[p for p in rest if p.ndim < 2], lr=learning_rate, lr_scale=1.0, weight_decay=0.0),
     ]
-    return MuonAdamW([g for g in groups if g["params"]], betas=betas)
+    return MuonAdamW([g for g in groups if g["params"]], betas=betas, ns_dtype=ns_dtype)

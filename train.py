@@ -10,7 +10,8 @@ On several GPUs (DDP; gloo on CPU), one node or many:
     torchrun --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=8 train.py ...
 
 Writes to out_dir: ckpt.pt (weights_only-loadable), metrics.jsonl (one line per evaluation),
-config.json, meta.json (the dataset's tokenizer, for sample.py) and loss.png. One run at a time: it holds
+config.json, meta.json (the dataset's tokenizer, for sample.py), choices.json (the precision, attention and
+thread choices made for this machine, with why) and loss.png. One run at a time: it holds
 out_dir/.lock while it runs, and a new run never replaces a checkpoint there unless --overwrite=True.
 The keys and their defaults are TrainConfig's, in train_config.py.
 """
@@ -77,6 +78,20 @@ def setup_distributed(cfg):
     return Distributed(True, rank, world_size, device)
 
 
+def setup_hardware(cfg, dist):
+    """
+    (device, device_type, choices, autocast ctx, GradScaler). choices (hardware.training_choices): the autocast dtype,
+    Muon's Newton-Schulz dtype, the attention kernel and the threads for this machine, each with why; rank 0 prints
+    them. DDP ranks decide bf16 by the CPU's flags alone, untimed: timings could differ from rank to rank.
+    """
+    choices = hardware.training_choices(dist.device, cfg.dtype, cfg.sdpa, cfg.n_embd, measure=not dist.ddp)
+    device, device_type, _, ctx, scaler = hardware.setup(dist.device, choices.dtype)
+    if dist.master:
+        for name, why in choices.reasons.items():
+            print(f"{name} = {getattr(choices, name)}: {why}")
+    return device, device_type, choices, ctx, scaler
+
+
 def check_writable(out_dir):
     """Create out_dir and write a probe file in it: the honest test (os.access says yes to root on a read-only mount)."""
     try:
@@ -101,7 +116,7 @@ def claim_out_dir(cfg):
 
 # A checkpoint fixes its model's shape and kind (the weights are those), and its optimizer's kind, weight decay, betas
 # and muon_lr (optimizer.load_state_dict restores them). Every other key may change on resume: dropout (applied),
-# sdpa (a kernel), a shorter block_size, the learning-rate schedule, max_iters, batch sizes, evaluation, logging,
+# sdpa (a kernel, decided again for the machine when "auto"), a shorter block_size, the learning-rate schedule, max_iters, batch sizes, evaluation, logging,
 # checkpointing, W&B, dataset (same tokenizer), seed, device, dtype, compile.
 FIXED_OPTIMIZER_KEYS = ("optimizer", "weight_decay", "beta1", "beta2", "muon_lr")
 CHANGEABLE_MODEL_KEYS = ("dropout", "sdpa")
@@ -109,7 +124,7 @@ CHANGEABLE_MODEL_KEYS = ("dropout", "sdpa")
 
 def resume_overrides(checkpoint, given, path):
     """
-    The model settings a resume takes from the command line (dropout, sdpa). `given` holds only the keys the user
+    The model settings a resume takes from the command line (dropout; sdpa is build_model's). `given` holds only the keys the user
     set (configurator.parse_overrides): one the checkpoint fixes that differs from it is an error listing every such
     difference, so an explicit setting is never silently ignored.
     """
@@ -125,24 +140,25 @@ def resume_overrides(checkpoint, given, path):
             f"{path} was trained with other settings, which cannot change on resume: {', '.join(differences)}; "
             "drop them to continue it, or start a new run with another --out_dir"
         )
-    return {k: given[k] for k in CHANGEABLE_MODEL_KEYS if k in given}
+    return {"dropout": given["dropout"]} if "dropout" in given else {}
 
 
-def build_model(cfg, given, meta, data_dir, device):
+def build_model(cfg, given, meta, data_dir, device, sdpa):
     """(model on device, checkpoint or None): from scratch, from out_dir's checkpoint (resume, eval_only) or GPT-2's
-    weights. given: the keys the user set explicitly, checked against a checkpoint's."""
+    weights. given: the keys the user set explicitly, checked against a checkpoint's. sdpa: the attention kernel
+    chosen for this run (a bool; cfg.sdpa may be "auto"), whatever the checkpoint ran with."""
     checkpoint = None
     if cfg.init_from == "resume" or cfg.eval_only:
         path = os.path.join(cfg.out_dir, "ckpt.pt")
         checkpoint = load_checkpoint(path, map_location=device)
-        model = model_from_checkpoint(checkpoint, **resume_overrides(checkpoint, given, path))
+        model = model_from_checkpoint(checkpoint, sdpa=sdpa, **resume_overrides(checkpoint, given, path))
         check_tokenizer(meta, os.path.join(cfg.out_dir, "meta.json"))
     elif cfg.init_from == "scratch":
-        model = GPT(model_config(cfg, meta["vocab_size"]))
+        model = GPT(model_config(cfg, meta["vocab_size"], sdpa))
     else:
         if meta.get("tokenizer") != "gpt2":
             raise UserError(f"init_from={cfg.init_from} needs GPT-2 BPE data, but {data_dir} was prepared with {meta.get('tokenizer')!r}")
-        model = load_pretrained(cfg.init_from, dropout=cfg.dropout, sdpa=cfg.sdpa)
+        model = load_pretrained(cfg.init_from, dropout=cfg.dropout, sdpa=sdpa)
         if cfg.block_size < model.config.block_size:
             model.crop_block_size(cfg.block_size)
     if cfg.block_size > model.config.block_size:
@@ -266,12 +282,13 @@ def resume_progress(checkpoint, optimizer, out_dir):
     return progress, checkpoint["rng"]
 
 
-def write_run_files(cfg, meta, data_dir, metrics):
-    """config.json, meta.json (and the tokenizer file it names, for sample.py) and metrics.jsonl."""
+def write_run_files(cfg, meta, data_dir, metrics, choices):
+    """config.json, meta.json (and the tokenizer file it names, for sample.py), choices.json and metrics.jsonl."""
     if cfg.overwrite and cfg.init_from != "resume":
         remove_previous_run(cfg.out_dir)  # only now, when the new run is set up: a bad setting cost nothing
     save_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
     save_json(os.path.join(cfg.out_dir, "meta.json"), meta)
+    save_json(os.path.join(cfg.out_dir, "choices.json"), asdict(choices))
     tokenizer_file = meta.get("tokenizer_file")
     if tokenizer_file:
         with open(os.path.join(data_dir, tokenizer_file), "rb") as src:
@@ -321,9 +338,9 @@ def write_metrics(out_dir, metrics):
     atomic_write(os.path.join(out_dir, "metrics.jsonl"), write)
 
 
-def start_logging(cfg, meta, data_dir, progress):
+def start_logging(cfg, meta, data_dir, progress, choices):
     """Rank 0: the run's files in out_dir, and the W&B run (None unless wandb_log), continuing the checkpoint's."""
-    write_run_files(cfg, meta, data_dir, progress.metrics)
+    write_run_files(cfg, meta, data_dir, progress.metrics, choices)
     if not cfg.wandb_log:
         return None
     run = start_wandb(cfg, progress.wandb_run_id)
@@ -458,7 +475,7 @@ def main():
 
     # -- setup: processes, device, precision, data, model ----------------------------------------------
     dist = setup_distributed(cfg)
-    device, device_type, dtype, ctx, scaler = hardware.setup(dist.device, cfg.dtype)
+    device, device_type, choices, ctx, scaler = setup_hardware(cfg, dist)
     grad_accum = cfg.gradient_accumulation_steps // dist.world_size
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     # Each rank its own dropout masks; DDP copies rank 0's initial weights to the others at construction.
@@ -466,12 +483,12 @@ def main():
     data_dir = data_dir_for(cfg.dataset)
     loader = BatchLoader(data_dir, cfg.block_size, cfg.batch_size, device, cfg.seed)
     out_dir_lock = claim_out_dir(cfg) if dist.master else None  # noqa: F841 (held until main returns)
-    model, checkpoint = build_model(cfg, given, loader.meta, data_dir, device)
+    model, checkpoint = build_model(cfg, given, loader.meta, data_dir, device, choices.sdpa)
     if dist.master:
-        print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, device {device}, dtype {dtype}, {dist.world_size} rank(s)")
+        print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, device {device}, dtype {choices.dtype}, {dist.world_size} rank(s)")
     if cfg.eval_only:
         return evaluate_checkpoint(cfg, model, loader, ctx, checkpoint["iter_num"], dist.master)
-    optimizer = build_optimizer(model, cfg, device_type)
+    optimizer = build_optimizer(model, cfg, device_type, choices.newton_schulz_dtype)
     progress, saved_rng = resume_progress(checkpoint, optimizer, cfg.out_dir)
     checkpoint = None  # free memory
     raw_model = model  # the plain module: what checkpoints save and MFU counts
@@ -481,8 +498,8 @@ def main():
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[int(device.split(":")[1])] if device_type == "cuda" else None)
 
     # -- logging; stop cleanly on SIGINT / SIGTERM: finish the step, save, exit --------------------------
-    run = start_logging(cfg, loader.meta, data_dir, progress) if dist.master else None
-    peak_flops = hardware.measure_peak_flops(device, getattr(torch, dtype)) if dist.master else None
+    run = start_logging(cfg, loader.meta, data_dir, progress, choices) if dist.master else None
+    peak_flops = hardware.measure_peak_flops(device, getattr(torch, choices.dtype)) if dist.master else None
     stop_signal = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop_signal.append(signum))

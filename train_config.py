@@ -9,6 +9,8 @@ GPTConfig and the optimizer. A module of its own because bench.py trains with th
 import os
 from dataclasses import dataclass, fields
 
+import torch
+
 import hardware
 from configurator import UserError
 from model import PRETRAINED, QUANTIZE, GPTConfig
@@ -18,13 +20,15 @@ from model import PRETRAINED, QUANTIZE, GPTConfig
 class TrainConfig(GPTConfig):
     """
     The model's keys are GPTConfig's own (inherited: block_size, n_layer, n_head, n_embd, dropout, bias, norm,
-    pos, mlp, qk_norm, tie_weights, sdpa), with two defaults of training's: bias=False, as nanoGPT's train.py
-    (a little better and faster; GPTConfig keeps GPT-2's True for loading its weights), and vocab_size=0,
-    the dataset's vocabulary. The training keys follow.
+    pos, mlp, qk_norm, tie_weights, sdpa, logit_softcap, zero_init_proj), with training's own defaults for three:
+    bias=False, as nanoGPT's train.py (a little better and faster; GPTConfig keeps GPT-2's True for loading its
+    weights), vocab_size=0, the dataset's vocabulary, and sdpa="auto", decided for the machine
+    (hardware.decide_sdpa) before any GPTConfig is built. The training keys follow.
     """
 
     vocab_size: int = 0  # 0: the dataset's (meta.json); larger pads it, e.g. 50304 for GPT-2's 50257 (faster matmuls)
     bias: bool = False  # nanoGPT trains without biases: a little better and faster
+    sdpa: str = "auto"  # "true": F.scaled_dot_product_attention, "false": the explicit math, "auto": the faster here
     # I/O
     out_dir: str = "out"
     eval_interval: int = 2000
@@ -64,7 +68,7 @@ class TrainConfig(GPTConfig):
     # system
     backend: str = "nccl"  # DDP backend on GPUs; CPU ranks always use gloo
     device: str = "auto"  # "auto" (cuda > mps > cpu) | "cpu" | "cuda" | "cuda:1" | "mps"
-    dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16"
+    dtype: str = "auto"  # "auto" (decided for this machine: hardware.training_choices) | "float32" | "bfloat16" | "float16"
     compile: bool = False  # torch.compile: faster steps on GPU after a slow first one
     seed: int = 1337
 
@@ -72,10 +76,11 @@ class TrainConfig(GPTConfig):
         pass  # not GPTConfig's checks yet: validate() runs them once vocab_size (the dataset's) is known
 
 
-def model_config(cfg, vocab_size):
-    """The GPTConfig of cfg's model keys, for a dataset of vocab_size tokens (unless cfg pads it)."""
+def model_config(cfg, vocab_size, sdpa):
+    """The GPTConfig of cfg's model keys, for a dataset of vocab_size tokens (unless cfg pads it), with sdpa the bool
+    that cfg.sdpa ("auto" too) was decided to be (hardware.training_choices)."""
     keys = {f.name: getattr(cfg, f.name) for f in fields(GPTConfig)}
-    return GPTConfig(**{**keys, "vocab_size": cfg.vocab_size or vocab_size})
+    return GPTConfig(**{**keys, "vocab_size": cfg.vocab_size or vocab_size, "sdpa": sdpa})
 
 
 def validate(cfg):
@@ -89,6 +94,8 @@ def validate(cfg):
         raise UserError(f"--quantize={cfg.quantize} must be one of {', '.join(QUANTIZE)}, and is for --eval_only=True")
     if cfg.dtype not in hardware.DTYPES:
         raise UserError(f"dtype={cfg.dtype!r} must be one of {', '.join(hardware.DTYPES)}")
+    if str(cfg.sdpa).lower() not in ("auto", "true", "false"):
+        raise UserError(f"sdpa={cfg.sdpa!r} must be auto, true or false")
     if not 0 <= cfg.dropout < 1:
         raise UserError(f"dropout={cfg.dropout} must be in [0, 1)")
     if cfg.optimizer not in ("adamw", "muon"):
@@ -97,13 +104,15 @@ def validate(cfg):
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
     if cfg.init_from not in ("scratch", "resume", *PRETRAINED) and not os.path.isdir(cfg.init_from):
         raise UserError(f"init_from={cfg.init_from!r} must be scratch, resume, one of {', '.join(PRETRAINED)}, or a directory")
-    model_config(cfg, vocab_size=1)  # raises on e.g. n_embd % n_head != 0
+    model_config(cfg, vocab_size=1, sdpa=True)  # raises on e.g. n_embd % n_head != 0
 
 
-def build_optimizer(model, cfg, device_type):
-    """AdamW (nanoGPT's), or Muon for the blocks' matrices + AdamW for the rest (muon.py)."""
+def build_optimizer(model, cfg, device_type, newton_schulz_dtype="bfloat16"):
+    """AdamW (nanoGPT's), or Muon for the blocks' matrices + AdamW for the rest (muon.py), its Newton-Schulz
+    iteration in newton_schulz_dtype (hardware.training_choices decides it for the machine)."""
     if cfg.optimizer == "muon":
         from muon import configure_muon
 
-        return configure_muon(model, cfg.learning_rate, cfg.muon_lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+        betas, ns_dtype = (cfg.beta1, cfg.beta2), getattr(torch, newton_schulz_dtype)
+        return configure_muon(model, cfg.learning_rate, cfg.muon_lr, cfg.weight_decay, betas, ns_dtype)
     return model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)

@@ -6,7 +6,7 @@ out_dir = "out-shakespeare-char-fast"
 dataset = "shakespeare_char"
 device = "cpu"
 compile = False  # not measured yet: inductor's compile time on this CPU would count in a ~40 s run
-sdpa = False  # the explicit attention math: on CPU, SDPA's flash kernel (its backward) is 1.5x slower at T=128
+sdpa = "auto"  # explicit math in bf16 (SDPA's CPU backward is 1.5x slower at T=128), SDPA in fp32 (hardware.decide_sdpa)
 
 # 4096 tokens a step (5x the reference's 768): bigger matmuls run at a better fraction of the CPU's peak,
 # and Muon makes each of the 220 steps count. 0.9M tokens in all, 59% of what the reference sees.

@@ -22,6 +22,10 @@ def test_bench_train_reports_throughput_mfu_and_memory(char_data):
         assert out[key] > 0, (key, out)
     assert out["tokens_per_iter"] == 8 * 32
     assert out["optimizer"] == "muon" and out["params_M"] < 0.1
+    choices = out["choices"]  # what was chosen for this machine, and why
+    assert choices["dtype"] in ("float32", "bfloat16") and choices["newton_schulz_dtype"] in ("float32", "bfloat16")
+    assert set(choices["reasons"]) == {"dtype", "newton_schulz_dtype", "sdpa", "threads"} and all(choices["reasons"].values())
+    assert choices["sdpa"] == (choices["dtype"] == "float32") and choices["threads"] == 1  # sdpa=auto on CPU; OMP_NUM_THREADS=1
 
 
 def test_bench_sample_reports_every_path_and_the_bandwidth_roofline():
@@ -49,6 +53,7 @@ def test_bench_time_to_target_scores_the_full_val_split(char_data, tmp_path):
     run = reached["configs"][str(config)]
     assert len(run["runs"]) == 1 and 0 < run["runs"][0]["val_loss"] < math.log(65)  # learned something
     assert run["time_to_target_s"] == run["median_wall_s"] > 0
+    assert run["runs"][0]["choices"]["threads"] >= 1 and "sdpa" in run["runs"][0]["choices"]["reasons"]  # train.py's choices.json
     missed = bench("time_to_target", f"--configs={config}", "--target=0.1")
     assert missed["configs"][str(config)]["time_to_target_s"] is None
 
@@ -75,6 +80,24 @@ def test_newton_schulz_orthogonalizes(shape):
     gx = G.T @ X if shape[0] >= shape[1] else G @ X.T
     torch.testing.assert_close(gx, gx.T, atol=0.1 * gx.abs().max().item(), rtol=0)
     assert torch.linalg.eigvalsh((gx + gx.T) / 2).min() > 0
+
+
+def test_newton_schulz_runs_in_the_dtype_it_is_given():
+    G = torch.randn(4, 48, 16, generator=torch.Generator().manual_seed(0))  # a stack of tall matrices
+    exact = zeropower_via_newtonschulz5(G.double(), dtype=torch.float64)
+    fp32, bf16 = (zeropower_via_newtonschulz5(G, dtype=d) for d in (torch.float32, torch.bfloat16))
+    assert fp32.dtype == bf16.dtype == torch.float32  # returned in G's dtype either way
+    torch.testing.assert_close(fp32, exact.float(), atol=1e-4, rtol=0)
+    assert (bf16 - exact).abs().max() > 1e-3  # bf16 really rounds: the dtype is not ignored
+
+
+def test_build_optimizer_passes_the_newton_schulz_dtype():
+    from train_config import TrainConfig, build_optimizer
+
+    model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    for name in ("float32", "bfloat16"):
+        optimizer = build_optimizer(model, TrainConfig(optimizer="muon"), "cpu", name)
+        assert optimizer.ns_dtype == getattr(torch, name)
 
 
 def test_configure_muon_puts_block_matrices_on_muon_and_the_rest_on_adamw():
@@ -112,6 +135,8 @@ def test_train_with_muon_learns_and_resumes(char_data, tmp_path):
     run_script(*train_args(char_data, tmp_path, *args))
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["val_loss"] < metrics[0]["val_loss"] - 0.5, metrics
+    choices = json.loads((tmp_path / "choices.json").read_text())
+    assert (choices["dtype"], choices["sdpa"]) == ("float32", False) and choices["reasons"]["sdpa"] == "set by sdpa"
     # the optimizer state (momentum buffers, Adam moments) round-trips through a weights_only checkpoint
     run_script(*train_args(char_data, tmp_path, *args[:3], "--max_iters=40", *args[4:], "--init_from=resume"))
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["iter"] == 40

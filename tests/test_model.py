@@ -21,7 +21,8 @@ SWITCHES = {
     "relu2": dict(mlp="relu2"),
     "qk_norm": dict(qk_norm=True),
     "untied": dict(tie_weights=False),
-    "all": dict(bias=False, norm="rmsnorm", pos="rope", mlp="relu2", qk_norm=True, tie_weights=False),
+    "softcap": dict(logit_softcap=1.0),  # beyond the notes, as the next ones
+    "all": dict(bias=False, norm="rmsnorm", pos="rope", mlp="relu2", qk_norm=True, tie_weights=False, logit_softcap=1.0),
 }
 
 
@@ -123,6 +124,36 @@ def test_kv_cache_greedy_tokens_and_logits_equal_recompute(switch):
 @pytest.mark.parametrize("prompt_len,new", [(1, 11), (12, 3)])  # fills the cache exactly; starts full
 def test_kv_cache_at_the_block_size_edges(switch, prompt_len, new):
     assert_kv_cache_matches_recompute(tiny_gpt(**SWITCHES[switch]), prompt_len, new)
+
+
+def test_logit_softcap_bounds_the_logits_and_is_tanh_of_the_uncapped_ones():
+    plain, capped = tiny_gpt(), tiny_gpt(logit_softcap=0.5)
+    capped.load_state_dict(plain.state_dict())  # same weights: the cap is the only difference
+    idx = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(4))
+    uncapped = all_logits(plain, idx)
+    assert uncapped.abs().max() > 0.5  # the cap has something to do
+    assert all_logits(capped, idx).abs().max() < 0.5
+    assert_close(all_logits(capped, idx), 0.5 * torch.tanh(uncapped / 0.5))
+    assert_close(capped.next_token_logits(idx), 0.5 * torch.tanh(uncapped[:, -1] / 0.5))  # sampling sees the cap too
+    with pytest.raises(ValueError, match="logit_softcap=-1.0 must be >= 0"):
+        GPTConfig(logit_softcap=-1.0)
+
+
+def test_zero_init_proj_zeroes_only_the_output_projections():
+    torch.manual_seed(0)
+    default = GPT(GPTConfig(block_size=12, vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=16))
+    torch.manual_seed(0)
+    zeroed = GPT(GPTConfig(block_size=12, vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=16, zero_init_proj=True))
+    for (name, p), q in zip(default.named_parameters(), zeroed.parameters(), strict=True):
+        if name.endswith("c_proj.weight"):
+            assert not q.any() and p.any(), name
+        else:
+            assert torch.equal(p, q), name  # every other weight is what the default draws
+    # every block starts as the identity: a position's logits depend on its own token only (and its position)
+    idx = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(5))
+    changed = idx.clone()
+    changed[:, :6] = (idx[:, :6] + 1) % VOCAB
+    assert torch.equal(all_logits(zeroed.eval(), idx)[:, 6:], all_logits(zeroed, changed)[:, 6:])
 
 
 def test_kv_cache_prefills_once_then_feeds_one_token_per_step():

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from conftest import ONE_THREAD, ROOT, read_jsonl, run_script, run_train_main, train, train_args
 
 import checkpoint
+import hardware
 from configurator import parse_args
 from data.loader import BatchLoader
 from hardware import cpu_has_fast_bf16, pick_dtype, precision
@@ -86,6 +87,7 @@ def test_wrong_type_names_key_value_and_expected_type(monkeypatch, capsys):
         (["--batch_size=0"], "batch_size=0 must be at least 1"),
         (["--block_size=2000000"], "block_size=2000000 is too large for the train split"),
         (["--dtype=float8"], "dtype='float8' must be one of"),
+        (["--sdpa=maybe"], "sdpa='maybe' must be auto, true or false"),
         (["--gradient_accumulation_steps=0"], "gradient_accumulation_steps=0 must be at least 1"),
     ],
 )
@@ -134,6 +136,62 @@ def test_dtype_auto(monkeypatch):
     assert pick_dtype("auto", "cuda") == "bfloat16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert pick_dtype("auto", "cuda") == "float16"
+
+
+# Hardware-aware choices: the decide_* functions take the machine's facts as arguments, so both answers of
+# each question are tested here whatever CPU runs the suite
+AVX2 = frozenset({"avx2", "fma"})  # AMD EPYC Zen 3: bf16 emulated
+ZEN4 = frozenset({"avx2", "avx512f", "avx512_bf16"})  # AMD EPYC Zen 4: native bf16 dot products, no AMX
+XEON_AMX = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+
+
+@pytest.mark.parametrize(
+    "flags, bf16_speedup, expected",
+    [
+        (AVX2, None, "float32"),  # emulated bf16: never, whatever a timing would say
+        (AVX2, 3.0, "float32"),
+        (ZEN4, 2.5, "bfloat16"),
+        (XEON_AMX, 4.0, "bfloat16"),
+        (ZEN4, None, "bfloat16"),  # flags alone (pick_dtype, for sampling; DDP ranks)
+        (XEON_AMX, 0.9, "float32"),  # the flags promise it, this torch build does not deliver
+    ],
+)
+def test_autocast_and_newton_schulz_dtypes_follow_native_and_measured_bf16(flags, bf16_speedup, expected):
+    dtype, why = hardware.decide_dtype("auto", "cpu", flags, bf16_speedup)
+    assert dtype == expected and why
+    assert hardware.decide_newton_schulz_dtype("cpu", flags, bf16_speedup)[0] == expected
+    assert hardware.decide_dtype("float32", "cpu", XEON_AMX, 4.0) == ("float32", "set by dtype")  # explicit is kept
+    assert hardware.decide_dtype("bfloat16", "cpu", AVX2, None)[0] == "bfloat16"
+    assert hardware.decide_newton_schulz_dtype("cuda", frozenset(), None, cuda_bf16=True)[0] == "bfloat16"
+    assert hardware.decide_newton_schulz_dtype("cuda", frozenset(), None, cuda_bf16=False)[0] == "float32"
+
+
+def test_sdpa_auto_is_the_explicit_math_in_bf16_on_cpu_and_sdpa_elsewhere():
+    decide = hardware.decide_sdpa
+    assert decide("auto", "cpu", "bfloat16")[0] is False
+    assert decide("auto", "cpu", "float32")[0] is True
+    assert decide("auto", "cuda", "bfloat16")[0] is True
+    assert decide("true", "cpu", "bfloat16") == (True, "set by sdpa")
+    assert decide("False", "cuda", "float16")[0] is False  # --sdpa=False, as before sdpa had "auto"
+    assert decide(False, "cuda", "float16")[0] is False and decide(True, "cpu", "bfloat16")[0] is True
+
+
+def test_threads_are_torchs_own_and_say_why():
+    assert hardware.decide_threads(None, 2) == (2, "torch's default (set OMP_NUM_THREADS to change it)")
+    assert hardware.decide_threads("1", 1) == (1, "OMP_NUM_THREADS=1")
+
+
+def test_training_choices_on_this_machine():
+    choices = hardware.training_choices("cpu", dtype="auto", sdpa="auto", n_embd=128)
+    speedup = choices.facts["bf16_matmul_speedup"]
+    assert (speedup is not None) == cpu_has_fast_bf16()  # timed only where the flags promise bf16
+    fast = cpu_has_fast_bf16() and speedup >= hardware.BF16_MIN_SPEEDUP
+    assert choices.dtype == choices.newton_schulz_dtype == ("bfloat16" if fast else "float32")
+    assert choices.sdpa == (not fast) and set(choices.reasons) == {"dtype", "newton_schulz_dtype", "sdpa", "threads"}
+    assert choices.threads == torch.get_num_threads()  # reported, not changed
+    assert hardware.training_choices("cpu", dtype="float32", sdpa="False").sdpa is False
+    untimed = hardware.training_choices("cpu", n_embd=128, measure=False)  # what DDP ranks decide: the flags alone
+    assert untimed.facts["bf16_matmul_speedup"] is None and untimed.dtype == pick_dtype("auto", "cpu")
 
 
 def test_precision_context_and_grad_scaler():
@@ -357,7 +415,8 @@ def test_train_config_takes_the_model_keys_from_gpt_config():
     """TrainConfig inherits GPTConfig's fields (no second list to drift), with training's bias=False default."""
     assert {f.name for f in fields(GPTConfig)} <= {f.name for f in fields(TrainConfig)}
     assert TrainConfig().bias is False and GPTConfig().bias is True
-    assert model_config(TrainConfig(n_layer=2, sdpa=False), vocab_size=65) == GPTConfig(
+    assert TrainConfig().sdpa == "auto"  # decided for the machine, then given to model_config as a bool
+    assert model_config(TrainConfig(n_layer=2), vocab_size=65, sdpa=False) == GPTConfig(
         vocab_size=65, n_layer=2, bias=False, sdpa=False
     )  # vocab_size=0: the dataset's
-    assert model_config(parse_args(TrainConfig(), ["--vocab_size=128"]), vocab_size=65).vocab_size == 128  # padded
+    assert model_config(parse_args(TrainConfig(), ["--vocab_size=128"]), vocab_size=65, sdpa=True).vocab_size == 128  # padded
