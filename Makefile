@@ -18,7 +18,7 @@ data/shakespeare_char/train.bin: | $(VENV)/.installed
 	$(PY) data/shakespeare_char/prepare.py
 
 quickstart: $(VENV)/.installed data/shakespeare_char/train.bin
-	$(PY) train.py config/train_shakespeare_char_cpu.py
+	$(PY) train.py config/train_shakespeare_char_cpu.py --overwrite=True  # the demo starts over each time
 	$(PY) sample.py --out_dir=out-shakespeare-char-cpu --start="ROMEO:" --num_samples=2 --max_new_tokens=300
 
 bench: $(VENV)/.installed data/shakespeare_char/train.bin

@@ -1,7 +1,8 @@
 """
 Files that matter: the repo's one atomic write, JSON metadata, and checkpoints (tensors and plain values
 only, loaded with weights_only=True), with the RNG state that makes a resume exact and the one way to
-build a model from a checkpoint, an out_dir or GPT-2's weights.
+build a model from a checkpoint, an out_dir or GPT-2's weights; and out_dir's ownership (one run at a
+time, holding out_dir/.lock; no new run over an old checkpoint unless told to).
 
 A checkpoint (ckpt.pt) holds: model (state dict), optimizer, model_args (GPTConfig fields), config
 (TrainConfig), iter_num, best_val_loss, elapsed_s, rng, wandb_run_id. Its tokenizer is in meta.json next to it.
@@ -9,6 +10,7 @@ A checkpoint (ckpt.pt) holds: model (state dict), optimizer, model_args (GPTConf
 
 import contextlib
 import json
+import math
 import os
 import random
 
@@ -65,15 +67,75 @@ def save_checkpoint(state, paths):
             raise UserError(f"could not write {path} ({reason}); the previous checkpoint is kept") from None
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path, map_location="cpu", mmap=False):
     """Load a checkpoint with weights_only=True: never unpickle code. Refuses, with a reason, anything else."""
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}: train first, or check out_dir")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} is corrupt, truncated or unsafe to load ({reason[:200]}); it was left untouched") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# out_dir belongs to one run at a time
+
+
+def lock_out_dir(out_dir):
+    """
+    Hold out_dir for this run: an exclusive flock on out_dir/.lock, kept while the returned file is open. The OS
+    drops it when the process ends, however it ends (kill -9 leaves no stale lock). A second run gets an error
+    naming the holder's pid, and writes nothing.
+    """
+    try:
+        import fcntl  # Linux and macOS
+    except ImportError:  # Windows has no flock: there, keeping to one run per out_dir is up to you
+        return None
+    f = open(os.path.join(out_dir, ".lock"), "a+")  # "a+": creates it if needed, changes nothing in it
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        pid = f" (pid {holder})" if holder else ""
+        raise UserError(f"out_dir {out_dir} is in use by another training run{pid}; wait for it to end, or choose another --out_dir") from None
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")  # for the message above, in the next run that tries
+    f.flush()
+    return f
+
+
+def refuse_to_overwrite(out_dir):
+    """A new run (from scratch or pretrained weights) never replaces a checkpoint without --overwrite=True."""
+    path = os.path.join(out_dir, "ckpt.pt")
+    if not os.path.exists(path):
+        return
+    try:
+        # mmap: only the small pickled header is read, the tensors stay on disk, so this is instant at any size;
+        # and the checkpoint is the truth (metrics.jsonl may be missing or run past it)
+        checkpoint = load_checkpoint(path, mmap=True)
+        what = f"iter {checkpoint.get('iter_num')}"
+        if math.isfinite(checkpoint.get("best_val_loss", math.inf)):
+            what += f", best val loss {checkpoint['best_val_loss']:.4f}"
+    except UserError:
+        what = "unreadable"
+    raise UserError(
+        f"{out_dir} already holds a checkpoint ({what}): continue it with --init_from=resume, "
+        "start elsewhere with another --out_dir, or replace it with --overwrite=True"
+    )
+
+
+def remove_previous_run(out_dir):
+    """--overwrite=True: delete the old run's checkpoints and eval.json, so none is mistaken for (or, with keep_last,
+    mixed with) the new run's. Called once the new run is set up, so a bad setting costs nothing."""
+    for name in os.listdir(out_dir):
+        if (name.startswith("ckpt") and name.endswith(".pt")) or name == "eval.json":
+            os.remove(os.path.join(out_dir, name))
+
+
+# ----------------------------------------------------------------------------------------------------
 
 
 def clean_state_dict(state_dict):

@@ -123,6 +123,14 @@ def parse_args(defaults, argv):
     Merge config files and --key=value arguments (in order) onto the dataclass instance `defaults`.
     Returns a new instance; `defaults` is not changed.
     """
+    return replace(defaults, **parse_overrides(defaults, argv))
+
+
+def parse_overrides(defaults, argv):
+    """
+    {key: value} for the keys that config files and --key=value arguments set (type-checked, the last one wins):
+    what the user asked for, as opposed to a default. train.py's resume check needs the difference.
+    """
     known = {f.name: getattr(defaults, f.name) for f in fields(defaults)}
     overrides = {}
     for arg in argv:
@@ -141,7 +149,7 @@ def parse_args(defaults, argv):
                 raise ConfigError(f"{arg}: give a value, as --{key}=VALUE")
             text = "True"
         overrides[key] = _check_type(key, _parse_cli_value(text, type(known[key])), known[key], arg)
-    return replace(defaults, **overrides)
+    return overrides
 
 
 def usage(defaults):

@@ -11,7 +11,8 @@ On several GPUs (DDP; gloo on CPU), one node or many; --fsdp=True shards the mod
     torchrun --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=8 train.py ...
 
 Writes to out_dir: ckpt.pt (weights_only-loadable), metrics.jsonl (one line per evaluation),
-config.json, meta.json (the dataset's tokenizer, for sample.py) and loss.png.
+config.json, meta.json (the dataset's tokenizer, for sample.py) and loss.png. One run at a time: it holds
+out_dir/.lock while it runs, and a new run never replaces a checkpoint there unless --overwrite=True.
 The keys and their defaults are TrainConfig's, in train_config.py.
 """
 
@@ -34,13 +35,16 @@ from checkpoint import (
     atomic_write,
     load_checkpoint,
     load_pretrained,
+    lock_out_dir,
     model_from_checkpoint,
+    refuse_to_overwrite,
+    remove_previous_run,
     rng_state,
     save_checkpoint,
     save_json,
     set_rng_state,
 )
-from configurator import UserError, parse_args, run_cli
+from configurator import UserError, parse_overrides, run_cli
 from data.loader import BatchLoader, data_dir_for
 from model import GPT
 from train_config import TrainConfig, build_optimizer, model_config, validate
@@ -59,12 +63,55 @@ def check_writable(out_dir):
         raise UserError(f"out_dir {out_dir} is not writable ({e.strerror or e}); choose another --out_dir") from None
 
 
-def build_model(cfg, meta, data_dir, device):
-    """(model on device, checkpoint or None): from scratch, from out_dir's checkpoint (resume, eval_only) or GPT-2's weights."""
+def claim_out_dir(cfg):
+    """Make out_dir this run's (rank 0): writable, locked until the returned file closes, and holding no other run's
+    checkpoint unless overwrite. eval_only only reads (its eval.json is written atomically) and takes no lock."""
+    check_writable(cfg.out_dir)  # before anything is built: a bad out_dir costs nothing
+    if cfg.eval_only:
+        return None
+    lock = lock_out_dir(cfg.out_dir)
+    if not (cfg.init_from == "resume" or cfg.overwrite):
+        refuse_to_overwrite(cfg.out_dir)
+    return lock
+
+
+# A checkpoint fixes its model's shape and kind (the weights are those), and its optimizer's kind, weight decay, betas
+# and muon_lr (optimizer.load_state_dict restores them). Every other key may change on resume: dropout (applied),
+# sdpa (a kernel), a shorter block_size, the learning-rate schedule, max_iters, batch sizes, evaluation, logging,
+# checkpointing, W&B, dataset (same tokenizer), seed, device, dtype, compile.
+FIXED_OPTIMIZER_KEYS = ("optimizer", "weight_decay", "beta1", "beta2", "muon_lr")
+CHANGEABLE_MODEL_KEYS = ("dropout", "sdpa")
+
+
+def resume_overrides(checkpoint, given, path):
+    """
+    The model settings a resume takes from the command line (dropout, sdpa). `given` holds only the keys the user
+    set (configurator.parse_overrides): one the checkpoint fixes that differs from it is an error listing every such
+    difference, so an explicit setting is never silently ignored.
+    """
+    saved = checkpoint.get("config", {})
+    fixed = {**{k: saved[k] for k in FIXED_OPTIMIZER_KEYS if k in saved}, **checkpoint["model_args"]}
+    differences = [
+        f"{key}: checkpoint {fixed[key]!r} vs given {value!r}"
+        for key, value in given.items()
+        if key in fixed and key not in CHANGEABLE_MODEL_KEYS and value != fixed[key] and not (key == "block_size" and value < fixed[key])
+    ]
+    if differences:
+        raise UserError(
+            f"{path} was trained with other settings, which cannot change on resume: {', '.join(differences)}; "
+            "drop them to continue it, or start a new run with another --out_dir"
+        )
+    return {k: given[k] for k in CHANGEABLE_MODEL_KEYS if k in given}
+
+
+def build_model(cfg, given, meta, data_dir, device):
+    """(model on device, checkpoint or None): from scratch, from out_dir's checkpoint (resume, eval_only) or GPT-2's
+    weights. given: the keys the user set explicitly, checked against a checkpoint's."""
     checkpoint = None
     if cfg.init_from == "resume" or cfg.eval_only:
-        checkpoint = load_checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), map_location=device)
-        model = model_from_checkpoint(checkpoint, sdpa=cfg.sdpa)  # sdpa changes the kernel, never the weights
+        path = os.path.join(cfg.out_dir, "ckpt.pt")
+        checkpoint = load_checkpoint(path, map_location=device)
+        model = model_from_checkpoint(checkpoint, **resume_overrides(checkpoint, given, path))
         check_tokenizer(meta, os.path.join(cfg.out_dir, "meta.json"))
     elif cfg.init_from == "scratch":
         model = GPT(model_config(cfg, meta["vocab_size"]))
@@ -198,6 +245,8 @@ def resume_progress(checkpoint, model, optimizer, dist, out_dir):
 
 def write_run_files(cfg, meta, data_dir, metrics):
     """config.json, meta.json (and the tokenizer file it names, for sample.py) and metrics.jsonl."""
+    if cfg.overwrite and cfg.init_from != "resume":
+        remove_previous_run(cfg.out_dir)  # only now, when the new run is set up: a bad setting cost nothing
     save_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
     save_json(os.path.join(cfg.out_dir, "meta.json"), meta)
     tokenizer_file = meta.get("tokenizer_file")
@@ -374,7 +423,8 @@ def evaluate_checkpoint(cfg, model, loader, ctx, iter_num, master):
 
 
 def main():
-    cfg = parse_args(TrainConfig(), sys.argv[1:])
+    given = parse_overrides(TrainConfig(), sys.argv[1:])  # what the user set, as opposed to the defaults
+    cfg = TrainConfig(**given)
     validate(cfg)
 
     # -- setup: processes, device, precision, data, model ----------------------------------------------
@@ -387,9 +437,8 @@ def main():
     torch.manual_seed(cfg.seed + dist.rank)
     data_dir = data_dir_for(cfg.dataset)
     loader = BatchLoader(data_dir, cfg.block_size, cfg.batch_size, device, cfg.seed)
-    if dist.master:
-        check_writable(cfg.out_dir)  # before anything is built: a bad out_dir costs nothing
-    model, checkpoint = build_model(cfg, loader.meta, data_dir, device)
+    out_dir_lock = claim_out_dir(cfg) if dist.master else None  # noqa: F841 (held until main returns)
+    model, checkpoint = build_model(cfg, given, loader.meta, data_dir, device)
     if dist.master:
         print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, device {device}, dtype {dtype}, {dist.world_size} rank(s)")
     if cfg.eval_only:

@@ -34,6 +34,7 @@ class TrainConfig(GPTConfig):
     eval_only: bool = False  # evaluate the checkpoint on the whole val split and exit
     always_save_checkpoint: bool = True  # else only when val loss improves
     init_from: str = "scratch"  # "scratch" | "resume" | "gpt2" | "gpt2-medium" | ... | a Hugging Face GPT-2 directory
+    overwrite: bool = False  # a new run (not resume) may replace the checkpoint already in out_dir
     keep_last: int = 0  # also keep ckpt_<iter>.pt for the last K checkpoints (0: just ckpt.pt)
     keep_best: bool = False  # also keep ckpt_best.pt, the lowest val loss so far
     progress: bool = True  # tqdm progress bar (only when stdout is a terminal)
