@@ -3,7 +3,8 @@ Speed and memory benchmarks. Every subcommand prints ONE JSON object on stdout (
 
     python bench.py train config/train_shakespeare_char_fast.py       # training tok/s, ms/iter, MFU, peak RSS
     python bench.py train --batch_size=1 --block_size=1024             # GPT-2 124M (the defaults), one sequence
-    python bench.py sample --prompt_len=64 --new_tokens=512            # KV cache vs use_cache=False, GPT-2 small
+    python bench.py sample --prompt_len=64 --new_tokens=512 --dtype=float32   # KV cache vs use_cache=False, GPT-2 small
+    python bench.py sample --quantize=int8 --cache=on --repeats=3 --dtype=float32   # int8 vs fp32, both cached
     python bench.py time_to_target --target=1.88 --configs=ref,fast --repeats=3
     python bench.py all                                                # all of the above, one JSON object
 
@@ -12,8 +13,14 @@ train: any train.py config file and --key=value apply (the model, batch, dtype, 
     (the warmup absorbs torch.compile). MFU uses the PaLM formula (model.estimate_flops_per_token) against
     a peak measured on the spot by a large matmul in the same dtype (hardware.measure_peak_flops).
 sample: a GPT-2-small-shaped model (GPTConfig defaults) with random weights, batch 1; --prompt_len random
-    tokens, then --new_tokens sampled tokens with the KV cache and with use_cache=False (the uncached path
-    takes minutes on a 2-core CPU at 512 new tokens; --new_tokens=64 for a quick look).
+    tokens, then --new_tokens greedy tokens with the KV cache (model.prepare_for_decoding, as sample.py
+    does) and with use_cache=False on the plain model (nanoGPT's generate: recompute the whole cropped
+    context, LM head on the last position only; the uncached path takes minutes on a 2-core CPU at 512
+    new tokens; --new_tokens=64 for a quick look). --quantize=int8 adds the int8 cached path. Paths run
+    interleaved --repeats times (medians reported). The memory-bandwidth roofline: copy_gb_per_s is a
+    256 MiB tensor copy (bytes read + written per second), weight_bytes_per_token the bytes of weights a
+    cached token streams (every Linear, LM head and norm; not the embedding lookups), and
+    roofline_fraction = tok/s x weight_bytes_per_token / copy_gb_per_s.
 time_to_target: runs `python train.py <config>` exactly as a user would, in a subprocess, and times its
     whole wall clock (interpreter start, data, model build, compile, its own periodic evals and checkpoint
     writes). Then, untimed, it scores the run's checkpoint on the FULL val split (train.py --eval_only,
@@ -25,6 +32,7 @@ time_to_target: runs `python train.py <config>` exactly as a user would, in a su
 Peak RSS is the process's high-water mark (ru_maxrss); each subcommand of `all` runs in its own process.
 """
 
+import copy
 import json
 import os
 import resource
@@ -40,7 +48,7 @@ import torch
 import hardware
 from configurator import ConfigError, UserError, parse_args, run_cli
 from data.loader import data_dir_for, load_meta
-from model import GPT, GPTConfig
+from model import GPT, QUANTIZE, GPTConfig, prepare_for_decoding
 from train_config import TrainConfig, build_optimizer, model_config, validate
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -61,6 +69,7 @@ class BenchConfig:
     prompt_len: int = 64  # sample: prompt tokens
     new_tokens: int = 512  # sample: tokens to generate, per path
     cache: str = "both"  # sample: "both" | "on" | "off"
+    quantize: str = "none"  # sample: "none" | "int8" (adds the int8 cached path)
     target: float = 1.88  # time_to_target: full-val-split loss to reach
     configs: str = "ref,fast"  # time_to_target: comma-separated names or config file paths
     repeats: int = 1  # time_to_target: interleaved runs of each config
@@ -77,6 +86,8 @@ def split_args(argv):
         raise UserError("iters, repeats, prompt_len and new_tokens must be >= 1, warmup >= 0")
     if bench.cache not in ("both", "on", "off"):
         raise UserError(f"--cache={bench.cache} must be both, on or off")
+    if bench.quantize not in QUANTIZE:
+        raise UserError(f"--quantize={bench.quantize} must be one of {', '.join(QUANTIZE)}")
     return bench, train_argv
 
 
@@ -144,31 +155,73 @@ def bench_train(bench, train_argv):
 # Sampling throughput: KV cache against recomputing the context every token
 
 
+def copy_bandwidth(device, mib=256, repeats=5):
+    """Bytes read + written per second by the best of `repeats` copies of a mib-MiB fp32 tensor."""
+    src = torch.ones(mib * 2**18, device=device)  # written once, so no page is the shared zero page
+    dst = torch.ones_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        hardware.sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.numel() * src.element_size() / best
+
+
+def weight_bytes_per_token(model):
+    """Bytes of weights one cached token reads: every parameter and buffer but the embedding tables (a
+    lookup reads one row of each) and attention masks; a tied LM head counts once, as the head."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    head = getattr(model.lm_head, "weight", None)
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point() or t.dtype == torch.int8}
+    return sum(t.numel() * t.element_size() for i, t in tensors.items() if i not in embeddings or t is head)
+
+
 def bench_sample(bench, train_argv):
     cfg = parse_args(TrainConfig(), train_argv)  # only device and dtype are used
     device, _, dtype, ctx, _ = hardware.setup(cfg.device, cfg.dtype)
     torch.manual_seed(bench.seed)
-    model = GPT(GPTConfig()).to(device).eval()  # GPT-2 small: 12 layers, 768 wide, 1024 context
-    if bench.prompt_len + bench.new_tokens > model.config.block_size:
-        raise UserError(f"prompt_len + new_tokens must be <= {model.config.block_size}, the model's context")
-    prompt = torch.randint(model.config.vocab_size, (1, bench.prompt_len), generator=torch.Generator().manual_seed(bench.seed))
-    result = {"params_M": round(model.get_num_params() / 1e6, 3), "device": device, "dtype": dtype,
-              "prompt_len": bench.prompt_len, "new_tokens": bench.new_tokens}  # fmt: skip
-    for name, use_cache in (("cached", True), ("uncached", False)):
-        if bench.cache != "both" and use_cache != (bench.cache == "on"):
-            continue
-        generator = torch.Generator().manual_seed(bench.seed)
-        print(f"sampling {bench.new_tokens} tokens, use_cache={use_cache}...", file=sys.stderr)
-        t0 = time.perf_counter()
-        with ctx:
-            out = model.generate(prompt.to(device), bench.new_tokens, generator=generator, use_cache=use_cache)
-        hardware.sync(device)
-        dt = time.perf_counter() - t0
-        assert out.shape == (1, bench.prompt_len + bench.new_tokens), out.shape
+    plain = GPT(GPTConfig()).to(device).eval()  # GPT-2 small: 12 layers, 768 wide, 1024 context
+    if bench.prompt_len + bench.new_tokens > plain.config.block_size:
+        raise UserError(f"prompt_len + new_tokens must be <= {plain.config.block_size}, the model's context")
+    prompt = torch.randint(plain.config.vocab_size, (1, bench.prompt_len), generator=torch.Generator().manual_seed(bench.seed))
+    paths = {}  # name -> (model, use_cache); the uncached path is the plain model, as nanoGPT's generate
+    if bench.cache != "on":
+        paths["uncached"] = (plain, False)
+    if bench.quantize == "int8":
+        paths["int8_cached"] = (prepare_for_decoding(copy.deepcopy(plain), "int8"), True)
+    if bench.cache != "off":
+        paths["cached"] = (prepare_for_decoding(copy.deepcopy(plain)), True)
+    result = {"params_M": round(plain.get_num_params() / 1e6, 3), "device": device, "dtype": dtype,
+              "threads": torch.get_num_threads(), "prompt_len": bench.prompt_len, "new_tokens": bench.new_tokens,
+              "greedy": True, "load_avg_1_5_15_before": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+    bandwidths, times, outputs = [copy_bandwidth(device)], {name: [] for name in paths}, {}
+    for r in range(bench.repeats):  # interleaved, so background load hits every path alike
+        for name, (model, use_cache) in paths.items():
+            print(f"run {r}: {name}, {bench.new_tokens} tokens...", file=sys.stderr)
+            t0 = time.perf_counter()
+            with ctx:
+                outputs[name] = model.generate(prompt.to(device), bench.new_tokens, temperature=0, use_cache=use_cache)
+            hardware.sync(device)
+            times[name].append(time.perf_counter() - t0)
+            assert outputs[name].shape == (1, bench.prompt_len + bench.new_tokens), outputs[name].shape
+        bandwidths.append(copy_bandwidth(device))
+    bandwidth = statistics.median(bandwidths)
+    result["copy_gb_per_s"] = round(bandwidth / 1e9, 2)
+    for name, (model, _) in paths.items():
+        dt = statistics.median(times[name])
         result[f"{name}_s"] = round(dt, 3)
         result[f"{name}_tok_per_s"] = round(bench.new_tokens / dt, 2)
-    if bench.cache == "both":
+        if name != "uncached":
+            result[f"{name}_weight_bytes_per_token"] = weight_bytes_per_token(model)
+            result[f"{name}_roofline_fraction"] = round(bench.new_tokens / dt * weight_bytes_per_token(model) / bandwidth, 3)
+    if "cached" in paths and "uncached" in paths:
         result["kv_cache_speedup"] = round(result["cached_tok_per_s"] / result["uncached_tok_per_s"], 2)
+        result["cached_equals_uncached"] = torch.equal(outputs["cached"], outputs["uncached"])  # greedy tokens
+    if "cached" in paths and "int8_cached" in paths:
+        result["int8_speedup"] = round(result["int8_cached_tok_per_s"] / result["cached_tok_per_s"], 2)
+        differs = (outputs["int8_cached"] != outputs["cached"])[0, bench.prompt_len :].nonzero()
+        result["int8_first_greedy_token_differing"] = differs[0].item() if len(differs) else None  # null: all equal
     result["peak_rss_mib"] = round(peak_rss_mib())
     return result
 

@@ -100,7 +100,9 @@ def lock_out_dir(out_dir):
         holder = f.read().strip()
         f.close()
         pid = f" (pid {holder})" if holder else ""
-        raise UserError(f"out_dir {out_dir} is in use by another training run{pid}; wait for it to end, or choose another --out_dir") from None
+        raise UserError(
+            f"out_dir {out_dir} is in use by another training run{pid}; wait for it to end, or choose another --out_dir"
+        ) from None
     f.truncate(0)
     f.write(f"{os.getpid()}\n")  # for the message above, in the next run that tries
     f.flush()

@@ -486,8 +486,10 @@ class GPT(nn.Module):
         """
         Yield (B, 1) next-token tensors one by one, continuing idx (B, T). temperature=0 or top_k=1 is
         greedy; top_p keeps the smallest set of tokens whose probability reaches top_p (Holtzman et al.
-        2019); generator (a torch.Generator on idx's device) makes sampling reproducible. The caller stops
-        early by stopping to iterate (sample.py does, on a stop string). use_cache=True keeps a KV cache (see next_token_logits); use_cache=False recomputes every step.
+        2019); generator (a torch.Generator on idx's device, or a list of B of them: one per row, so a row's
+        draws do not depend on its batch mates) makes sampling reproducible. The caller stops early by
+        stopping to iterate (sample.py does, on a stop string). use_cache=True keeps a KV cache (see
+        next_token_logits); use_cache=False recomputes every step.
         """
         if temperature < 0:
             raise UserError(f"temperature must be >= 0, got {temperature}")
@@ -606,7 +608,7 @@ CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Pick the next token (B, 1) from logits (B, vocab_size)."""
+    """Pick the next token (B, 1) from logits (B, vocab_size); generator: one, or a list of B (one per row)."""
     if temperature == 0 or top_k == 1:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
@@ -625,6 +627,69 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
     # distribution as torch.multinomial, which on CPU costs ~1 ms a token at GPT-2's vocabulary (an
     # exponential draw per entry) - 4% of a KV-cached decoding step.
     cdf = probs.cumsum(dim=-1)  # (B, vocab_size)
-    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)
+    if isinstance(generator, (list, tuple)):  # one draw per row from its own generator, as if sampled alone
+        assert len(generator) == probs.shape[0], (len(generator), probs.shape)
+        u = torch.cat([torch.rand(1, 1, generator=g, device=probs.device, dtype=cdf.dtype) for g in generator])
+    else:
+        u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)
     # right=True: the first index whose cdf exceeds the draw, so zero-probability tokens are never picked
     return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=probs.shape[-1] - 1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Decoding speed on CPU: one token at a time is a chain of matrix-vector products, so its speed is the
+# rate at which the weights stream from memory (docs/performance.md has the roofline numbers).
+
+
+class Int8Linear(nn.Module):
+    """
+    A Linear with int8 weights and one fp32 scale per output channel (absmax / 127): 4x fewer bytes to
+    stream per token. Each input row is quantized to int8 on the fly (its own absmax scale) so that the
+    product runs in torch's int8 x int8 -> int32 kernel (torch._int_mm); a weight-only kernel that keeps
+    the activations in fp32 (torch._weight_int8pack_mm) measured ~7x slower than this one at batch 1 on CPU.
+    """
+
+    def __init__(self, linear):
+        super().__init__()
+        weight = linear.weight.detach().float()  # (out, in)
+        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127  # (out,)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        # (in, out) as a transposed view of (out, in): the layout _int_mm streams fastest (measured)
+        self.register_buffer("weight_t", (weight / scale[:, None]).round().to(torch.int8).t())
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
+
+    def forward(self, x):
+        rows = x.reshape(-1, self.in_features).float()  # (B*T, in)
+        x_scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127  # (B*T, 1)
+        x_int8 = (rows / x_scale).round().to(torch.int8)
+        y = torch._int_mm(x_int8, self.weight_t) * (x_scale * self.scale)  # (B*T, out), exact int32 sums rescaled
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*x.shape[:-1], self.out_features).type_as(x)
+
+
+QUANTIZE = ("none", "int8")
+
+
+def prepare_for_decoding(model, quantize="none"):
+    """
+    The model, changed in place for fast token-by-token sampling; only for a model you sample from.
+    quantize="int8" turns every Linear, the LM head included, into an Int8Linear (the token embedding
+    keeps its fp32 rows: a lookup reads one row). Otherwise, on CPU, each Linear's weight is stored
+    transposed in memory (same values, same shape): at batch 1, x @ W.T streams an (in, out)-major matrix
+    1.4-2x faster than an (out, in)-major one (measured, docs/performance.md).
+    """
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize={quantize!r} must be one of {', '.join(QUANTIZE)}")
+    if quantize == "int8" and next(model.parameters()).device.type != "cpu":  # CUDA's _int_mm needs > 16 rows
+        raise ValueError("quantize='int8' is for sampling on a CPU; on a GPU sample in bfloat16 instead")
+    parents = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()]
+    for parent, name, child in parents:
+        if not isinstance(child, nn.Linear):
+            continue
+        if quantize == "int8":
+            setattr(parent, name, Int8Linear(child))
+        elif child.weight.device.type == "cpu":
+            child.weight.data = child.weight.data.t().contiguous().t()  # (out, in) view of (in, out) memory
+    return model

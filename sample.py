@@ -8,6 +8,10 @@ Generate text from a trained checkpoint, or from GPT-2's weights.
 
 The tokenizer is the one the model was trained with (out_dir/meta.json), or GPT-2's for GPT-2 weights.
 Same seed and settings give the same text, streamed (--stream, the default on a terminal) or not.
+--num_samples=N runs the N samples as one batch (the weights are read once per token for all of them);
+sample i draws from its own generator seeded seed + i, so it is the same text as when sampled alone.
+Only a single sample is streamed; a batch's samples are printed when the batch is done.
+--quantize=int8 samples with int8 weights (model.prepare_for_decoding): ~2x tokens/s on CPU.
 --output appends one JSON object per sample: prompt, text, tokens (the new token ids), settings, tokens_per_s.
 """
 
@@ -21,6 +25,7 @@ import torch
 import hardware
 from checkpoint import load_model
 from configurator import UserError, parse_args, run_cli
+from model import QUANTIZE, prepare_for_decoding
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class SampleConfig:
     output: str = ""  # also write one JSON object per sample to this .jsonl file
     interactive: bool = False  # read prompts from stdin until Ctrl-D
     use_cache: bool = True  # the KV cache; False recomputes the whole context every token
+    quantize: str = "none"  # "none" | "int8": int8 weights for every Linear and the LM head, for speed
 
 
 def validate(cfg):
@@ -54,6 +60,8 @@ def validate(cfg):
         raise UserError("--num_samples must be >= 1 and --max_new_tokens >= 0")
     if cfg.stream.lower() not in ("auto", "true", "false"):
         raise UserError(f"--stream={cfg.stream} must be auto, true or false")
+    if cfg.quantize not in QUANTIZE:
+        raise UserError(f"--quantize={cfg.quantize} must be one of {', '.join(QUANTIZE)}")
     if cfg.dtype not in hardware.DTYPES:
         raise UserError(f"--dtype={cfg.dtype} must be {', '.join(hardware.DTYPES)}")
 
@@ -89,33 +97,49 @@ def encode_prompt(tokenizer, prompt, block_size):
     return ids
 
 
-def generate_text(model, tokenizer, ids, cfg, generator, ctx, on_text=None):
-    """(text, new token ids): one sample, reporting text pieces to on_text as they are decided."""
+def generate_texts(model, tokenizer, ids, cfg, generators, ctx, on_text=None):
+    """
+    [(text, new token ids)], one per generator: len(generators) continuations of ids, run as one batch.
+    Each row ends at its own stop string; with one generator, on_text gets text pieces as they are decided.
+    """
+    assert on_text is None or len(generators) == 1, "only a single sample is streamed"
     device = next(model.parameters()).device
-    idx = torch.tensor([ids], dtype=torch.long, device=device)
-    new_ids, shown = [], ""
+    idx = torch.tensor([ids] * len(generators), dtype=torch.long, device=device)  # (N, T)
+    new_ids, done, shown = [[] for _ in generators], [False] * len(generators), ""
     stream = model.generate_stream(
         idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-        top_p=cfg.top_p if cfg.top_p < 1 else None, generator=generator, use_cache=cfg.use_cache,
+        top_p=cfg.top_p if cfg.top_p < 1 else None, generator=list(generators), use_cache=cfg.use_cache,
     )  # fmt: skip
     with ctx:
-        for token in stream:
-            new_ids.append(token.item())
-            text = tokenizer.decode(new_ids)
-            if cfg.stop and cfg.stop in text:
-                text = text[: text.index(cfg.stop)]
-                if on_text:
-                    on_text(text[len(shown) :])
-                return text, new_ids
-            if on_text and not text.endswith("\ufffd"):  # wait for the rest of a split UTF-8 character
-                # hold back a possible start of the stop string, so it is never printed
-                safe = len(text) - max((k for k in range(len(cfg.stop)) if k and text.endswith(cfg.stop[:k])), default=0)
-                on_text(text[len(shown) : safe])
-                shown = text[:safe]
-    text = tokenizer.decode(new_ids)
+        for tokens in stream:  # (N, 1)
+            for row, token in enumerate(tokens[:, 0].tolist()):
+                if done[row]:
+                    continue
+                new_ids[row].append(token)
+                if not cfg.stop and not on_text:
+                    continue  # nothing to check: decode once at the end
+                text = tokenizer.decode(new_ids[row])
+                if cfg.stop and cfg.stop in text:
+                    done[row] = True
+                elif on_text and not text.endswith("\ufffd"):  # wait for the rest of a split UTF-8 character
+                    # hold back a possible start of the stop string, so it is never printed
+                    safe = len(text) - max((k for k in range(len(cfg.stop)) if k and text.endswith(cfg.stop[:k])), default=0)
+                    on_text(text[len(shown) : safe])
+                    shown = text[:safe]
+            if all(done):
+                break
+    results = []
+    for ids_row in new_ids:
+        text = tokenizer.decode(ids_row)
+        results.append((text[: text.index(cfg.stop)] if cfg.stop and cfg.stop in text else text, ids_row))
     if on_text:
-        on_text(text[len(shown) :])
-    return text, new_ids
+        on_text(results[0][0][len(shown) :])
+    return results
+
+
+def generate_text(model, tokenizer, ids, cfg, generator, ctx, on_text=None):
+    """(text, new token ids): one sample, reporting text pieces to on_text as they are decided."""
+    return generate_texts(model, tokenizer, ids, cfg, [generator], ctx, on_text)[0]
 
 
 def main(argv=None):
@@ -126,8 +150,8 @@ def main(argv=None):
     cfg = replace(cfg, stop=unescape(cfg.stop))
     device, _, _, ctx, _ = hardware.setup(cfg.device, cfg.dtype)  # sampling needs no GradScaler
     model, tokenizer = load_model(cfg.init_from, cfg.out_dir, device)
+    model = prepare_for_decoding(model, cfg.quantize)
     stream = cfg.stream.lower() == "true" or (cfg.stream.lower() == "auto" and sys.stdout.isatty())
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
     try:
         output = open(cfg.output, "a", encoding="utf-8") if cfg.output else None
     except OSError as e:
@@ -140,22 +164,23 @@ def main(argv=None):
     def run(prompt, num_samples, echo):
         """num_samples continuations of prompt on stdout (after the prompt itself when echo)."""
         ids = encode_prompt(tokenizer, prompt, model.config.block_size)
-        n_tokens, t0 = 0, time.perf_counter()
-        for _ in range(num_samples):
-            if stream and echo:
-                emit(prompt)
-            t1 = time.perf_counter()
-            text, new_ids = generate_text(model, tokenizer, ids, cfg, generator, ctx, emit if stream else None)
-            seconds = time.perf_counter() - t1
-            n_tokens += len(new_ids)
-            print("" if stream else (prompt if echo else "") + text)  # streamed text is already out
+        # sample i has its own generator seeded seed + i: the same text in a batch as alone
+        generators = [torch.Generator(device=device).manual_seed(cfg.seed + i) for i in range(num_samples)]
+        streamed = stream and num_samples == 1
+        if streamed and echo:
+            emit(prompt)
+        t0 = time.perf_counter()
+        samples = generate_texts(model, tokenizer, ids, cfg, generators, ctx, emit if streamed else None)
+        seconds = time.perf_counter() - t0
+        for text, new_ids in samples:
+            print("" if streamed else (prompt if echo else "") + text)  # streamed text is already out
             print("---------------")
             if output:
                 record = {"prompt": prompt, "text": text, "tokens": new_ids, "settings": asdict(cfg),
                           "tokens_per_s": len(new_ids) / max(seconds, 1e-9)}  # fmt: skip
                 output.write(json.dumps(record) + "\n")
                 output.flush()
-        seconds = time.perf_counter() - t0
+        n_tokens = sum(len(new_ids) for _, new_ids in samples)
         print(f"{n_tokens} tokens in {seconds:.2f} s: {n_tokens / max(seconds, 1e-9):.1f} tokens/s", file=sys.stderr)
 
     try:

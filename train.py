@@ -46,7 +46,7 @@ from checkpoint import (
 )
 from configurator import UserError, parse_overrides, run_cli
 from data.loader import BatchLoader, data_dir_for
-from model import GPT
+from model import GPT, prepare_for_decoding
 from train_config import TrainConfig, build_optimizer, model_config, validate
 
 # ----------------------------------------------------------------------------------------------------
@@ -415,8 +415,10 @@ def log_step(iter_num, stats, run):
 
 def evaluate_checkpoint(cfg, model, loader, ctx, iter_num, master):
     """--eval_only: the loss over the whole val split, printed and written to eval.json."""
+    if cfg.quantize != "none":
+        model = prepare_for_decoding(model.eval(), cfg.quantize)
     result = evaluate_split(model, loader, "val", ctx)
-    result["iter"] = iter_num
+    result["iter"], result["quantize"] = iter_num, cfg.quantize
     if master:
         save_json(os.path.join(cfg.out_dir, "eval.json"), result)
         print(json.dumps(result))

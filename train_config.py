@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 import distributed
 import hardware
 from configurator import UserError
-from model import PRETRAINED, GPTConfig
+from model import PRETRAINED, QUANTIZE, GPTConfig
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class TrainConfig(GPTConfig):
     always_save_checkpoint: bool = True  # else only when val loss improves
     init_from: str = "scratch"  # "scratch" | "resume" | "gpt2" | "gpt2-medium" | ... | a Hugging Face GPT-2 directory
     overwrite: bool = False  # a new run (not resume) may replace the checkpoint already in out_dir
+    quantize: str = "none"  # with eval_only: "int8" scores the weights sample.py --quantize=int8 samples with
     keep_last: int = 0  # also keep ckpt_<iter>.pt for the last K checkpoints (0: just ckpt.pt)
     keep_best: bool = False  # also keep ckpt_best.pt, the lowest val loss so far
     progress: bool = True  # tqdm progress bar (only when stdout is a terminal)
@@ -86,6 +87,8 @@ def validate(cfg):
             raise UserError(f"{key}={getattr(cfg, key)} must be at least 1")
     if cfg.max_iters < 0 or cfg.keep_last < 0 or cfg.vocab_size < 0:
         raise UserError("max_iters, keep_last and vocab_size must be >= 0")
+    if cfg.quantize not in QUANTIZE or (cfg.quantize != "none" and not cfg.eval_only):
+        raise UserError(f"--quantize={cfg.quantize} must be one of {', '.join(QUANTIZE)}, and is for --eval_only=True")
     if cfg.dtype not in hardware.DTYPES:
         raise UserError(f"dtype={cfg.dtype!r} must be one of {', '.join(hardware.DTYPES)}")
     if not 0 <= cfg.dropout < 1:

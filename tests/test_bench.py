@@ -24,11 +24,20 @@ def test_bench_train_reports_throughput_mfu_and_memory(char_data):
     assert out["optimizer"] == "muon" and out["params_M"] < 0.1
 
 
-def test_bench_sample_reports_both_paths():
-    out = bench("sample", "--prompt_len=4", "--new_tokens=3", "--device=cpu", "--dtype=float32")
+def test_bench_sample_reports_every_path_and_the_bandwidth_roofline():
+    out = bench("sample", "--prompt_len=4", "--new_tokens=3", "--device=cpu", "--dtype=float32", "--quantize=int8")
     assert out["params_M"] > 100  # GPT-2 small's shape
-    assert out["cached_tok_per_s"] > 0 and out["uncached_tok_per_s"] > 0
+    assert out["cached_tok_per_s"] > 0 and out["uncached_tok_per_s"] > 0 and out["int8_cached_tok_per_s"] > 0
     assert out["kv_cache_speedup"] == pytest.approx(out["cached_tok_per_s"] / out["uncached_tok_per_s"], rel=0.02)
+    assert out["int8_speedup"] == pytest.approx(out["int8_cached_tok_per_s"] / out["cached_tok_per_s"], rel=0.02)
+    assert out["cached_equals_uncached"] is True  # greedy: the cache changes the speed, not the tokens
+    # fp32: 4 bytes a parameter, the tied head counted once, the position table (a lookup) not at all
+    assert out["cached_weight_bytes_per_token"] == 4 * (124_475_904 - 1024 * 768)
+    assert out["int8_cached_weight_bytes_per_token"] < out["cached_weight_bytes_per_token"] / 3.5
+    assert out["copy_gb_per_s"] > 0
+    for path in ("cached", "int8_cached"):
+        roofline = out[f"{path}_tok_per_s"] * out[f"{path}_weight_bytes_per_token"] / (out["copy_gb_per_s"] * 1e9)
+        assert out[f"{path}_roofline_fraction"] == pytest.approx(roofline, rel=0.02)
 
 
 def test_bench_time_to_target_scores_the_full_val_split(char_data, tmp_path):

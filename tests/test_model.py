@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from model import GPT, GPTConfig, KVCache, sample_next
+from model import GPT, GPTConfig, Int8Linear, KVCache, prepare_for_decoding, sample_next
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -149,6 +149,17 @@ def test_sampling_is_reproducible_with_a_generator():
     assert torch.equal(sample(3, top_k=5, top_p=0.9), sample(3, top_k=5, top_p=0.9))
 
 
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.5, None, None), (0.8, 5, 0.9)])
+def test_a_batch_with_one_generator_per_row_samples_what_each_row_samples_alone(temperature, top_k, top_p):
+    model = tiny_gpt()
+    prompt = torch.randint(0, VOCAB, (1, 3), generator=torch.Generator().manual_seed(0))
+    kwargs = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+    batch = model.generate(prompt.expand(4, -1), 10, generator=[torch.Generator().manual_seed(7 + i) for i in range(4)], **kwargs)
+    alone = [model.generate(prompt, 10, generator=torch.Generator().manual_seed(7 + i), **kwargs) for i in range(4)]
+    assert torch.equal(batch, torch.cat(alone))
+    assert len({tuple(row.tolist()) for row in batch}) > 1  # the rows really are different draws
+
+
 def test_generate_stream_yields_the_tokens_generate_returns():
     model = tiny_gpt()
     prompt = torch.randint(0, VOCAB, (2, 3))
@@ -251,3 +262,46 @@ def test_estimate_mfu_follows_the_palm_formula():
     n, cfg = model.get_num_params(), model.config
     flops_per_iter = (6 * n + 12 * cfg.n_layer * cfg.block_size * cfg.n_embd) * cfg.block_size * 4
     assert model.estimate_mfu(4, dt=0.5, peak_flops=1e9) == pytest.approx(flops_per_iter / 0.5 / 1e9)
+
+
+@pytest.mark.parametrize("switch", ["gpt2", "all"])
+def test_decoding_layout_keeps_every_value_and_the_greedy_tokens(switch):
+    model = tiny_gpt(**SWITCHES[switch])
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    prompt = torch.randint(0, VOCAB, (2, 4), generator=torch.Generator().manual_seed(1))
+    greedy, logits = model.generate(prompt, 12, temperature=0), all_logits(model, prompt)
+    prepare_for_decoding(model)
+    assert not model.transformer.h[0].mlp.c_fc.weight.is_contiguous()  # the (in, out)-major layout
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
+    assert_close(all_logits(model, prompt), logits, rtol=0, atol=1e-5)
+    assert torch.equal(model.generate(prompt, 12, temperature=0), greedy)
+
+
+@pytest.mark.parametrize("switch", ["gpt2", "all"])
+def test_int8_logits_stay_close_to_fp32_and_greedy_picks_mostly_agree(switch):
+    model = tiny_gpt(**SWITCHES[switch])
+    idx = torch.randint(0, VOCAB, (4, 12), generator=torch.Generator().manual_seed(2))
+    logits = all_logits(model, idx)
+    int8 = prepare_for_decoding(tiny_gpt(**SWITCHES[switch]), "int8")
+    assert isinstance(int8.lm_head, Int8Linear) and isinstance(int8.transformer.h[1].attn.c_attn, Int8Linear)
+    assert not any(isinstance(m, torch.nn.Linear) for m in int8.modules())
+    int8_logits = all_logits(int8, idx)
+    relative_error = ((int8_logits - logits).norm() / logits.norm()).item()
+    assert 0 < relative_error < 0.03, relative_error  # quantized (not a copy), and close
+    agree = (int8_logits.argmax(-1) == logits.argmax(-1)).float().mean().item()
+    assert agree >= 0.9, agree  # teacher-forced greedy picks at 48 positions
+
+
+def test_int8_linear_matches_its_dequantized_weights():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 40)
+    quantized = Int8Linear(linear)
+    dequantized = quantized.weight_t.t().float() * quantized.scale[:, None]  # (out, in)
+    assert (dequantized - linear.weight).abs().max() <= quantized.scale.max() / 2 + 1e-7  # round to nearest
+    x = torch.randn(3, 5, 64)
+    assert_close(quantized(x), torch.nn.functional.linear(x, dequantized, linear.bias), rtol=0.02, atol=0.02)
+
+
+def test_prepare_for_decoding_rejects_an_unknown_quantization():
+    with pytest.raises(ValueError, match="quantize='int4' must be one of none, int8"):
+        prepare_for_decoding(tiny_gpt(), "int4")

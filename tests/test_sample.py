@@ -45,7 +45,7 @@ def test_same_seed_same_text_streamed_or_not_and_output_jsonl(char_checkpoint, t
         assert len(record["tokens"]) == 20 and "".join(chars[i] for i in record["tokens"]) == record["text"]
         assert record["settings"]["seed"] == 7 and record["settings"]["max_new_tokens"] == 20
         assert record["tokens_per_s"] > 0
-    assert records[0]["text"] != records[1]["text"]  # the generator runs on across samples
+    assert records[0]["text"] != records[1]["text"]  # sample i draws from its own generator, seeded seed + i
     streamed_records = read_jsonl(tmp_path / "streamed.jsonl")
     assert [r["text"] for r in streamed_records] == [r["text"] for r in records] * 2  # --output appends
 
@@ -75,6 +75,34 @@ def test_stop_string_ends_a_sample(char_checkpoint, tmp_path, cli):
         code, out, err = cli(sample.main, *args, f"--stop={stop}", f"--stream={stream}")
         assert code == 0, err
         assert out == f"ROMEO:{expected}\n{SEP}\n"
+
+
+def test_a_batch_of_samples_is_the_text_each_seed_gives_alone(char_checkpoint, tmp_path, cli):
+    args = base_args(char_checkpoint, "--start=ROMEO:", "--max_new_tokens=30", "--stream=false")
+    code, out, err = cli(sample.main, *args, "--num_samples=3", "--seed=7", f"--output={tmp_path / 'batch.jsonl'}")
+    assert code == 0, err
+    batch = [r["text"] for r in read_jsonl(tmp_path / "batch.jsonl")]
+    alone = []
+    for i in range(3):  # sample i of a batch is seeded seed + i
+        code, _, err = cli(sample.main, *args, "--num_samples=1", f"--seed={7 + i}", f"--output={tmp_path / f'{i}.jsonl'}")
+        alone.append(read_jsonl(tmp_path / f"{i}.jsonl")[0]["text"])
+    assert batch == alone and len(set(batch)) == 3
+    # a stop string ends each row on its own; the other rows run on
+    stop = batch[1][10:12]
+    code, out, err = cli(sample.main, *args, "--num_samples=3", "--seed=7", f"--stop={stop}")
+    assert code == 0, err
+    expected = [text[: text.index(stop)] if stop in text else text for text in batch]
+    assert out == "".join(f"ROMEO:{text}\n{SEP}\n" for text in expected)
+    assert len(expected[1]) == 10 and max(len(t) for t in expected) > 10
+
+
+def test_quantize_int8_samples_text(char_checkpoint, tmp_path, cli):
+    args = base_args(char_checkpoint, "--start=ROMEO:", "--num_samples=2", "--quantize=int8", f"--output={tmp_path / 'q.jsonl'}")
+    code, out, err = cli(sample.main, *args)
+    assert code == 0, err
+    records = read_jsonl(tmp_path / "q.jsonl")
+    assert len(records) == 2 and all(len(r["tokens"]) == 20 and r["settings"]["quantize"] == "int8" for r in records)
+    assert out.count(SEP) == 2
 
 
 def test_stop_string_escapes_mean_newline():
@@ -116,6 +144,7 @@ def test_init_from_a_hugging_face_gpt2_directory(gpt2_hf_dir, tmp_path, cli):
         ("--top_p=1.5", "error: --top_p=1.5 must be in (0, 1]"),
         ("--top_k=0", "error: --top_k=0 must be at least 1"),
         ("--stream=maybe", "error: --stream=maybe must be auto, true or false"),
+        ("--quantize=int4", "error: --quantize=int4 must be one of none, int8"),
     ],
 )
 def test_bad_settings_are_one_clear_line(char_checkpoint, cli, flag, message):

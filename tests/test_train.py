@@ -235,19 +235,16 @@ def test_eval_only_whole_split_matches_hand_computation(tmp_path, monkeypatch, c
     model = GPT(config)
     torch.save({"model": model.state_dict(), "model_args": asdict(config), "iter_num": 7}, out / "ckpt.pt")
 
-    code, stdout, err = run_train_main(
-        [
-            f"--dataset={data}",
-            f"--out_dir={out}",
-            "--eval_only=True",
-            "--batch_size=3",
-            "--block_size=16",
-            "--device=cpu",
-            "--dtype=float32",
-        ],
-        monkeypatch,
-        capsys,
-    )
+    args = [
+        f"--dataset={data}",
+        f"--out_dir={out}",
+        "--eval_only=True",
+        "--batch_size=3",
+        "--block_size=16",
+        "--device=cpu",
+        "--dtype=float32",
+    ]
+    code, stdout, err = run_train_main(args, monkeypatch, capsys)
     assert code == 0, err
     result = json.loads(stdout.strip().splitlines()[-1])
     assert result == json.loads((out / "eval.json").read_text())
@@ -268,6 +265,15 @@ def test_eval_only_whole_split_matches_hand_computation(tmp_path, monkeypatch, c
     assert result["perplexity"] == pytest.approx(math.exp(nats / count), rel=1e-6)
     assert result["bits_per_token"] == pytest.approx(nats / count / math.log(2), abs=1e-6)  # = bits per character here
     assert result["bits_per_byte"] == pytest.approx(nats / math.log(2) / 103, abs=1e-6)
+
+    # the same split scored with the int8 weights sample.py --quantize=int8 samples with: close, not equal
+    code, stdout, err = run_train_main([*args, "--quantize=int8"], monkeypatch, capsys)
+    assert code == 0, err
+    int8 = json.loads(stdout.strip().splitlines()[-1])
+    assert int8["quantize"] == "int8" and int8["tokens"] == 102
+    assert 0 < abs(int8["loss"] - result["loss"]) < 0.01, (int8["loss"], result["loss"])
+    code, _, err = run_train_main([*args[:2], "--quantize=int8"], monkeypatch, capsys)  # training: refused
+    assert code == 2 and err == ["error: --quantize=int8 must be one of none, int8, and is for --eval_only=True"]
 
 
 # ----------------------------------------------------------------------------------------------------
