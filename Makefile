@@ -17,8 +17,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 data/shakespeare_char/train.bin: | $(VENV)/.installed
 	$(PY) data/shakespeare_char/prepare.py
 
+# the demo starts over each time (--overwrite=True): a second `make quickstart` replaces the first one's run
 quickstart: $(VENV)/.installed data/shakespeare_char/train.bin
-	$(PY) train.py config/train_shakespeare_char_cpu.py --overwrite=True  # the demo starts over each time
+	$(PY) train.py config/train_shakespeare_char_cpu.py --overwrite=True
 	$(PY) sample.py --out_dir=out-shakespeare-char-cpu --start="ROMEO:" --num_samples=2 --max_new_tokens=300
 
 bench: $(VENV)/.installed data/shakespeare_char/train.bin

@@ -5,8 +5,9 @@ Train a GPT, from scratch, from a checkpoint (exact resume) or from GPT-2's weig
     python train.py config/train_shakespeare_char.py --init_from=resume   # continue where it stopped
     python train.py --help                                                 # every key with its default
 
-On several GPUs (DDP; gloo on CPU), one node or many:
+On several GPUs (DDP; gloo on CPU), one node or many; --fsdp=True shards the model instead (distributed.py):
     torchrun --standalone --nproc_per_node=4 train.py config/train_gpt2.py
+    torchrun --standalone --nproc_per_node=4 train.py config/train_gpt2.py --fsdp=True
     torchrun --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=8 train.py ...
 
 Writes to out_dir: ckpt.pt (weights_only-loadable), metrics.jsonl (one line per evaluation),
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
+import distributed
 import hardware
 from checkpoint import (
     atomic_write,
@@ -52,39 +54,14 @@ from train_config import TrainConfig, build_optimizer, model_config, validate
 # Setup: processes and devices, data, out_dir, the model and its optimizer
 
 
-@dataclass(frozen=True)
-class Distributed:
-    ddp: bool  # launched by torchrun: one process (rank) per device
-    rank: int
-    world_size: int
-    device: str
-
-    @property
-    def master(self):
-        return self.rank == 0  # rank 0 alone writes files, logs and prints
-
-
-def setup_distributed(cfg):
-    """This process's rank and device; under torchrun (RANK set) it also joins the process group (DDP)."""
-    if int(os.environ.get("RANK", -1)) == -1:
-        return Distributed(False, 0, 1, hardware.pick_device(cfg.device))
-    rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
-    device = f"cuda:{local_rank}" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else hardware.pick_device(cfg.device)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(device)
-    torch.distributed.init_process_group(backend=cfg.backend if device.startswith("cuda") else "gloo")
-    if cfg.gradient_accumulation_steps % world_size:
-        raise UserError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible by the {world_size} ranks")
-    return Distributed(True, rank, world_size, device)
-
-
 def setup_hardware(cfg, dist):
     """
     (device, device_type, choices, autocast ctx, GradScaler). choices (hardware.training_choices): the autocast dtype,
     Muon's Newton-Schulz dtype, the attention kernel and the threads for this machine, each with why; rank 0 prints
-    them. DDP ranks decide bf16 by the CPU's flags alone, untimed: timings could differ from rank to rank.
+    them. Ranks under torchrun (DDP, FSDP) decide bf16 by the CPU's flags alone, untimed: timings could differ
+    from rank to rank, and the ranks must agree.
     """
-    choices = hardware.training_choices(dist.device, cfg.dtype, cfg.sdpa, cfg.n_embd, measure=not dist.ddp)
+    choices = hardware.training_choices(dist.device, cfg.dtype, cfg.sdpa, cfg.n_embd, measure=not dist.launched)
     device, device_type, _, ctx, scaler = hardware.setup(dist.device, choices.dtype)
     if dist.master:
         for name, why in choices.reasons.items():
@@ -268,11 +245,12 @@ class Progress:
         return self.elapsed_before + time.perf_counter() - self.t_start
 
 
-def resume_progress(checkpoint, optimizer, out_dir):
-    """(Progress, saved RNG state or None): fresh, or the checkpoint's, whose optimizer state goes into optimizer."""
+def resume_progress(checkpoint, model, optimizer, dist, out_dir):
+    """(Progress, saved RNG state or None): fresh, or the checkpoint's, whose optimizer state goes into optimizer
+    (under FSDP, each rank keeps its shard of it)."""
     if checkpoint is None:
         return Progress(), None
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    distributed.load_optimizer(model, optimizer, checkpoint["optimizer"], dist)
     iter_num = checkpoint["iter_num"]
     progress = Progress(
         iter_num=iter_num, best_val_loss=checkpoint["best_val_loss"], elapsed_before=checkpoint.get("elapsed_s", 0.0),
@@ -297,11 +275,15 @@ def write_run_files(cfg, meta, data_dir, metrics, choices):
     write_metrics(cfg.out_dir, metrics)
 
 
-def save_run_checkpoint(cfg, raw_model, optimizer, progress, best=False):
-    """ckpt.pt (plus ckpt_best.pt when best and keep_best, ckpt_<iter>.pt when keep_last), then prune old ones."""
+def save_run_checkpoint(cfg, raw_model, optimizer, progress, dist, best=False):
+    """ckpt.pt (plus ckpt_best.pt when best and keep_best, ckpt_<iter>.pt when keep_last), then prune old ones.
+    Every rank calls it (under FSDP the full state is gathered from all of them); rank 0 alone writes."""
+    model_state, optimizer_state = distributed.full_state(raw_model, optimizer, dist)
+    if not dist.master:
+        return
     state = {
-        "model": raw_model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": model_state,
+        "optimizer": optimizer_state,
         "model_args": asdict(raw_model.config),
         "config": asdict(cfg),
         "iter_num": progress.iter_num,
@@ -385,22 +367,24 @@ def start_wandb(cfg, run_id):
 # The training loop: evaluate-and-save, then a step, until max_iters or a signal
 
 
-def evaluate_and_save(cfg, model, raw_model, optimizer, eval_batches, ctx, progress, lr, tokens_per_iter, master, run):
-    """Losses on the fixed eval batches; rank 0 records them, checkpoints, plots and logs to W&B."""
+def evaluate_and_save(cfg, model, raw_model, optimizer, eval_batches, ctx, progress, lr, tokens_per_iter, dist, run):
+    """Losses on the fixed eval batches; rank 0 records them, checkpoints (every rank joins), plots and logs to W&B."""
     losses = estimate_loss(model, eval_batches, ctx)
     check_finite(losses["train"] + losses["val"], progress.iter_num, cfg.out_dir)  # never save diverged weights
-    if not master:
-        return
     iter_num = progress.iter_num
-    record = {"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
-              "tokens": iter_num * tokens_per_iter, "elapsed_s": round(progress.elapsed(), 3)}  # fmt: skip
-    progress.metrics.append(record)
-    write_metrics(cfg.out_dir, progress.metrics)
-    tqdm.write(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     improved = losses["val"] < progress.best_val_loss
     progress.best_val_loss = min(progress.best_val_loss, losses["val"])
-    if (improved or cfg.always_save_checkpoint) and iter_num > 0:
-        save_run_checkpoint(cfg, raw_model, optimizer, progress, best=improved and cfg.keep_best)
+    if dist.master:
+        record = {"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
+                  "tokens": iter_num * tokens_per_iter, "elapsed_s": round(progress.elapsed(), 3)}  # fmt: skip
+        progress.metrics.append(record)
+        write_metrics(cfg.out_dir, progress.metrics)
+        tqdm.write(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    # rank 0's decision on every rank: under FSDP the save is a gather that all ranks must join, or none
+    if distributed.rank0_decides((improved or cfg.always_save_checkpoint) and iter_num > 0, dist):
+        save_run_checkpoint(cfg, raw_model, optimizer, progress, dist, best=improved and cfg.keep_best)
+    if not dist.master:
+        return
     plot_losses(progress.metrics, os.path.join(cfg.out_dir, "loss.png"))
     if run is not None:
         import wandb
@@ -410,12 +394,11 @@ def evaluate_and_save(cfg, model, raw_model, optimizer, eval_batches, ctx, progr
                  "tokens": record["tokens"], "loss_plot": wandb.Image(os.path.join(cfg.out_dir, "loss.png"))}, step=iter_num)  # fmt: skip
 
 
-def train_step(model, optimizer, scaler, ctx, X, Y, next_batch, grad_accum, grad_clip, ddp):
+def train_step(model, optimizer, scaler, ctx, X, Y, next_batch, grad_accum, grad_clip, dist):
     """Forward, backward and update over grad_accum micro-batches, fetching each next batch while the current
     one computes. (loss, grad norm, the next step's first batch X, Y)."""
     for micro_step in range(grad_accum):
-        if ddp:
-            model.require_backward_grad_sync = micro_step == grad_accum - 1  # all-reduce only at the last one
+        distributed.set_grad_sync(model, micro_step == grad_accum - 1, dist)  # ranks communicate only at the last one
         with ctx:
             _, loss = model(X, Y)
             loss = loss / grad_accum
@@ -435,15 +418,6 @@ def check_finite(loss, iter_num, out_dir):
             f"loss is {loss} at iter {iter_num}: training diverged. The last good checkpoint in {out_dir} "
             "is kept; lower learning_rate or use dtype=bfloat16/float32"
         )
-
-
-def stop_any(stop_signal, ddp, device):
-    """True once any rank got SIGINT/SIGTERM; all ranks agree, so none waits forever in an all-reduce."""
-    if not ddp:
-        return bool(stop_signal)
-    flag = torch.tensor([float(bool(stop_signal))], device=device)
-    torch.distributed.all_reduce(flag)
-    return flag.item() > 0
 
 
 def log_step(iter_num, stats, run):
@@ -474,11 +448,12 @@ def main():
     validate(cfg)
 
     # -- setup: processes, device, precision, data, model ----------------------------------------------
-    dist = setup_distributed(cfg)
+    dist = distributed.setup(cfg)
     device, device_type, choices, ctx, scaler = setup_hardware(cfg, dist)
+    scaler = distributed.grad_scaler(scaler, dist)
     grad_accum = cfg.gradient_accumulation_steps // dist.world_size
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
-    # Each rank its own dropout masks; DDP copies rank 0's initial weights to the others at construction.
+    # Each rank its own dropout masks; DDP and FSDP copy rank 0's initial weights to the others.
     torch.manual_seed(cfg.seed + dist.rank)
     data_dir = data_dir_for(cfg.dataset)
     loader = BatchLoader(data_dir, cfg.block_size, cfg.batch_size, device, cfg.seed)
@@ -488,14 +463,14 @@ def main():
         print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, device {device}, dtype {choices.dtype}, {dist.world_size} rank(s)")
     if cfg.eval_only:
         return evaluate_checkpoint(cfg, model, loader, ctx, checkpoint["iter_num"], dist.master)
+    distributed.shard(model, dist)  # FSDP: before the optimizer, which must hold the sharded parameters
     optimizer = build_optimizer(model, cfg, device_type, choices.newton_schulz_dtype)
-    progress, saved_rng = resume_progress(checkpoint, optimizer, cfg.out_dir)
+    progress, saved_rng = resume_progress(checkpoint, model, optimizer, dist, cfg.out_dir)
     checkpoint = None  # free memory
     raw_model = model  # the plain module: what checkpoints save and MFU counts
     if cfg.compile:
         model = torch.compile(model)
-    if dist.ddp:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[int(device.split(":")[1])] if device_type == "cuda" else None)
+    model = distributed.wrap(model, dist)  # DDP (FSDP was applied in place by shard)
 
     # -- logging; stop cleanly on SIGINT / SIGTERM: finish the step, save, exit --------------------------
     run = start_logging(cfg, loader.meta, data_dir, progress, choices) if dist.master else None
@@ -526,17 +501,17 @@ def main():
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups run at muon_lr / learning_rate times lr
         if it % cfg.eval_interval == 0 and not (start_iter > 0 and it == start_iter):  # a resume does not re-evaluate
-            evaluate_and_save(cfg, model, raw_model, optimizer, eval_batches, ctx, progress, lr, tokens_per_iter, dist.master, run)
+            evaluate_and_save(cfg, model, raw_model, optimizer, eval_batches, ctx, progress, lr, tokens_per_iter, dist, run)
         if it >= cfg.max_iters:
             break
-        if stop_any(stop_signal, dist.ddp, device):
+        if distributed.any_rank(bool(stop_signal), dist):  # SIGINT/SIGTERM on any rank stops them all
+            save_run_checkpoint(cfg, raw_model, optimizer, progress, dist)
             if dist.master:
-                save_run_checkpoint(cfg, raw_model, optimizer, progress)
                 tqdm.write(f"stopped by signal at iter {it}; checkpoint saved to {os.path.join(cfg.out_dir, 'ckpt.pt')}")
             raise SystemExit(128 + (stop_signal[0] if stop_signal else signal.SIGTERM))
         t0 = time.perf_counter()
         lossf, grad_norm, X, Y = train_step(
-            model, optimizer, scaler, ctx, X, Y, functools.partial(batch, it), grad_accum, cfg.grad_clip, dist.ddp
+            model, optimizer, scaler, ctx, X, Y, functools.partial(batch, it), grad_accum, cfg.grad_clip, dist
         )
         check_finite(lossf, it, cfg.out_dir)
         dt = time.perf_counter() - t0
@@ -550,8 +525,7 @@ def main():
     pbar.close()
     if run is not None:
         run.finish()
-    if dist.ddp:
-        torch.distributed.destroy_process_group()
+    distributed.teardown(dist)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+import distributed
 import hardware
 from configurator import UserError
 from model import PRETRAINED, QUANTIZE, GPTConfig
@@ -48,7 +49,7 @@ class TrainConfig(GPTConfig):
     wandb_run_name: str = "gpt2"
     # data
     dataset: str = "fineweb"  # data/<dataset>/ or a prepared directory; nanoGPT's openwebtext, here FineWeb-Edu
-    gradient_accumulation_steps: int = 5 * 8  # micro-batches per step, summed over all DDP ranks
+    gradient_accumulation_steps: int = 5 * 8  # micro-batches per step, summed over all ranks (DDP or FSDP)
     batch_size: int = 12  # micro-batch size per rank
     # AdamW
     learning_rate: float = 6e-4
@@ -66,7 +67,8 @@ class TrainConfig(GPTConfig):
     optimizer: str = "adamw"
     muon_lr: float = 0.02  # follows the same warmup/decay schedule as learning_rate
     # system
-    backend: str = "nccl"  # DDP backend on GPUs; CPU ranks always use gloo
+    backend: str = "nccl"  # DDP/FSDP backend on GPUs; CPU ranks always use gloo
+    fsdp: bool = False  # under torchrun, shard weights, gradients and optimizer state across ranks (FSDP2, distributed.py) instead of DDP
     device: str = "auto"  # "auto" (cuda > mps > cpu) | "cpu" | "cuda" | "cuda:1" | "mps"
     dtype: str = "auto"  # "auto" (decided for this machine: hardware.training_choices) | "float32" | "bfloat16" | "float16"
     compile: bool = False  # torch.compile: faster steps on GPU after a slow first one
@@ -100,6 +102,10 @@ def validate(cfg):
         raise UserError(f"dropout={cfg.dropout} must be in [0, 1)")
     if cfg.optimizer not in ("adamw", "muon"):
         raise UserError(f"optimizer={cfg.optimizer!r} must be adamw or muon")
+    if cfg.fsdp and cfg.optimizer == "muon":
+        raise UserError("optimizer=muon needs whole weight matrices, which fsdp=True shards: use optimizer=adamw, or DDP (fsdp=False)")
+    if cfg.fsdp and not distributed.launched():
+        raise UserError("fsdp=True shards the model across processes: launch with torchrun --nproc_per_node=N train.py ...")
     if cfg.learning_rate <= 0 or cfg.min_lr < 0:
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
     if cfg.init_from not in ("scratch", "resume", *PRETRAINED) and not os.path.isdir(cfg.init_from):
