@@ -26,10 +26,8 @@ import torch
 
 from checkpoint import atomic_write, load_model, save_json
 from configurator import UserError, parse_args, run_cli
+from data.long_range.corpus import NOTES_SENTENCE  # the notes' sentence: "jumped" must reach back to "cat"
 from hardware import pick_device
-
-# the sentence of our notes: "jumped" has to reach back past two clauses to find its subject
-NOTES_SENTENCE = "the cat that was sitting on the mat, which was next to the dog, jumped"
 
 
 @dataclass(frozen=True)

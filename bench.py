@@ -184,7 +184,7 @@ def weight_bytes_per_token(model):
 
 def bench_sample(bench, train_argv):
     cfg = parse_args(TrainConfig(), train_argv)  # only device and dtype are used
-    device, _, dtype, ctx, _ = hardware.setup(cfg.device, cfg.dtype)
+    device, _, dtype, ctx, _ = hardware.setup(cfg.device, cfg.dtype, decoding=True)
     torch.manual_seed(bench.seed)
     plain = GPT(GPTConfig()).to(device).eval()  # GPT-2 small: 12 layers, 768 wide, 1024 context
     if bench.prompt_len + bench.new_tokens > plain.config.block_size:

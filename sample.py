@@ -148,7 +148,7 @@ def main(argv=None):
     cfg = parse_args(SampleConfig(), ["--stream=true" if arg == "--stream" else arg for arg in argv])
     validate(cfg)
     cfg = replace(cfg, stop=unescape(cfg.stop))
-    device, _, _, ctx, _ = hardware.setup(cfg.device, cfg.dtype)  # sampling needs no GradScaler
+    device, _, _, ctx, _ = hardware.setup(cfg.device, cfg.dtype, decoding=True)  # sampling needs no GradScaler
     model, tokenizer = load_model(cfg.init_from, cfg.out_dir, device)
     model = prepare_for_decoding(model, cfg.quantize)
     stream = cfg.stream.lower() == "true" or (cfg.stream.lower() == "auto" and sys.stdout.isatty())

@@ -8,7 +8,7 @@ from conftest import run_script
 
 import attention
 from data.long_range import evaluate
-from data.long_range.prepare import ANIMALS, NOTES_SENTENCE, SOUNDS, THINGS, VERB, as_text, corpus, pairs_split, parse
+from data.long_range.corpus import ANIMALS, NOTES_SENTENCE, SOUNDS, THINGS, VERB, as_text, corpus, pairs_split, parse
 
 SMALL = {"seed": 3, "train_sentences": 3000, "val_sentences": 200}
 

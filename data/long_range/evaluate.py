@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", ".."))
 from checkpoint import load_model  # noqa: E402
 from configurator import UserError, parse_args, run_cli  # noqa: E402
-from data.long_range.prepare import ANIMALS, NOTES_SENTENCE, SOUNDS, corpus, join_words, parse  # noqa: E402
+from data.long_range.corpus import ANIMALS, NOTES_SENTENCE, SOUNDS, corpus, join_words, parse  # noqa: E402
 
 
 @dataclass(frozen=True)
