@@ -442,6 +442,21 @@ def evaluate_checkpoint(cfg, model, loader, ctx, iter_num, master):
         print(json.dumps(result))
 
 
+def catch_stop_signals():
+    """SIGINT / SIGTERM only append to the returned list: the loop finishes its step, saves a checkpoint and exits."""
+    stop_signal = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
+    return stop_signal
+
+
+def set_lr(optimizer, lr):
+    """lr for every parameter group; Muon's groups run at muon_lr / learning_rate times it. Returns lr."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    return lr
+
+
 def main():
     given = parse_overrides(TrainConfig(), sys.argv[1:])  # what the user set, as opposed to the defaults
     cfg = TrainConfig(**given)
@@ -475,9 +490,7 @@ def main():
     # -- logging; stop cleanly on SIGINT / SIGTERM: finish the step, save, exit --------------------------
     run = start_logging(cfg, loader.meta, data_dir, progress, choices) if dist.master else None
     peak_flops = hardware.measure_peak_flops(device, getattr(torch, choices.dtype)) if dist.master else None
-    stop_signal = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
+    stop_signal = catch_stop_signals()
     eval_batches = {split: loader.eval_batches(split, cfg.eval_iters) for split in ("train", "val")}
 
     # -- the training loop ---------------------------------------------------------------------------
@@ -497,9 +510,7 @@ def main():
     X, Y = batch(start_iter, 0)
     while True:
         it = progress.iter_num
-        lr = get_lr(it, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups run at muon_lr / learning_rate times lr
+        lr = set_lr(optimizer, get_lr(it, cfg))
         if it % cfg.eval_interval == 0 and not (start_iter > 0 and it == start_iter):  # a resume does not re-evaluate
             evaluate_and_save(cfg, model, raw_model, optimizer, eval_batches, ctx, progress, lr, tokens_per_iter, dist, run)
         if it >= cfg.max_iters:
