@@ -196,7 +196,7 @@ def bench_sample(bench, train_argv):
     if bench.quantize == "int8":
         paths["int8_cached"] = (prepare_for_decoding(copy.deepcopy(plain), "int8"), True)
     if bench.cache != "off":
-        paths["cached"] = (prepare_for_decoding(copy.deepcopy(plain)), True)
+        paths["cached"] = (prepare_for_decoding(copy.deepcopy(plain), dtype=getattr(torch, dtype)), True)
     result = {"params_M": round(plain.get_num_params() / 1e6, 3), "device": device, "dtype": dtype,
               "threads": torch.get_num_threads(), "prompt_len": bench.prompt_len, "new_tokens": bench.new_tokens,
               "greedy": True, "load_avg_1_5_15_before": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip

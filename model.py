@@ -259,14 +259,12 @@ class GPTAttention(MultiHeadAttention):
         # query i sits at absolute position past + i and may see keys 0 .. past + i
         mask = self.mask[past : past + T, : past + T]  # (T, past + T), True = masked
         weights = None
-        if self.sdpa and not return_weights:
+        if self.sdpa and not return_weights and past == 0:
             dropout_p = self.attn_dropout.p if self.training else 0.0
-            if past == 0:
-                context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-            else:  # decoding: is_causal would align the mask to the top-left corner, so pass it (SDPA: True = attend);
-                # a single new token sees every key, and no mask lets the fast kernels run
-                context = F.scaled_dot_product_attention(q, k, v, attn_mask=None if T == 1 else ~mask, dropout_p=dropout_p)
-        else:
+            context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:  # decoding (past > 0) takes the math too: for one query it is a few tiny matmuls, while SDPA's
+            # kernels cost more per call (CPU: ~0.9 ms) or build a plan per new key length (cuDNN: ~30 ms a token)
+
             context, weights = self.attend(q, k, v, mask)  # stage 4's math
         out = self.project(context)
         return (out, weights) if return_weights else out
@@ -657,6 +655,25 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
 # rate at which the weights stream from memory (docs/performance.md has the roofline numbers).
 
 
+class PackedLinear(nn.Module):
+    """
+    A Linear whose weight oneDNN has re-laid out in its blocked format (what torch.compile's CPU freezing
+    does), computed by oneDNN's own kernel in `dtype`. At batch 1 it streams the weight at ~25-29 GB/s where
+    F.linear reaches ~14-16 on the same Zen 4 CPU (measured, docs/performance.md). The packed weight is an
+    opaque tensor: it cannot be saved, copied or moved, so pack last, for sampling only.
+    """
+
+    def __init__(self, linear, dtype=torch.float32):
+        super().__init__()
+        self.in_features, self.out_features, self.dtype = linear.in_features, linear.out_features, dtype
+        self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().to(dtype), 1), persistent=False)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(dtype), persistent=False)
+
+    def forward(self, x):
+        y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.weight, self.bias, "none", [], "")
+        return y.to(x.dtype)
+
+
 class Int8Linear(nn.Module):
     """
     A Linear with int8 weights and one fp32 scale per output channel (absmax / 127): 4x fewer bytes to
@@ -688,24 +705,28 @@ class Int8Linear(nn.Module):
 QUANTIZE = ("none", "int8")
 
 
-def prepare_for_decoding(model, quantize="none"):
+def prepare_for_decoding(model, quantize="none", dtype=torch.float32):
     """
     The model, changed in place for fast token-by-token sampling; only for a model you sample from.
-    quantize="int8" turns every Linear, the LM head included, into an Int8Linear (the token embedding
-    keeps its fp32 rows: a lookup reads one row). Otherwise, on CPU, each Linear's weight is stored
-    transposed in memory (same values, same shape): at batch 1, x @ W.T streams an (in, out)-major matrix
-    1.4-2x faster than an (out, in)-major one (measured, docs/performance.md).
+    On CPU every Linear, the LM head included, becomes a PackedLinear in `dtype` (float32 or bfloat16),
+    or an Int8Linear with quantize="int8"; the token embedding keeps its fp32 rows (a lookup reads one
+    row). On a GPU the model is left as it is (decoding there is bound by kernel launches, not bytes).
     """
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize={quantize!r} must be one of {', '.join(QUANTIZE)}")
-    if quantize == "int8" and next(model.parameters()).device.type != "cpu":  # CUDA's _int_mm needs > 16 rows
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    if quantize == "int8" and not on_cpu:  # CUDA's _int_mm needs > 16 rows
         raise ValueError("quantize='int8' is for sampling on a CPU; on a GPU sample in bfloat16 instead")
+    if not on_cpu or (quantize == "none" and not torch.backends.mkldnn.is_available()):
+        return model
+    if quantize == "none" and dtype not in (torch.float32, torch.bfloat16):
+        raise UserError(f"sampling on a CPU runs in float32 or bfloat16, not {dtype}")
     parents = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()]
     for parent, name, child in parents:
         if not isinstance(child, nn.Linear):
             continue
-        if quantize == "int8":
-            setattr(parent, name, Int8Linear(child))
-        elif child.weight.device.type == "cpu":
-            child.weight.data = child.weight.data.t().contiguous().t()  # (out, in) view of (in, out) memory
+        try:
+            setattr(parent, name, Int8Linear(child) if quantize == "int8" else PackedLinear(child, dtype))
+        except RuntimeError as e:  # e.g. bf16 on a CPU whose oneDNN has no bf16 kernels
+            raise UserError(f"this CPU cannot sample in {dtype} ({e}); use --dtype=float32") from None
     return model

@@ -148,9 +148,9 @@ def main(argv=None):
     cfg = parse_args(SampleConfig(), ["--stream=true" if arg == "--stream" else arg for arg in argv])
     validate(cfg)
     cfg = replace(cfg, stop=unescape(cfg.stop))
-    device, _, _, ctx, _ = hardware.setup(cfg.device, cfg.dtype, decoding=True)  # sampling needs no GradScaler
+    device, _, dtype, ctx, _ = hardware.setup(cfg.device, cfg.dtype, decoding=True)  # sampling needs no GradScaler
     model, tokenizer = load_model(cfg.init_from, cfg.out_dir, device)
-    model = prepare_for_decoding(model, cfg.quantize)
+    model = prepare_for_decoding(model, cfg.quantize, getattr(torch, dtype))
     stream = cfg.stream.lower() == "true" or (cfg.stream.lower() == "auto" and sys.stdout.isatty())
     try:
         output = open(cfg.output, "a", encoding="utf-8") if cfg.output else None

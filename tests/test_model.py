@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from model import GPT, GPTConfig, Int8Linear, KVCache, prepare_for_decoding, sample_next
+from configurator import UserError
+from model import GPT, GPTConfig, Int8Linear, KVCache, PackedLinear, prepare_for_decoding, sample_next
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -296,16 +297,32 @@ def test_estimate_mfu_follows_the_palm_formula():
 
 
 @pytest.mark.parametrize("switch", ["gpt2", "all"])
-def test_decoding_layout_keeps_every_value_and_the_greedy_tokens(switch):
+def test_packed_decoding_keeps_the_logits_and_the_greedy_tokens(switch):
     model = tiny_gpt(**SWITCHES[switch])
-    reference = {k: v.clone() for k, v in model.state_dict().items()}
     prompt = torch.randint(0, VOCAB, (2, 4), generator=torch.Generator().manual_seed(1))
     greedy, logits = model.generate(prompt, 12, temperature=0), all_logits(model, prompt)
     prepare_for_decoding(model)
-    assert not model.transformer.h[0].mlp.c_fc.weight.is_contiguous()  # the (in, out)-major layout
-    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
+    assert isinstance(model.lm_head, PackedLinear) and not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert model.transformer.h[0].mlp.c_fc.weight.is_mkldnn  # oneDNN's blocked layout, not torch's
     assert_close(all_logits(model, prompt), logits, rtol=0, atol=1e-5)
     assert torch.equal(model.generate(prompt, 12, temperature=0), greedy)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(1, 48), (3, 48), (2, 5, 48)])
+def test_packed_linear_computes_the_linear_at_every_batch_shape(bias, shape):
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(48, 80, bias=bias), torch.randn(*shape)
+    with torch.no_grad():
+        assert_close(PackedLinear(linear)(x), linear(x), rtol=0, atol=1e-5)
+        if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # else bf16 is refused: see the test below
+            out = PackedLinear(linear, torch.bfloat16)(x)
+            assert out.dtype == torch.float32 and ((out - linear(x)).norm() / linear(x).norm()) < 0.02
+
+
+def test_cpu_decoding_refuses_a_dtype_it_cannot_pack():
+    with pytest.raises(UserError, match="sampling on a CPU runs in float32 or bfloat16, not torch.float16"):
+        prepare_for_decoding(tiny_gpt(), dtype=torch.float16)
 
 
 @pytest.mark.parametrize("switch", ["gpt2", "all"])

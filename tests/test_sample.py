@@ -105,6 +105,18 @@ def test_quantize_int8_samples_text(char_checkpoint, tmp_path, cli):
     assert out.count(SEP) == 2
 
 
+def test_a_cpu_without_onednn_bf16_samples_in_float32_and_names_the_dtype_it_cannot_use(char_checkpoint):
+    """ONEDNN_MAX_CPU_ISA=AVX2 withholds oneDNN's bf16 kernels, as on an AVX2-only CPU."""
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    args = [sys.executable, os.path.join(ROOT, "sample.py"), *base_args(char_checkpoint)[:1], "--num_samples=1", "--max_new_tokens=5"]
+    auto = subprocess.run([*args, "--dtype=auto"], env=env, capture_output=True, text=True, timeout=120)
+    assert auto.returncode == 0 and auto.stderr.startswith("5 tokens in "), auto.stderr
+    bf16 = subprocess.run([*args, "--dtype=bfloat16"], env=env, capture_output=True, text=True, timeout=120)
+    lines = bf16.stderr.strip().splitlines()
+    assert bf16.returncode == 2 and bf16.stdout == "" and len(lines) == 1, bf16.stderr
+    assert lines[0].startswith("error: this CPU cannot sample in torch.bfloat16") and lines[0].endswith("use --dtype=float32")
+
+
 def test_stop_string_escapes_mean_newline():
     assert sample.unescape("\\n\\n") == "\n\n" and sample.unescape("a\\tb") == "a\tb"
 
