@@ -511,7 +511,9 @@ def main():
     while True:
         it = progress.iter_num
         lr = set_lr(optimizer, get_lr(it, cfg))
-        if it % cfg.eval_interval == 0 and not (start_iter > 0 and it == start_iter):  # a resume does not re-evaluate
+        # every eval_interval and at the last step, so a run never ends without its final weights evaluated (and
+        # saved if they are the best); a resume does not re-evaluate the step it starts from
+        if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not (start_iter > 0 and it == start_iter):
             evaluate_and_save(cfg, model, raw_model, optimizer, eval_batches, ctx, progress, lr, tokens_per_iter, dist, run)
         if it >= cfg.max_iters:
             break

@@ -270,6 +270,14 @@ def test_log_lines_metrics_and_config_json(logged_run):
     assert best["best_val_loss"] == min(m["val_loss"] for m in metrics if m["iter"] > 0)
 
 
+def test_the_last_step_is_evaluated_and_saved_between_eval_intervals(char_data, tmp_path):
+    train(char_data, tmp_path, "--max_iters=7", "--eval_interval=5", "--eval_iters=2", "--learning_rate=3e-3", "--warmup_iters=2")
+    metrics = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [m["iter"] for m in metrics] == [0, 5, 7]
+    assert metrics[2]["val_loss"] < metrics[1]["val_loss"]  # still learning, so the final weights are the best
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 7
+
+
 def test_loss_png_is_a_valid_image(logged_run):
     import matplotlib.image
 
