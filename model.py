@@ -12,7 +12,8 @@ QK-norm, rotary positions, a KV cache and the fused SDPA kernel. The GPT (token 
 pre-LayerNorm blocks of GPTAttention and an MLP, a final norm, an LM head tied to the token embedding by
 default) follows, with two levers from the speedruns, off by default: a logit soft-cap and zero-initialized
 output projections. Module names follow GPT-2's checkpoint keys, so loading Hugging Face weights is a
-key-for-key copy.
+key-for-key copy. Last come generation and the CPU decoding kernels sample.py swaps in (PackedLinear,
+Int8Linear: prepare_for_decoding).
 
 Shapes: B batch, T sequence length (time), C embedding size (n_embd), nh heads, hs head size (C // nh).
 Try it:
@@ -264,7 +265,6 @@ class GPTAttention(MultiHeadAttention):
             context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:  # decoding (past > 0) takes the math too: for one query it is a few tiny matmuls, while SDPA's
             # kernels cost more per call (CPU: ~0.9 ms) or build a plan per new key length (cuDNN: ~30 ms a token)
-
             context, weights = self.attend(q, k, v, mask)  # stage 4's math
         out = self.project(context)
         return (out, weights) if return_weights else out
@@ -716,7 +716,7 @@ def prepare_for_decoding(model, quantize="none", dtype=torch.float32):
         raise ValueError(f"quantize={quantize!r} must be one of {', '.join(QUANTIZE)}")
     on_cpu = next(model.parameters()).device.type == "cpu"
     if quantize == "int8" and not on_cpu:  # CUDA's _int_mm needs > 16 rows
-        raise ValueError("quantize='int8' is for sampling on a CPU; on a GPU sample in bfloat16 instead")
+        raise ValueError("quantize='int8' is for sampling on a CPU; on a GPU sample without it")
     if not on_cpu or (quantize == "none" and not torch.backends.mkldnn.is_available()):
         return model
     if quantize == "none" and dtype not in (torch.float32, torch.bfloat16):
