@@ -120,6 +120,14 @@ def resume_overrides(checkpoint, given, path):
     return {"dropout": given["dropout"]} if "dropout" in given else {}
 
 
+def with_checkpoint_block_size(given):
+    """A resume or --eval_only that sets no block_size keeps the run's own: the default (1024) may not fit its model."""
+    if "block_size" in given or not (given.get("init_from") == "resume" or given.get("eval_only")):
+        return given
+    path = os.path.join(given.get("out_dir", TrainConfig.out_dir), "ckpt.pt")
+    return {**given, "block_size": load_checkpoint(path, mmap=True)["model_args"]["block_size"]}
+
+
 def build_model(cfg, given, meta, data_dir, device, sdpa):
     """(model on device, checkpoint or None): from scratch, from out_dir's checkpoint (resume, eval_only) or GPT-2's
     weights. given: the keys the user set explicitly, checked against a checkpoint's. sdpa: the attention kernel
@@ -458,7 +466,7 @@ def set_lr(optimizer, lr):
 
 
 def main():
-    given = parse_overrides(TrainConfig(), sys.argv[1:])  # what the user set, as opposed to the defaults
+    given = with_checkpoint_block_size(parse_overrides(TrainConfig(), sys.argv[1:]))  # what the user set, not the defaults
     cfg = TrainConfig(**given)
     validate(cfg)
 

@@ -143,3 +143,15 @@ def test_resume_refuses_settings_the_checkpoint_fixes_and_applies_those_that_may
     assert {k: checkpoint["model_args"][k] for k in ("n_layer", "n_embd", "block_size", "dropout")} == dict(
         n_layer=2, n_embd=32, block_size=32, dropout=0.1
     )
+
+
+def test_resume_and_eval_only_without_block_size_keep_the_runs_own(char_data, tiny_run, tmp_path):
+    """TrainConfig's default block_size (1024) is longer than the run's (32): the run's own is used."""
+    out = copy_run(tiny_run, tmp_path / "out")
+    args = [f"--dataset={char_data}", f"--out_dir={out}", "--eval_iters=2", "--batch_size=8", "--gradient_accumulation_steps=1",
+            "--device=cpu", "--dtype=float32", "--progress=False"]  # fmt: skip
+    run_script("train.py", *args, "--init_from=resume", "--max_iters=62", "--eval_interval=2", env=ONE_THREAD)
+    last = read_jsonl(out / "metrics.jsonl")[-1]
+    assert last["iter"] == 62 and last["tokens"] == 62 * 8 * 32
+    run_script("train.py", *args, "--eval_only=True", env=ONE_THREAD)
+    assert json.loads((out / "eval.json").read_text())["iter"] == 62
