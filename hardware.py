@@ -57,8 +57,9 @@ def pick_dtype(name, device_type, decoding=False):
     """The autocast dtype from capabilities alone (sampling; training also measures, see training_choices)."""
     cuda_bf16 = device_type == "cuda" and torch.cuda.is_bf16_supported()
     flags = cpu_flags() if device_type == "cpu" else frozenset()
-    if decoding and not torch.ops.mkldnn._is_mkldnn_bf16_supported():  # packed bf16 weights need oneDNN's bf16 kernels,
-        flags -= {"avx512_bf16", "amx_bf16"}  # which ONEDNN_MAX_CPU_ISA can withhold
+    onednn_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if decoding and not onednn_bf16:  # packed bf16 weights need oneDNN's bf16 kernels, which ONEDNN_MAX_CPU_ISA can withhold
+        flags -= {"avx512_bf16", "amx_bf16"}
     return decide_dtype(name, device_type, flags, None, cuda_bf16, decoding)[0]
 
 
