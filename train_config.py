@@ -66,6 +66,7 @@ class TrainConfig(GPTConfig):
     # optimizer: "adamw", or "muon" (Muon on the blocks' weight matrices at muon_lr, AdamW on the rest; muon.py)
     optimizer: str = "adamw"
     muon_lr: float = 0.02  # follows the same warmup/decay schedule as learning_rate
+    embedding_lr: float = 0.0  # muon: the token embedding's own AdamW lr, e.g. with tie_weights=False (0: learning_rate)
     # system
     backend: str = "nccl"  # DDP/FSDP backend on GPUs; CPU ranks always use gloo
     fsdp: bool = False  # under torchrun, shard weights, gradients and optimizer state across ranks (FSDP2, distributed.py) instead of DDP
@@ -102,6 +103,8 @@ def validate(cfg):
         raise UserError(f"dropout={cfg.dropout} must be in [0, 1)")
     if cfg.optimizer not in ("adamw", "muon"):
         raise UserError(f"optimizer={cfg.optimizer!r} must be adamw or muon")
+    if cfg.embedding_lr < 0 or (cfg.embedding_lr and cfg.optimizer != "muon"):
+        raise UserError(f"embedding_lr={cfg.embedding_lr} must be >= 0, and is for optimizer=muon")
     if cfg.fsdp and cfg.optimizer == "muon":
         raise UserError("optimizer=muon needs whole weight matrices, which fsdp=True shards: use optimizer=adamw, or DDP (fsdp=False)")
     if cfg.fsdp and not distributed.launched():
@@ -120,5 +123,5 @@ def build_optimizer(model, cfg, device_type, newton_schulz_dtype="bfloat16"):
         from muon import configure_muon
 
         betas, ns_dtype = (cfg.beta1, cfg.beta2), getattr(torch, newton_schulz_dtype)
-        return configure_muon(model, cfg.learning_rate, cfg.muon_lr, cfg.weight_decay, betas, ns_dtype)
+        return configure_muon(model, cfg.learning_rate, cfg.muon_lr, cfg.weight_decay, betas, ns_dtype, cfg.embedding_lr)
     return model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)

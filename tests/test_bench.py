@@ -112,6 +112,17 @@ def test_configure_muon_puts_block_matrices_on_muon_and_the_rest_on_adamw():
     assert sorted(every) == sorted(names.values())  # each parameter exactly once
     with pytest.raises(ValueError, match="2-D"):
         MuonAdamW([dict(params=[torch.nn.Parameter(torch.zeros(3))], use_muon=True)])
+    assert not any(g["params"] == [model.transformer.wte.weight] for g in optimizer.param_groups)  # shares a group
+
+
+def test_embedding_lr_gives_the_token_embedding_its_own_group():
+    model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=16, tie_weights=False))
+    optimizer = configure_muon(model, learning_rate=1e-3, muon_lr=0.02, weight_decay=0.1, betas=(0.9, 0.95), embedding_lr=0.3)
+    (group,) = [g for g in optimizer.param_groups if any(p is model.transformer.wte.weight for p in g["params"])]
+    assert len(group["params"]) == 1 and group["lr_scale"] == pytest.approx(300) and not group.get("use_muon")
+    every = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(every) == sorted(id(p) for p in model.parameters())  # the untied head stays at learning_rate
+    assert any(p is model.lm_head.weight for g in optimizer.param_groups if g["lr_scale"] == 1.0 for p in g["params"])
 
 
 def test_muon_fits_a_batch():
@@ -131,7 +142,8 @@ def test_muon_fits_a_batch():
 
 def test_train_with_muon_learns_and_resumes(char_data, tmp_path):
     args = ["--optimizer=muon", "--muon_lr=0.05", "--learning_rate=3e-3", "--max_iters=30", "--sdpa=False", "--eval_interval=10",
-            "--eval_iters=3", "--warmup_iters=3", "--lr_decay_iters=40", "--dtype=float32"]  # fmt: skip
+            "--eval_iters=3", "--warmup_iters=3", "--lr_decay_iters=40", "--dtype=float32", "--embedding_lr=0.1",
+            "--tie_weights=False"]  # fmt: skip
     run_script(*train_args(char_data, tmp_path, *args))
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["val_loss"] < metrics[0]["val_loss"] - 0.5, metrics
@@ -145,3 +157,5 @@ def test_train_with_muon_learns_and_resumes(char_data, tmp_path):
 def test_unknown_optimizer_is_one_clear_line(char_data, tmp_path):
     result = run_script(*train_args(char_data, tmp_path, "--optimizer=sgd"), check=False)
     assert result.returncode == 2 and "optimizer='sgd' must be adamw or muon" in result.stderr
+    result = run_script(*train_args(char_data, tmp_path, "--embedding_lr=0.3"), check=False)
+    assert result.returncode == 2 and "embedding_lr=0.3 must be >= 0, and is for optimizer=muon" in result.stderr
