@@ -91,11 +91,12 @@ def claim_out_dir(cfg):
     return lock
 
 
-# A checkpoint fixes its model's shape and kind (the weights are those), and its optimizer's kind, weight decay, betas
-# and muon_lr (optimizer.load_state_dict restores them). Every other key may change on resume: dropout (applied),
-# sdpa (a kernel, decided again for the machine when "auto"), a shorter block_size, the learning-rate schedule, max_iters, batch sizes, evaluation, logging,
-# checkpointing, W&B, dataset (same tokenizer), seed, device, dtype, compile.
-FIXED_OPTIMIZER_KEYS = ("optimizer", "weight_decay", "beta1", "beta2", "muon_lr")
+# A checkpoint fixes its model's shape and kind (the weights are those), and its optimizer's kind, weight decay, betas,
+# muon_lr and embedding_lr (optimizer.load_state_dict restores them; embedding_lr > 0 is a parameter group of its own).
+# Every other key may change on resume: dropout (applied), sdpa (a kernel, decided again for the machine when "auto"), a
+# shorter block_size, the learning-rate schedule, max_iters, batch sizes, evaluation, logging, checkpointing, W&B,
+# dataset (same tokenizer), seed, device, dtype, compile.
+FIXED_OPTIMIZER_KEYS = ("optimizer", "weight_decay", "beta1", "beta2", "muon_lr", "embedding_lr")
 CHANGEABLE_MODEL_KEYS = ("dropout", "sdpa")
 
 
@@ -106,7 +107,8 @@ def resume_overrides(checkpoint, given, path):
     difference, so an explicit setting is never silently ignored.
     """
     saved = checkpoint.get("config", {})
-    fixed = {**{k: saved[k] for k in FIXED_OPTIMIZER_KEYS if k in saved}, **checkpoint["model_args"]}
+    # a key older checkpoints lack had its default then (embedding_lr did not exist: 0)
+    fixed = {**{k: saved.get(k, getattr(TrainConfig, k)) for k in FIXED_OPTIMIZER_KEYS if saved}, **checkpoint["model_args"]}
     differences = [
         f"{key}: checkpoint {fixed[key]!r} vs given {value!r}"
         for key, value in given.items()

@@ -152,6 +152,9 @@ def test_train_with_muon_learns_and_resumes(char_data, tmp_path):
     # the optimizer state (momentum buffers, Adam moments) round-trips through a weights_only checkpoint
     run_script(*train_args(char_data, tmp_path, *args[:3], "--max_iters=40", *args[4:], "--init_from=resume"))
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["iter"] == 40
+    # the embedding's group is part of the optimizer state: its lr cannot change on resume
+    refused = run_script(*train_args(char_data, tmp_path, *args, "--embedding_lr=0.2", "--init_from=resume"), check=False)
+    assert refused.returncode == 2 and "embedding_lr: checkpoint 0.1 vs given 0.2" in refused.stderr
 
 
 def test_unknown_optimizer_is_one_clear_line(char_data, tmp_path):
