@@ -13,9 +13,10 @@ train: any train.py config file and --key=value apply (the model, batch, dtype, 
     (the warmup absorbs torch.compile). MFU uses the PaLM formula (model.estimate_flops_per_token) against
     a peak measured on the spot by a large matmul in the same dtype (hardware.measure_peak_flops).
 sample: a GPT-2-small-shaped model (GPTConfig defaults) with random weights, batch 1; --prompt_len random
-    tokens, then --new_tokens greedy tokens with the KV cache (model.prepare_for_decoding, as sample.py
-    does) and with use_cache=False on the plain model (nanoGPT's generate: recompute the whole cropped
-    context, LM head on the last position only; the uncached path takes minutes on a 2-core CPU at 512
+    tokens, then --new_tokens greedy tokens with the KV cache (model.prepare_for_decoding in the decoding
+    dtype, as sample.py does) and with use_cache=False on the plain model (nanoGPT's generate: recompute the
+    whole cropped context, LM head on the last position only; fp32 on CPUs, as nanoGPT runs there; the
+    uncached path takes minutes on a 2-core CPU at 512
     new tokens; --new_tokens=64 for a quick look). --quantize=int8 adds the int8 cached path. Paths run
     interleaved --repeats times (medians reported). The memory-bandwidth roofline: copy_gb_per_s is a
     256 MiB tensor copy (bytes read + written per second), weight_bytes_per_token the bytes of weights a
