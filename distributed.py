@@ -63,7 +63,15 @@ def setup(cfg):
 
 
 def teardown(dist):
+    """Leave the process group together, at the end of the run or after a stop signal.
+
+    The barrier returns once every rank has finished all its collectives, so no rank exits while gloo's worker
+    threads still handle one. A rank that left early once aborted at exit after a complete run (SIGABRT,
+    "terminate called without an active exception"). destroy_process_group does not stop those threads by
+    itself: DDP and FSDP still hold the group, so it lives until the interpreter exits.
+    """
     if dist.launched:
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

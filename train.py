@@ -518,6 +518,7 @@ def main():
         return loader.get_batch("train", it, dist.rank * grad_accum + micro_step)
 
     X, Y = batch(start_iter, 0)
+    stopped_by = None  # the exit status once SIGINT / SIGTERM stopped the run
     while True:
         it = progress.iter_num
         lr = set_lr(optimizer, get_lr(it, cfg))
@@ -531,7 +532,8 @@ def main():
             save_run_checkpoint(cfg, raw_model, optimizer, progress, dist)
             if dist.master:
                 tqdm.write(f"stopped by signal at iter {it}; checkpoint saved to {os.path.join(cfg.out_dir, 'ckpt.pt')}")
-            raise SystemExit(128 + (stop_signal[0] if stop_signal else signal.SIGTERM))
+            stopped_by = 128 + (stop_signal[0] if stop_signal else signal.SIGTERM)
+            break
         t0 = time.perf_counter()
         lossf, grad_norm, X, Y = train_step(
             model, optimizer, scaler, ctx, X, Y, functools.partial(batch, it), grad_accum, cfg.grad_clip, dist
@@ -547,8 +549,10 @@ def main():
             log_step(progress.iter_num, dict(loss=lossf, lr=lr, grad_norm=grad_norm, dt=dt, tok_s=tok_s, mfu=mfu), run)
     pbar.close()
     if run is not None:
-        run.finish()
+        run.finish(exit_code=stopped_by or 0)
     distributed.teardown(dist)
+    if stopped_by:
+        raise SystemExit(stopped_by)
 
 
 if __name__ == "__main__":
