@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,24 @@ def run_script(*args, env=None, check=True, timeout=300):
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
+
+
+def start_until(path, *args):
+    """Start a repo script like run_script but in the background: its Popen (text output) once `path` exists.
+    With keep_last, a run's ckpt_NNNNNN.pt appears only once that checkpoint is complete."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"no {path.name} after 120 s"
+        time.sleep(0.005)
+    return proc
+
+
+def torchrun_ranks(proc):
+    """The pids of the ranks torchrun started."""
+    return [int(pid) for pid in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
 
 
 def train_args(data_dir, out_dir, *extra):

@@ -3,16 +3,12 @@
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from conftest import ONE_THREAD, ROOT, read_jsonl, run_script, run_train_main, train, train_args
-from test_ddp import ARGS, grad_norms
+from conftest import ONE_THREAD, read_jsonl, run_script, run_train_main, start_until, torchrun_ranks, train, train_args
+from test_ddp import ARGS, TORCHRUN, grad_norms
 
-TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 FSDP = [*ARGS, "--keep_last=10", "--fsdp=True"]  # keep_last: ckpt_000004.pt appears once the iter-4 checkpoint is complete
 COMPARED = ("iter", "train_loss", "val_loss", "lr", "tokens")
 
@@ -66,15 +62,9 @@ def test_two_fsdp_ranks_match_one_process_and_save_its_checkpoint_format(char_da
 
 def test_sigkill_of_fsdp_ranks_then_resume_sharded_and_in_one_process(char_data, tmp_path, single, sharded):
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, *TORCHRUN, *map(str, train_args(char_data, killed, *FSDP))], cwd=ROOT,
-                            env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not (killed / "ckpt_000004.pt").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no checkpoint at iter 4 after 120 s"
-        time.sleep(0.005)
+    proc = start_until(killed / "ckpt_000004.pt", *TORCHRUN, *train_args(char_data, killed, *FSDP))
     # both ranks and torchrun, like a lost node: nothing more is saved (torchrun starts each rank in its own session)
-    ranks = [int(pid) for pid in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
+    ranks = torchrun_ranks(proc)
     for pid in [*ranks, proc.pid]:
         os.kill(pid, signal.SIGKILL)
     proc.communicate(timeout=60)

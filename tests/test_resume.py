@@ -1,14 +1,10 @@
 """Exact resume: a run killed (SIGKILL) or stopped (SIGTERM) and resumed matches the uninterrupted run bit for bit."""
 
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from conftest import ONE_THREAD, ROOT, read_jsonl, train, train_args
+from conftest import read_jsonl, start_until, train, train_args
 
 # dropout > 0 so the resumed run must also restore the RNG state; 2 micro-steps so accumulation resumes too;
 # keep_last makes ckpt_000020.pt appear once the iter-20 checkpoint is complete
@@ -27,13 +23,7 @@ def uninterrupted(char_data, tmp_path_factory):
 def start_and_interrupt(char_data, out, sig):
     """Start a run, send `sig` as soon as its iter-20 checkpoint exists, and return (returncode, stdout)."""
     args = train_args(char_data, out, "--dtype=float32", *ARGS)
-    env = {**os.environ, **ONE_THREAD}
-    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (out / "ckpt_000020.pt").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no checkpoint at iter 20 after 120 s"
-        time.sleep(0.005)
+    proc = start_until(out / "ckpt_000020.pt", *args)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     return proc.returncode, stdout, stderr
