@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from checkpoint import atomic_write, load_model, save_json
-from configurator import UserError, parse_args, run_cli
+from base import UserError, atomic_write, save_json
+from checkpoint import load_model
+from configurator import parse_args, run_cli
 from data.long_range.corpus import NOTES_SENTENCE  # the notes' sentence: "jumped" must reach back to "cat"
 from hardware import pick_device
 

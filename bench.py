@@ -10,10 +10,10 @@ Speed and memory benchmarks. Every subcommand prints ONE JSON object on stdout (
 
 train: any train.py config file and --key=value apply (the model, batch, dtype, compile, optimizer...).
     Synthetic tokens (throughput does not depend on the text). Times --iters steps after --warmup steps
-    (the warmup absorbs torch.compile). MFU uses the PaLM formula (model.estimate_flops_per_token) against
+    (the warmup absorbs torch.compile). MFU uses the PaLM formula (hardware.flops_per_token) against
     a peak measured on the spot by a large matmul in the same dtype (hardware.measure_peak_flops).
 sample: a GPT-2-small-shaped model (GPTConfig defaults) with random weights, batch 1; --prompt_len random
-    tokens, then --new_tokens greedy tokens with the KV cache (model.prepare_for_decoding in the decoding
+    tokens, then --new_tokens greedy tokens with the KV cache (decoding.prepare_for_decoding in the decoding
     dtype, as sample.py does) and with use_cache=False on the plain model (nanoGPT's generate: recompute the
     whole cropped context, LM head on the last position only; fp32 on CPUs, as nanoGPT runs there; the
     uncached path takes minutes on a 2-core CPU at 512
@@ -48,9 +48,11 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 import hardware
-from configurator import ConfigError, UserError, parse_args, run_cli
+from base import UserError
+from configurator import ConfigError, parse_args, run_cli
 from data.loader import data_dir_for, load_meta
-from model import GPT, QUANTIZE, GPTConfig, prepare_for_decoding
+from decoding import check_quantize, prepare_for_decoding
+from model import GPT, GPTConfig
 from train_config import TrainConfig, build_optimizer, model_config, validate
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -91,8 +93,7 @@ def split_args(argv):
         raise UserError("iters, repeats, prompt_len and new_tokens must be >= 1, warmup >= 0")
     if bench.cache not in ("both", "on", "off"):
         raise UserError(f"--cache={bench.cache} must be both, on or off")
-    if bench.quantize not in QUANTIZE:
-        raise UserError(f"--quantize={bench.quantize} must be one of {', '.join(QUANTIZE)}")
+    check_quantize(bench.quantize)
     return bench, train_argv
 
 
@@ -109,14 +110,15 @@ def bench_train(bench, train_argv):
     validate(cfg)
     choices = hardware.training_choices(cfg.device, cfg.dtype, cfg.sdpa, cfg.n_embd)  # what train.py would choose, and why
     # bench steps skip the GradScaler (float16 only; bf16 and fp32 need none)
-    device, device_type, dtype, ctx, _ = hardware.setup(cfg.device, choices.dtype)
+    hw = hardware.setup(cfg.device, choices.dtype)
+    device, dtype = hw.device, hw.dtype
     try:  # the dataset's vocabulary if it is prepared, else GPT-2's: the tokens themselves are synthetic
         vocab_size = load_meta(data_dir_for(cfg.dataset))["vocab_size"]
     except UserError:
         vocab_size = GPTConfig.vocab_size
     torch.manual_seed(bench.seed)
     model = GPT(model_config(cfg, vocab_size, choices.sdpa)).to(device)
-    optimizer = build_optimizer(model, cfg, device_type, choices.newton_schulz_dtype)
+    optimizer = build_optimizer(model, cfg, hw.device_type, choices.newton_schulz_dtype)
     step_model = torch.compile(model) if cfg.compile else model
     generator = torch.Generator().manual_seed(bench.seed)
     shape = (cfg.batch_size, cfg.block_size + 1)
@@ -124,7 +126,7 @@ def bench_train(bench, train_argv):
     def step():
         for _ in range(cfg.gradient_accumulation_steps):
             tokens = torch.randint(vocab_size, shape, generator=generator).to(device)
-            with ctx:
+            with hw.ctx:
                 _, loss = step_model(tokens[:, :-1], tokens[:, 1:])
             (loss / cfg.gradient_accumulation_steps).backward()
         if cfg.grad_clip > 0:
@@ -152,7 +154,7 @@ def bench_train(bench, train_argv):
         "threads": torch.get_num_threads(), "tokens_per_iter": tokens_per_iter,
         "ms_per_iter": round(dt * 1000, 2), "tok_per_s": round(tokens_per_iter / dt),
         "warmup_s": round(warmup_s, 2), "peak_tflops": round(peak / 1e12, 3),
-        "mfu": round(model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps, dt, peak), 4),
+        "mfu": round(hardware.estimate_mfu(model, cfg.batch_size * cfg.gradient_accumulation_steps, dt, peak), 4),
         "peak_rss_mib": round(peak_rss_mib()), "choices": asdict(choices),
     }  # fmt: skip
 
@@ -185,7 +187,8 @@ def weight_bytes_per_token(model):
 
 def bench_sample(bench, train_argv):
     cfg = parse_args(TrainConfig(), train_argv)  # only device and dtype are used
-    device, _, dtype, ctx, _ = hardware.setup(cfg.device, cfg.dtype, decoding=True)
+    hw = hardware.setup(cfg.device, cfg.dtype, decoding=True)
+    device, dtype = hw.device, hw.dtype
     torch.manual_seed(bench.seed)
     plain = GPT(GPTConfig()).to(device).eval()  # GPT-2 small: 12 layers, 768 wide, 1024 context
     if bench.prompt_len + bench.new_tokens > plain.config.block_size:
@@ -206,7 +209,7 @@ def bench_sample(bench, train_argv):
         for name, (model, use_cache) in paths.items():
             print(f"run {r}: {name}, {bench.new_tokens} tokens...", file=sys.stderr)
             t0 = time.perf_counter()
-            with ctx:
+            with hw.ctx:
                 outputs[name] = model.generate(prompt.to(device), bench.new_tokens, temperature=0, use_cache=use_cache)
             hardware.sync(device)
             times[name].append(time.perf_counter() - t0)

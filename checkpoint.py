@@ -8,45 +8,19 @@ A checkpoint (ckpt.pt) holds: model (state dict), optimizer, model_args (GPTConf
 (TrainConfig), iter_num, best_val_loss, elapsed_s, rng, wandb_run_id. Its tokenizer is in meta.json next to it.
 """
 
-import contextlib
 import json
 import math
 import os
 import random
+from pickle import UnpicklingError
 
 import numpy as np
 import torch
 
-from configurator import UserError
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temp path to write; on success fsync it and rename it over path, so no reader sees half a file.
-    The temp file sits in the same directory (a rename is atomic only within one file system) and is removed on failure."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def atomic_write(path, write):
-    """write(tmp_path), then atomic_path's fsync and rename: a crash leaves either the old file or the new one."""
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
-def save_json(path, obj):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-
-    atomic_write(path, write)
+from base import UserError, atomic_write
+from data.tokenizer import GPT2Tokenizer, load_tokenizer
+from model import GPT, GPTConfig
+from pretrained import PRETRAINED, from_pretrained
 
 
 def save_checkpoint(state, paths):
@@ -67,13 +41,18 @@ def save_checkpoint(state, paths):
             raise UserError(f"could not write {path} ({reason}); the previous checkpoint is kept") from None
 
 
+# what torch.load(weights_only=True) raises for a file that is not a safe checkpoint (measured: an empty file EOFError,
+# a cut zip RuntimeError, code or random bytes UnpicklingError, text KeyError, a directory IsADirectoryError)
+NOT_A_CHECKPOINT = (UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError)
+
+
 def load_checkpoint(path, map_location="cpu", mmap=False):
     """Load a checkpoint with weights_only=True: never unpickle code. Refuses, with a reason, anything else."""
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}: train first, or check out_dir")
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
+    except NOT_A_CHECKPOINT as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} is corrupt, truncated or unsafe to load ({reason[:200]}); it was left untouched") from None
 
@@ -148,28 +127,13 @@ def clean_state_dict(state_dict):
 def model_from_checkpoint(checkpoint, **overrides):
     """The GPT a checkpoint describes, with its weights. overrides: GPTConfig fields that do not change the
     weights (e.g. sdpa). model_args from before a field existed (e.g. sdpa) take that field's default."""
-    from model import GPT, GPTConfig
-
     model = GPT(GPTConfig(**{**checkpoint["model_args"], **overrides}))
     model.load_state_dict(clean_state_dict(checkpoint["model"]))
     return model
 
 
-def load_pretrained(name_or_dir, **override_args):
-    """GPT.from_pretrained, with the hub's network errors (offline, no cached copy) as one-line UserErrors."""
-    from model import GPT
-
-    try:
-        return GPT.from_pretrained(name_or_dir, override_args)
-    except OSError as e:
-        raise UserError(str(e)) from None
-
-
 def load_model(init_from, out_dir, device):
     """(model in eval mode on device, tokenizer): out_dir's checkpoint (init_from="resume") or GPT-2 weights."""
-    from data.tokenizer import GPT2Tokenizer, load_tokenizer
-    from model import PRETRAINED
-
     if init_from == "resume":
         model = model_from_checkpoint(load_checkpoint(os.path.join(out_dir, "ckpt.pt"), map_location=device))
         meta_path = os.path.join(out_dir, "meta.json")
@@ -178,7 +142,7 @@ def load_model(init_from, out_dir, device):
         with open(meta_path) as f:
             tokenizer = load_tokenizer(json.load(f), out_dir)
     elif init_from in PRETRAINED or os.path.isdir(init_from):
-        model, tokenizer = load_pretrained(init_from), GPT2Tokenizer()
+        model, tokenizer = from_pretrained(init_from), GPT2Tokenizer()
     else:
         raise UserError(f"--init_from={init_from} must be resume, one of {', '.join(PRETRAINED)}, or a directory")
     return model.eval().to(device), tokenizer

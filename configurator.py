@@ -16,10 +16,7 @@ import operator
 import sys
 from dataclasses import fields, replace
 
-
-class UserError(ValueError):
-    """A user mistake (bad input, a missing file, a full disk); the message says what to do next.
-    run_cli prints it as one line. Any other exception is a bug and keeps its traceback."""
+from base import UserError
 
 
 class ConfigError(UserError):

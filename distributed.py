@@ -23,7 +23,7 @@ import torch
 import torch.distributed
 
 import hardware
-from configurator import UserError
+from base import UserError
 
 
 def launched():

@@ -2,7 +2,7 @@
 Device, dtype and autocast: the one choice every script (train, sample, attention, bench) makes the same way;
 and, for training, the precision and kernel choices made for the machine at hand, each with why.
 
-    device, device_type, dtype, ctx, scaler = hardware.setup("auto", "auto")
+    hw = hardware.setup("auto", "auto")      # hw.device, hw.device_type, hw.dtype, hw.ctx (autocast), hw.scaler
     python -c "import hardware; print(hardware.training_choices('cpu'))"   # what training would choose here
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from configurator import UserError
+from base import UserError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # the --dtype choices
 
@@ -87,7 +87,7 @@ def decide_dtype(requested, device_type, flags, bf16_speedup, cuda_bf16=False, d
     if bf16_speedup is not None and bf16_speedup < BF16_MIN_SPEEDUP:
         return "float32", f"avx512_bf16/amx_bf16, but a bf16 matmul measured only {bf16_speedup:.2f}x fp32's speed"
     if decoding:  # Zen 4, GPT-2 small, batch 1: 65 tok/s with bf16 PackedLinear weights, 45 with fp32 ones
-        return "bfloat16", "native bf16: the weights are packed in bf16 (model.prepare_for_decoding), half the bytes to stream"
+        return "bfloat16", "native bf16: the weights are packed in bf16 (decoding.prepare_for_decoding), half the bytes to stream"
     measured = f", measured {bf16_speedup:.2f}x fp32's matmul speed" if bf16_speedup is not None else " (not timed)"
     return "bfloat16", f"native bf16 ({', '.join(sorted(flags & {'avx512_bf16', 'amx_bf16'}))}){measured}"
 
@@ -189,10 +189,21 @@ def precision(dtype, device_type):
     return ctx, torch.amp.GradScaler(device_type, enabled=dtype == "float16")
 
 
+@dataclass(frozen=True)
+class Hardware:
+    """What a script computes on: setup()'s answer."""
+
+    device: str  # "cpu", "cuda", "cuda:1", "mps"
+    device_type: str  # "cpu", "cuda" or "mps": kind(device)
+    dtype: str  # "float32" | "bfloat16" | "float16": autocast's (or, sampling on a CPU, the packed weights')
+    ctx: object  # the autocast context for forward passes (nullcontext in float32)
+    scaler: torch.amp.GradScaler  # loss scaling, enabled for float16 only
+
+
 def setup(device_name, dtype_name, decoding=False):
-    """(device, device_type, dtype, autocast ctx, GradScaler) from the --device and --dtype settings; "auto" dtype by
-    the capabilities alone (pick_dtype; decoding=True for sampling: on CPU no autocast, pass dtype to
-    model.prepare_for_decoding). Training passes training_choices' dtype instead."""
+    """The Hardware for the --device and --dtype settings; "auto" dtype by the capabilities alone (pick_dtype;
+    decoding=True for sampling: on CPU no autocast, pass hw.dtype to decoding.prepare_for_decoding). Training
+    passes training_choices' dtype instead."""
     device = pick_device(device_name)
     device_type = kind(device)
     dtype = pick_dtype(dtype_name, device_type, decoding)
@@ -202,12 +213,23 @@ def setup(device_name, dtype_name, decoding=False):
     if device_type == "cuda":  # TF32 matmuls for whatever runs in float32: ~free speed on Ampere and later
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return device, device_type, dtype, ctx, scaler
+    return Hardware(device, device_type, dtype, ctx, scaler)
 
 
 def sync(device):
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def flops_per_token(model):
+    """Training FLOPs per token of a GPT, forward + backward (PaLM paper, appendix B): 6N + 12 L T C."""
+    cfg = model.config
+    return 6 * model.get_num_params() + 12 * cfg.n_layer * cfg.block_size * cfg.n_embd
+
+
+def estimate_mfu(model, fwdbwd_per_iter, dt, peak_flops):
+    """Model FLOPs utilization: achieved training FLOP/s (fwdbwd_per_iter sequences in dt seconds) over peak_flops."""
+    return flops_per_token(model) * model.config.block_size * fwdbwd_per_iter / dt / peak_flops
 
 
 def measure_peak_flops(device, dtype, repeats=5):

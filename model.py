@@ -7,29 +7,24 @@ A GPT language model, built from the four stages of attention in the order our n
      MultiHeadAttentionWrapper - the bridge: several stage-3 heads side by side, concatenated
   4. MultiHeadAttention       - new: the same heads batched (one matmul), an output projection
 
-"Beyond the notes" then adds what the GPT's attention (GPTAttention, a stage-4 subclass) needs on top:
-QK-norm, rotary positions, a KV cache and the fused SDPA kernel. The GPT (token + position embeddings,
-pre-LayerNorm blocks of GPTAttention and an MLP, a final norm, an LM head tied to the token embedding by
-default) follows, with two levers from the speedruns, off by default: a logit soft-cap and zero-initialized
-output projections. Module names follow GPT-2's checkpoint keys, so loading Hugging Face weights is a
-key-for-key copy. Last come generation and the CPU decoding kernels sample.py swaps in (PackedLinear,
-Int8Linear: prepare_for_decoding).
+"Beyond the notes" adds what the GPT's attention (GPTAttention, a stage-4 subclass) needs: QK-norm, rotary
+positions, a KV cache, the fused SDPA kernel. Then the GPT: embeddings, pre-norm blocks, a final norm, an LM
+head tied to the token embedding, and generation with the KV cache. Module names are GPT-2's checkpoint keys,
+so its weights load key-for-key (pretrained.py). No files and no CPU kernels here (checkpoint.py, decoding.py).
 
 Shapes: B batch, T sequence length (time), C embedding size (n_embd), nh heads, hs head size (C // nh).
-Try it:
-    python -c "import model, torch; m = model.GPT(model.GPTConfig()); print(m.get_num_params())"
+    python -c "import model; print(model.GPT(model.GPTConfig()).get_num_params())"
 """
 
-import json
 import math
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from configurator import UserError
+from base import UserError
+from sampling import check_sampling, sample_next
 
 # ----------------------------------------------------------------------------------------------------
 # Stage 1: simplified self-attention
@@ -140,10 +135,9 @@ class MultiHeadAttentionWrapper(nn.Module):
 
 class MultiHeadAttention(nn.Module):
     """
-    The wrapper's math batched over a head axis: the same causal_softmax and dropout, the heads' outputs
-    side by side. New: the q, k, v of all heads come from one matmul (c_attn, fused as in GPT-2, so its
-    checkpoint keys load key-for-key: rows [all heads' q | all heads' k | all heads' v]), reshapes split the
-    heads, and an output projection (c_proj) mixes them. Returned weights are after dropout, as stage 3's.
+    The wrapper's math batched over a head axis: the same causal_softmax and dropout, the heads' outputs side
+    by side. New: all heads' q, k, v from one matmul, reshapes that split the heads, an output projection that
+    mixes them. Returned weights are after dropout, as stage 3's.
     """
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, proj_bias=True):
@@ -151,6 +145,8 @@ class MultiHeadAttention(nn.Module):
         if d_out % num_heads != 0:
             raise UserError(f"d_out={d_out} must be divisible by num_heads={num_heads}")
         self.d_out, self.num_heads, self.head_size = d_out, num_heads, d_out // num_heads
+        # New names, GPT-2's own, so its checkpoints load key-for-key: the notes' W_query, W_key, W_value are fused
+        # into c_attn (its rows: every head's q, then k, then v), and the output projection is c_proj.
         self.c_attn = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)  # new: heads (and q, k, v) in one matmul
         self.c_proj = nn.Linear(d_out, d_out, bias=proj_bias)  # new: mixes what the heads found
         self.attn_dropout = nn.Dropout(dropout)  # on the weights, as stage 3
@@ -187,30 +183,16 @@ class MultiHeadAttention(nn.Module):
 # thing faster; QK-norm and rotary positions are model switches (GPTConfig qk_norm, pos), off for GPT-2.
 
 
-class RMSNorm(nn.Module):
-    """Root-mean-square norm (Zhang & Sennrich 2019): LayerNorm without centering or bias."""
-
-    def __init__(self, ndim, eps=1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(ndim))
-
-    def forward(self, x):
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-
-
-def rope_cache(head_size, length, base=10000.0, device=None):
+def rope_cache(head_size, length, base=10000.0):
     """cos/sin tables for rotary position embeddings (Su et al. 2021, RoFormer), each (length, hs/2)."""
-    inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, device=device).float() / head_size)
-    angles = torch.outer(torch.arange(length, device=device).float(), inv_freq)
+    angles = torch.outer(torch.arange(length).float(), 1.0 / base ** (torch.arange(0, head_size, 2).float() / head_size))
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x, cos, sin):
     """Rotate pairs of channels of x (B, nh, T, hs) by position-dependent angles (T, hs/2)."""
     x1, x2 = x.float().chunk(2, dim=-1)  # (B, nh, T, hs/2) each
-    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    return rotated.type_as(x)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
 
 
 class KVCache:
@@ -232,18 +214,15 @@ class KVCache:
 
 
 class GPTAttention(MultiHeadAttention):
-    """
-    Stage 4 plus: QK-norm (Dehghani et al. 2023: normalize each head's q and k, which bounds the logits),
-    rotary positions (rope tables from the GPT), a KV cache for generation, and F.scaled_dot_product_attention
-    (sdpa=True; flash kernels on GPU), which computes stage 4's attend() in one fused kernel. Asking for the
-    weights takes stage 4's explicit attend(), as does sdpa=False.
-    """
+    """Stage 4 plus QK-norm (Dehghani et al. 2023: normalized q and k bound the logits), rotary positions, a KV
+    cache, and F.scaled_dot_product_attention (sdpa=True): attend() in one fused kernel. Asking for the weights
+    takes stage 4's explicit attend(), as does sdpa=False."""
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, proj_bias=True, qk_norm=False, sdpa=True):
         super().__init__(d_in, d_out, context_length, dropout, num_heads, qkv_bias, proj_bias)
         self.sdpa = sdpa
-        self.q_norm = RMSNorm(self.head_size) if qk_norm else None
-        self.k_norm = RMSNorm(self.head_size) if qk_norm else None
+        self.q_norm = nn.RMSNorm(self.head_size, eps=1e-5) if qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_size, eps=1e-5) if qk_norm else None
 
     def forward(self, x, rope=None, kv_cache=None, return_weights=False):
         """x (B, T, d_in) -> (B, T, d_out). rope: (cos, sin) tables; kv_cache: this layer's KVCache."""
@@ -259,10 +238,9 @@ class GPTAttention(MultiHeadAttention):
             k, v = kv_cache.update(k, v)  # (B, nh, past + T, hs)
         # query i sits at absolute position past + i and may see keys 0 .. past + i
         mask = self.mask[past : past + T, : past + T]  # (T, past + T), True = masked
-        weights = None
         if self.sdpa and not return_weights and past == 0:
             dropout_p = self.attn_dropout.p if self.training else 0.0
-            context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            context, weights = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True), None
         else:  # decoding (past > 0) takes the math too: for one query it is a few tiny matmuls, while SDPA's
             # kernels cost more per call (CPU: ~0.9 ms) or build a plan per new key length (cuDNN: ~30 ms a token)
             context, weights = self.attend(q, k, v, mask)  # stage 4's math
@@ -308,9 +286,8 @@ class GPTConfig:
 
 
 def make_norm(config):
-    if config.norm == "rmsnorm":
-        return RMSNorm(config.n_embd)
-    return nn.LayerNorm(config.n_embd, bias=config.bias)
+    """LayerNorm (GPT-2), or RMSNorm (Zhang & Sennrich 2019: without centering or bias, a little cheaper)."""
+    return nn.RMSNorm(config.n_embd, eps=1e-5) if config.norm == "rmsnorm" else nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
 class MLP(nn.Module):
@@ -350,15 +327,13 @@ class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd) if config.pos == "learned" else None,
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=make_norm(config),
-            )
-        )
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
+            wpe=nn.Embedding(config.block_size, config.n_embd) if config.pos == "learned" else None,  # positions
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=make_norm(config),
+        ))  # fmt: skip
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
             self.transformer.wte.weight = self.lm_head.weight
@@ -375,20 +350,16 @@ class GPT(nn.Module):
                 if config.zero_init_proj:  # beyond the notes (modded-nanogpt); drawn first, so other weights are as without it
                     nn.init.zeros_(p)
 
-    def _init_weights(self, module):
-        if isinstance(module, nn.Linear):
+    def _init_weights(self, module):  # GPT-2's: N(0, 0.02) weights, zero biases
+        if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
     def get_num_params(self, non_embedding=True):
-        """Parameter count; non_embedding leaves out position embeddings (token ones are the tied head)."""
-        n_params = sum(p.numel() for p in self.parameters())
-        if non_embedding and self.transformer.wpe is not None:
-            n_params -= self.transformer.wpe.weight.numel()
-        return n_params
+        """Parameter count; non_embedding leaves out the position table (the token embedding is the tied head)."""
+        wpe = self.transformer.wpe
+        return sum(p.numel() for p in self.parameters()) - (wpe.weight.numel() if non_embedding and wpe is not None else 0)
 
     def _embed(self, idx, past=0):
         """Token (+ learned position) embeddings of idx (B, T) at positions past.., and the rope tables or None."""
@@ -413,8 +384,7 @@ class GPT(nn.Module):
 
     def head(self, x):
         """Logits from hidden states: the LM head, soft-capped if the config says so (beyond the notes)."""
-        logits = self.lm_head(x)
-        cap = self.config.logit_softcap
+        logits, cap = self.lm_head(x), self.config.logit_softcap
         return cap * torch.tanh(logits / cap) if cap else logits
 
     def forward(self, idx, targets=None):
@@ -442,38 +412,7 @@ class GPT(nn.Module):
             x = block(x, rope)
         return torch.stack(maps).float()  # (n_layer, n_head, T, T)
 
-    def crop_block_size(self, block_size):
-        """Shrink the context (e.g. to finetune GPT-2 on short sequences)."""
-        assert block_size <= self.config.block_size, (block_size, self.config.block_size)
-        self.config = GPTConfig(**{**asdict(self.config), "block_size": block_size})
-        if self.transformer.wpe is not None:
-            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
-        if self.config.pos == "rope":
-            self.rope_cos, self.rope_sin = self.rope_cos[:block_size], self.rope_sin[:block_size]
-        for block in self.transformer.h:
-            block.attn.mask = block.attn.mask[:block_size, :block_size]
-
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW; weight decay on matrices and embeddings (>= 2-D) only, not on biases and norm gains."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        optim_groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(optim_groups, lr=learning_rate, betas=betas, fused=device_type == "cuda")
-
-    def estimate_flops_per_token(self):
-        """Training FLOPs per token, forward + backward (PaLM paper, appendix B): 6N + 12 L T C."""
-        cfg = self.config
-        return 6 * self.get_num_params() + 12 * cfg.n_layer * cfg.block_size * cfg.n_embd
-
-    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops):
-        """Model FLOPs utilization: achieved training FLOP/s over the hardware's peak_flops."""
-        flops_per_iter = self.estimate_flops_per_token() * self.config.block_size * fwdbwd_per_iter
-        return flops_per_iter / dt / peak_flops
-
-    # ------------------------------------------------------------------------------------------------
-    # Generation
+    # -- generation ------------------------------------------------------------------------------------
 
     def new_kv_caches(self):
         """One empty KVCache per layer, for next_token_logits."""
@@ -481,12 +420,9 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def next_token_logits(self, idx, kv_caches=None):
-        """
-        Logits (B, vocab_size) for the token after idx (B, T). With kv_caches (from new_kv_caches, holding
-        a prefix of idx) only the tokens they have not seen yet are run and cached. Once idx outgrows
-        block_size, the last block_size tokens are recomputed without the caches, exactly as without them:
-        cached keys cannot be reused because every position (learned or rotary) shifts by one each step.
-        """
+        """Logits (B, vocab_size) for the token after idx (B, T). With kv_caches (new_kv_caches, holding a prefix of idx)
+        only the tokens they have not seen are run and cached. Once idx outgrows block_size, its last block_size tokens
+        are recomputed without them: every position (learned or rotary) shifts by one each step, so no key is reusable."""
         if kv_caches is not None and idx.shape[1] <= self.config.block_size:
             x = self._run(idx[:, kv_caches[0].length :], kv_caches=kv_caches)  # prefill, then one token per step
         else:
@@ -495,20 +431,11 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, use_cache=True):
-        """
-        Yield (B, 1) next-token tensors one by one, continuing idx (B, T). temperature=0 or top_k=1 is
-        greedy; top_p keeps the smallest set of tokens whose probability reaches top_p (Holtzman et al.
-        2019); generator (a torch.Generator on idx's device, or a list of B of them: one per row, so a row's
-        draws do not depend on its batch mates) makes sampling reproducible. The caller stops early by
-        stopping to iterate (sample.py does, on a stop string). use_cache=True keeps a KV cache (see
-        next_token_logits); use_cache=False recomputes every step.
-        """
-        if temperature < 0:
-            raise UserError(f"temperature must be >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise UserError(f"top_k must be >= 1, got {top_k}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise UserError(f"top_p must be in (0, 1], got {top_p}")
+        """Yield (B, 1) next-token tensors one by one, continuing idx (B, T); stop iterating to stop early. temperature=0
+        or top_k=1 is greedy; top_p keeps the fewest tokens whose probability reaches top_p (Holtzman et al. 2019);
+        generator (a torch.Generator, or a list of B: one per row, so a row's draws do not depend on its batch mates)
+        makes it reproducible; use_cache=False recomputes the whole context every step instead of the KV cache."""
+        check_sampling(temperature, top_k, top_p)
         kv_caches = self.new_kv_caches() if use_cache else None
         for _ in range(max_new_tokens):
             logits = self.next_token_logits(idx, kv_caches)
@@ -521,212 +448,3 @@ class GPT(nn.Module):
         """Continue idx (B, T) by up to max_new_tokens tokens; same options as generate_stream."""
         new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, **kwargs))
         return torch.cat([idx, *new], dim=1)
-
-    # ------------------------------------------------------------------------------------------------
-    # Hugging Face GPT-2 format: config.json + model.safetensors
-
-    @classmethod
-    def from_pretrained(cls, name_or_dir, override_args=None):
-        """
-        Load GPT-2 weights: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" from the Hugging Face hub (or
-        its local cache; HF_HUB_OFFLINE=1 stays off the network), or a local directory in Hugging Face
-        GPT-2 format (config.json + model.safetensors). Only dropout and sdpa may be overridden.
-        """
-        override_args = override_args or {}
-        if set(override_args) - {"dropout", "sdpa"}:
-            raise UserError(f"only dropout and sdpa can be overridden, got {sorted(override_args)}")
-        directory = name_or_dir
-        if not os.path.isdir(name_or_dir):
-            if name_or_dir not in PRETRAINED:
-                raise UserError(f"{name_or_dir!r} is neither a directory nor one of {', '.join(PRETRAINED)}")
-            from huggingface_hub import snapshot_download
-
-            repo = f"openai-community/{name_or_dir}"
-            try:
-                directory = snapshot_download(repo, allow_patterns=["config.json", "model.safetensors"])
-            except OSError as e:  # offline without a cached copy, the hub unreachable, ...: say which model
-                raise OSError(f"cannot get {repo} from the Hugging Face hub: {e}") from e
-        for filename in ("config.json", "model.safetensors"):
-            if not os.path.isfile(os.path.join(directory, filename)):
-                raise UserError(f"{directory} has no {filename} (expected a Hugging Face GPT-2 directory)")
-        with open(os.path.join(directory, "config.json")) as f:
-            hf = json.load(f)
-        missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if k not in hf]
-        if missing:
-            raise UserError(f"{directory}/config.json has no {', '.join(missing)} (expected a GPT-2 config)")
-        # GPT-2 variants this model does not compute would otherwise load silently and give wrong logits.
-        supported = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"), "layer_norm_epsilon": (1e-5,),
-                     "n_inner": (None, 4 * hf["n_embd"]), "scale_attn_weights": (True,), "scale_attn_by_inverse_layer_idx": (False,)}  # fmt: skip
-        for key, allowed in supported.items():
-            if hf.get(key, allowed[0]) not in allowed:
-                raise UserError(f"{directory}/config.json: {key}={hf[key]!r} is not supported (this model has {allowed[0]!r})")
-        config = GPTConfig(
-            block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"], n_head=hf["n_head"],
-            n_embd=hf["n_embd"], dropout=override_args.get("dropout", 0.0), sdpa=override_args.get("sdpa", True), bias=True,
-            tie_weights=hf.get("tie_word_embeddings", True),
-        )  # fmt: skip
-        model = cls(config)
-        from safetensors.torch import load_file
-
-        # The hub's own files name keys "h.0...", transformers' save_pretrained "transformer.h.0..."; both
-        # may hold attn.bias/attn.masked_bias, old causal-mask buffers we do not need.
-        hf_state = {k.removeprefix("transformer."): v for k, v in load_file(os.path.join(directory, "model.safetensors")).items()}
-        state = model.state_dict()
-        for key in state:
-            hf_key = key.removeprefix("transformer.")
-            if key == "lm_head.weight" and config.tie_weights:
-                hf_key = "wte.weight"  # a tied head is stored once, as the token embedding
-            if hf_key not in hf_state:
-                raise UserError(f"{directory}/model.safetensors has no tensor {hf_key}")
-            tensor = hf_state[hf_key].t() if key.endswith(CONV1D) else hf_state[hf_key]
-            if tensor.shape != state[key].shape:
-                raise UserError(f"{hf_key}: shape {tuple(tensor.shape)} does not match the model's {tuple(state[key].shape)}")
-            state[key] = tensor
-        model.load_state_dict(state)
-        return model
-
-    def save_pretrained(self, directory):
-        """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained reads."""
-        cfg = self.config
-        if (cfg.norm, cfg.pos, cfg.mlp, cfg.qk_norm, cfg.logit_softcap) != ("layernorm", "learned", "gelu", False, 0.0):
-            raise UserError(
-                "only the GPT-2 layout (norm=layernorm, pos=learned, mlp=gelu, qk_norm=False, logit_softcap=0) has a Hugging Face GPT-2 format"
-            )
-        tensors = {}
-        for name, tensor in self.state_dict().items():
-            if name == "lm_head.weight" and cfg.tie_weights:
-                continue  # the same tensor as transformer.wte.weight
-            tensors[name] = (tensor.t() if name.endswith(CONV1D) else tensor).contiguous().cpu()
-        if not cfg.bias:  # GPT-2 always has biases: zeros compute the same function
-            for name, module in self.named_modules():
-                if isinstance(module, (nn.Linear, nn.LayerNorm)) and module.bias is None and name != "lm_head":
-                    tensors[f"{name}.bias"] = torch.zeros(module.weight.shape[0], dtype=module.weight.dtype)
-        hf_config = {
-            "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "activation_function": "gelu_new",
-            "vocab_size": cfg.vocab_size, "n_positions": cfg.block_size, "n_ctx": cfg.block_size,
-            "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head, "layer_norm_epsilon": 1e-5,
-            "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
-            "tie_word_embeddings": cfg.tie_weights, "initializer_range": 0.02,
-        }  # fmt: skip
-        from safetensors.torch import save_file
-
-        from checkpoint import atomic_write, save_json
-
-        os.makedirs(directory, exist_ok=True)
-        atomic_write(os.path.join(directory, "model.safetensors"), lambda path: save_file(tensors, path, metadata={"format": "pt"}))
-        save_json(os.path.join(directory, "config.json"), hf_config)
-
-
-PRETRAINED = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")  # HF stores these (in, out)
-
-
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Pick the next token (B, 1) from logits (B, vocab_size); generator: one, or a list of B (one per row)."""
-    if temperature == 0 or top_k == 1:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None:
-        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-        logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
-    if top_p is not None and top_p < 1:
-        sorted_logits, sorted_idx = torch.sort(logits, descending=True)  # (B, vocab_size), most likely first
-        sorted_probs = torch.softmax(sorted_logits, dim=-1)
-        # drop a token once the more likely ones already reach top_p; the most likely one always stays
-        drop_sorted = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
-        drop = torch.empty_like(drop_sorted).scatter(1, sorted_idx, drop_sorted)  # back to vocabulary order
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    # Inverse-CDF sampling: one uniform draw per row against the cumulative probabilities. Same
-    # distribution as torch.multinomial, which on CPU costs ~1 ms a token at GPT-2's vocabulary (an
-    # exponential draw per entry) - 4% of a KV-cached decoding step.
-    cdf = probs.cumsum(dim=-1)  # (B, vocab_size)
-    if isinstance(generator, (list, tuple)):  # one draw per row from its own generator, as if sampled alone
-        assert len(generator) == probs.shape[0], (len(generator), probs.shape)
-        u = torch.cat([torch.rand(1, 1, generator=g, device=probs.device, dtype=cdf.dtype) for g in generator])
-    else:
-        u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)
-    # right=True: the first index whose cdf exceeds the draw, so zero-probability tokens are never picked
-    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=probs.shape[-1] - 1)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Decoding speed on CPU: one token at a time is a chain of matrix-vector products, so its speed is the
-# rate at which the weights stream from memory (docs/performance.md has the roofline numbers).
-
-
-class PackedLinear(nn.Module):
-    """
-    A Linear whose weight oneDNN has re-laid out in its blocked format (what torch.compile's CPU freezing
-    does), computed by oneDNN's own kernel in `dtype`. At batch 1 it streams the weight at ~25-29 GB/s where
-    F.linear reaches ~14-16 on the same Zen 4 CPU (measured, docs/performance.md). The packed weight is an
-    opaque tensor: it cannot be saved, copied or moved, so pack last, for sampling only.
-    """
-
-    def __init__(self, linear, dtype=torch.float32):
-        super().__init__()
-        self.in_features, self.out_features, self.dtype = linear.in_features, linear.out_features, dtype
-        self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().to(dtype), 1), persistent=False)
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(dtype), persistent=False)
-
-    def forward(self, x):
-        y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.weight, self.bias, "none", [], "")
-        return y.to(x.dtype)
-
-
-class Int8Linear(nn.Module):
-    """
-    A Linear with int8 weights and one fp32 scale per output channel (absmax / 127): 4x fewer bytes to
-    stream per token. Each input row is quantized to int8 on the fly (its own absmax scale) so that the
-    product runs in torch's int8 x int8 -> int32 kernel (torch._int_mm); a weight-only kernel that keeps
-    the activations in fp32 (torch._weight_int8pack_mm) measured ~7x slower than this one at batch 1 on CPU.
-    """
-
-    def __init__(self, linear):
-        super().__init__()
-        weight = linear.weight.detach().float()  # (out, in)
-        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127  # (out,)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        # (in, out) as a transposed view of (out, in): the layout _int_mm streams fastest (measured)
-        self.register_buffer("weight_t", (weight / scale[:, None]).round().to(torch.int8).t())
-        self.register_buffer("scale", scale)
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
-
-    def forward(self, x):
-        rows = x.reshape(-1, self.in_features).float()  # (B*T, in)
-        x_scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127  # (B*T, 1)
-        x_int8 = (rows / x_scale).round().to(torch.int8)
-        y = torch._int_mm(x_int8, self.weight_t) * (x_scale * self.scale)  # (B*T, out), exact int32 sums rescaled
-        if self.bias is not None:
-            y = y + self.bias
-        return y.view(*x.shape[:-1], self.out_features).type_as(x)
-
-
-QUANTIZE = ("none", "int8")
-
-
-def prepare_for_decoding(model, quantize="none", dtype=torch.float32):
-    """
-    The model, changed in place for fast token-by-token sampling; only for a model you sample from.
-    On CPU every Linear, the LM head included, becomes a PackedLinear in `dtype` (float32 or bfloat16),
-    or an Int8Linear with quantize="int8"; the token embedding keeps its fp32 rows (a lookup reads one
-    row). On a GPU the model is left as it is (decoding there is bound by kernel launches, not bytes).
-    """
-    if quantize not in QUANTIZE:
-        raise ValueError(f"quantize={quantize!r} must be one of {', '.join(QUANTIZE)}")
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    if quantize == "int8" and not on_cpu:  # CUDA's _int_mm needs > 16 rows
-        raise ValueError("quantize='int8' is for sampling on a CPU; on a GPU sample without it")
-    if not on_cpu or (quantize == "none" and not torch.backends.mkldnn.is_available()):
-        return model
-    if quantize == "none" and dtype not in (torch.float32, torch.bfloat16):
-        raise UserError(f"sampling on a CPU runs in float32 or bfloat16, not {dtype}")
-    parents = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()]
-    for parent, name, child in parents:
-        if not isinstance(child, nn.Linear):
-            continue
-        try:
-            setattr(parent, name, Int8Linear(child) if quantize == "int8" else PackedLinear(child, dtype))
-        except RuntimeError as e:  # e.g. bf16 on a CPU whose oneDNN has no bf16 kernels
-            raise UserError(f"this CPU cannot sample in {dtype} ({e}); use --dtype=float32") from None
-    return model

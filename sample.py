@@ -11,7 +11,7 @@ Same seed and settings give the same text, streamed (--stream, the default on a 
 --num_samples=N runs the N samples as one batch (the weights are read once per token for all of them);
 sample i draws from its own generator seeded seed + i, so it is the same text as when sampled alone.
 Only a single sample is streamed; a batch's samples are printed when the batch is done.
---quantize=int8 samples with int8 weights (model.prepare_for_decoding): ~2x tokens/s on CPU.
+--quantize=int8 samples with int8 weights (decoding.prepare_for_decoding): ~2x tokens/s on CPU.
 --output appends one JSON object per sample: prompt, text, tokens (the new token ids), settings, tokens_per_s.
 """
 
@@ -23,9 +23,11 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 import hardware
+from base import UserError
 from checkpoint import load_model
-from configurator import UserError, parse_args, run_cli
-from model import QUANTIZE, prepare_for_decoding
+from configurator import parse_args, run_cli
+from decoding import check_quantize, prepare_for_decoding
+from sampling import check_sampling
 
 
 @dataclass(frozen=True)
@@ -50,18 +52,12 @@ class SampleConfig:
 
 
 def validate(cfg):
-    if cfg.temperature < 0:
-        raise UserError(f"--temperature={cfg.temperature} must be >= 0")
-    if not 0 < cfg.top_p <= 1:
-        raise UserError(f"--top_p={cfg.top_p} must be in (0, 1]")
-    if cfg.top_k < 1:
-        raise UserError(f"--top_k={cfg.top_k} must be at least 1")
+    check_sampling(cfg.temperature, cfg.top_k, cfg.top_p, flag="--")
     if cfg.num_samples < 1 or cfg.max_new_tokens < 0:
         raise UserError("--num_samples must be >= 1 and --max_new_tokens >= 0")
     if cfg.stream.lower() not in ("auto", "true", "false"):
         raise UserError(f"--stream={cfg.stream} must be auto, true or false")
-    if cfg.quantize not in QUANTIZE:
-        raise UserError(f"--quantize={cfg.quantize} must be one of {', '.join(QUANTIZE)}")
+    check_quantize(cfg.quantize, hardware.kind(hardware.pick_device(cfg.device)))
     if cfg.dtype not in hardware.DTYPES:
         raise UserError(f"--dtype={cfg.dtype} must be {', '.join(hardware.DTYPES)}")
 
@@ -148,9 +144,9 @@ def main(argv=None):
     cfg = parse_args(SampleConfig(), ["--stream=true" if arg == "--stream" else arg for arg in argv])
     validate(cfg)
     cfg = replace(cfg, stop=unescape(cfg.stop))
-    device, _, dtype, ctx, _ = hardware.setup(cfg.device, cfg.dtype, decoding=True)  # sampling needs no GradScaler
-    model, tokenizer = load_model(cfg.init_from, cfg.out_dir, device)
-    model = prepare_for_decoding(model, cfg.quantize, getattr(torch, dtype))
+    hw = hardware.setup(cfg.device, cfg.dtype, decoding=True)
+    model, tokenizer = load_model(cfg.init_from, cfg.out_dir, hw.device)
+    model = prepare_for_decoding(model, cfg.quantize, getattr(torch, hw.dtype))
     stream = cfg.stream.lower() == "true" or (cfg.stream.lower() == "auto" and sys.stdout.isatty())
     try:
         output = open(cfg.output, "a", encoding="utf-8") if cfg.output else None
@@ -165,12 +161,12 @@ def main(argv=None):
         """num_samples continuations of prompt on stdout (after the prompt itself when echo)."""
         ids = encode_prompt(tokenizer, prompt, model.config.block_size)
         # sample i has its own generator seeded seed + i: the same text in a batch as alone
-        generators = [torch.Generator(device=device).manual_seed(cfg.seed + i) for i in range(num_samples)]
+        generators = [torch.Generator(device=hw.device).manual_seed(cfg.seed + i) for i in range(num_samples)]
         streamed = stream and num_samples == 1
         if streamed and echo:
             emit(prompt)
         t0 = time.perf_counter()
-        samples = generate_texts(model, tokenizer, ids, cfg, generators, ctx, emit if streamed else None)
+        samples = generate_texts(model, tokenizer, ids, cfg, generators, hw.ctx, emit if streamed else None)
         seconds = time.perf_counter() - t0
         for text, new_ids in samples:
             print("" if streamed else (prompt if echo else "") + text)  # streamed text is already out

@@ -8,13 +8,13 @@ Train a GPT, from scratch, from a checkpoint (exact resume) or from GPT-2's weig
 On several GPUs (DDP; gloo on CPU), one node or many; --fsdp=True shards the model instead (distributed.py):
     torchrun --standalone --nproc_per_node=4 train.py config/train_gpt2.py
     torchrun --standalone --nproc_per_node=4 train.py config/train_gpt2.py --fsdp=True
-    torchrun --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=8 train.py ...
 
-Writes to out_dir: ckpt.pt (weights_only-loadable), metrics.jsonl (one line per evaluation),
-config.json, meta.json (the dataset's tokenizer, for sample.py), choices.json (the precision, attention and
-thread choices made for this machine, with why) and loss.png. One run at a time: it holds
-out_dir/.lock while it runs, and a new run never replaces a checkpoint there unless --overwrite=True.
-The keys and their defaults are TrainConfig's, in train_config.py.
+Writes to out_dir: ckpt.pt (weights_only-loadable), metrics.jsonl (one line per evaluation), config.json,
+meta.json (the dataset's tokenizer, for sample.py), choices.json (the precision, attention and thread choices
+made for this machine, with why) and loss.png. One run at a time: it holds out_dir/.lock while it runs, and a
+new run never replaces a checkpoint there unless --overwrite=True. Every check of what the user gave (config,
+data, out_dir, the checkpoint to continue) runs before any work: a refused run prints its one line, nothing
+else. The keys and their defaults are TrainConfig's, in train_config.py.
 """
 
 import functools
@@ -32,41 +32,26 @@ from tqdm import tqdm
 
 import distributed
 import hardware
+from base import UserError, atomic_write, save_json
 from checkpoint import (
-    atomic_write,
     load_checkpoint,
-    load_pretrained,
     lock_out_dir,
     model_from_checkpoint,
     refuse_to_overwrite,
     remove_previous_run,
     rng_state,
     save_checkpoint,
-    save_json,
     set_rng_state,
 )
-from configurator import UserError, parse_overrides, run_cli
+from configurator import parse_overrides, run_cli
 from data.loader import BatchLoader, data_dir_for
-from model import GPT, prepare_for_decoding
+from decoding import check_quantize, prepare_for_decoding
+from model import GPT
+from pretrained import crop_block_size, from_pretrained
 from train_config import TrainConfig, build_optimizer, model_config, validate
 
 # ----------------------------------------------------------------------------------------------------
-# Setup: processes and devices, data, out_dir, the model and its optimizer
-
-
-def setup_hardware(cfg, dist):
-    """
-    (device, device_type, choices, autocast ctx, GradScaler). choices (hardware.training_choices): the autocast dtype,
-    Muon's Newton-Schulz dtype, the attention kernel and the threads for this machine, each with why; rank 0 prints
-    them. Ranks under torchrun (DDP, FSDP) decide bf16 by the CPU's flags alone, untimed: timings could differ
-    from rank to rank, and the ranks must agree.
-    """
-    choices = hardware.training_choices(dist.device, cfg.dtype, cfg.sdpa, cfg.n_embd, measure=not dist.launched)
-    device, device_type, _, ctx, scaler = hardware.setup(dist.device, choices.dtype)
-    if dist.master:
-        for name, why in choices.reasons.items():
-            print(f"{name} = {getattr(choices, name)}: {why}")
-    return device, device_type, choices, ctx, scaler
+# Checks before any work: out_dir, and the checkpoint a resume continues
 
 
 def check_writable(out_dir):
@@ -82,7 +67,7 @@ def check_writable(out_dir):
 def claim_out_dir(cfg):
     """Make out_dir this run's (rank 0): writable, locked until the returned file closes, and holding no other run's
     checkpoint unless overwrite. eval_only only reads (its eval.json is written atomically) and takes no lock."""
-    check_writable(cfg.out_dir)  # before anything is built: a bad out_dir costs nothing
+    check_writable(cfg.out_dir)
     if cfg.eval_only:
         return None
     lock = lock_out_dir(cfg.out_dir)
@@ -130,31 +115,6 @@ def with_checkpoint_block_size(given):
     return {**given, "block_size": load_checkpoint(path, mmap=True)["model_args"]["block_size"]}
 
 
-def build_model(cfg, given, meta, data_dir, device, sdpa):
-    """(model on device, checkpoint or None): from scratch, from out_dir's checkpoint (resume, eval_only) or GPT-2's
-    weights. given: the keys the user set explicitly, checked against a checkpoint's. sdpa: the attention kernel
-    chosen for this run (a bool; cfg.sdpa may be "auto"), whatever the checkpoint ran with."""
-    checkpoint = None
-    if cfg.init_from == "resume" or cfg.eval_only:
-        path = os.path.join(cfg.out_dir, "ckpt.pt")
-        checkpoint = load_checkpoint(path, map_location=device)
-        model = model_from_checkpoint(checkpoint, sdpa=sdpa, **resume_overrides(checkpoint, given, path))
-        check_tokenizer(meta, os.path.join(cfg.out_dir, "meta.json"))
-    elif cfg.init_from == "scratch":
-        model = GPT(model_config(cfg, meta["vocab_size"], sdpa))
-    else:
-        if meta.get("tokenizer") != "gpt2":
-            raise UserError(f"init_from={cfg.init_from} needs GPT-2 BPE data, but {data_dir} was prepared with {meta.get('tokenizer')!r}")
-        model = load_pretrained(cfg.init_from, dropout=cfg.dropout, sdpa=sdpa)
-        if cfg.block_size < model.config.block_size:
-            model.crop_block_size(cfg.block_size)
-    if cfg.block_size > model.config.block_size:
-        raise UserError(f"block_size={cfg.block_size} is larger than the model's {model.config.block_size}")
-    if meta["vocab_size"] > model.config.vocab_size:
-        raise UserError(f"the data's vocab_size {meta['vocab_size']} is larger than the model's {model.config.vocab_size}")
-    return model.to(device), checkpoint
-
-
 def check_tokenizer(meta, saved_meta_path):
     """The dataset must be tokenized the way the checkpoint was trained."""
     if not os.path.isfile(saved_meta_path):
@@ -167,6 +127,44 @@ def check_tokenizer(meta, saved_meta_path):
                 f"the dataset's tokenizer ({meta.get('tokenizer')}, vocab {meta.get('vocab_size')}) does not match "
                 f"the checkpoint's ({saved.get('tokenizer')}, vocab {saved.get('vocab_size')}); check --dataset"
             )
+
+
+def checked_start(cfg, given, meta, data_dir):
+    """What the run starts from, checked before any work: (out_dir's checkpoint, loaded to the CPU, or None; its
+    model overrides). A resume or --eval_only reads it and checks it against the settings given and the dataset."""
+    if cfg.init_from == "resume" or cfg.eval_only:
+        path = os.path.join(cfg.out_dir, "ckpt.pt")
+        checkpoint = load_checkpoint(path)
+        overrides = resume_overrides(checkpoint, given, path)
+        check_tokenizer(meta, os.path.join(cfg.out_dir, "meta.json"))
+        if cfg.block_size > checkpoint["model_args"]["block_size"]:
+            raise UserError(f"block_size={cfg.block_size} is larger than the model's {checkpoint['model_args']['block_size']}")
+        return checkpoint, overrides
+    if cfg.init_from != "scratch" and meta.get("tokenizer") != "gpt2":
+        raise UserError(f"init_from={cfg.init_from} needs GPT-2 BPE data, but {data_dir} was prepared with {meta.get('tokenizer')!r}")
+    return None, {}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model: from scratch, from the checkpoint, or from GPT-2's weights
+
+
+def build_model(cfg, start, meta, sdpa):
+    """The GPT the run trains (on the CPU): start is checked_start's (checkpoint, overrides). sdpa: the attention
+    kernel chosen for this run (a bool; cfg.sdpa may be "auto"), whatever the checkpoint ran with."""
+    checkpoint, overrides = start
+    if checkpoint is not None:
+        model = model_from_checkpoint(checkpoint, sdpa=sdpa, **overrides)
+    elif cfg.init_from == "scratch":
+        model = GPT(model_config(cfg, meta["vocab_size"], sdpa))
+    else:
+        model = from_pretrained(cfg.init_from, dict(dropout=cfg.dropout, sdpa=sdpa))
+        if cfg.block_size > model.config.block_size:
+            raise UserError(f"block_size={cfg.block_size} is larger than the model's {model.config.block_size}")
+        model = crop_block_size(model, cfg.block_size) if cfg.block_size < model.config.block_size else model
+    if meta["vocab_size"] > model.config.vocab_size:
+        raise UserError(f"the data's vocab_size {meta['vocab_size']} is larger than the model's {model.config.vocab_size}")
+    return model
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -207,6 +205,17 @@ def evaluate_split(model, loader, split, ctx):
     return result
 
 
+def evaluate_checkpoint(cfg, model, loader, ctx, iter_num, master):
+    """--eval_only: the loss over the whole val split, printed and written to eval.json."""
+    if cfg.quantize != "none":
+        model = prepare_for_decoding(model.eval(), cfg.quantize)
+    result = evaluate_split(model, loader, "val", ctx)
+    result["iter"], result["quantize"] = iter_num, cfg.quantize
+    if master:
+        save_json(os.path.join(cfg.out_dir, "eval.json"), result)
+        print(json.dumps(result))
+
+
 def get_lr(it, cfg):
     """Linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, then min_lr."""
     if not cfg.decay_lr:
@@ -218,6 +227,13 @@ def get_lr(it, cfg):
     decay_ratio = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
     coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # 1 -> 0
     return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
+
+
+def set_lr(optimizer, lr):
+    """lr for every parameter group; Muon's groups run at muon_lr / learning_rate times it. Returns lr."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    return lr
 
 
 def plot_losses(metrics, path):
@@ -270,14 +286,14 @@ def resume_progress(checkpoint, model, optimizer, dist, out_dir):
     return progress, checkpoint["rng"]
 
 
-def write_run_files(cfg, meta, data_dir, metrics, choices):
+def write_run_files(cfg, loader, data_dir, metrics, choices):
     """config.json, meta.json (and the tokenizer file it names, for sample.py), choices.json and metrics.jsonl."""
     if cfg.overwrite and cfg.init_from != "resume":
         remove_previous_run(cfg.out_dir)  # only now, when the new run is set up: a bad setting cost nothing
     save_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
-    save_json(os.path.join(cfg.out_dir, "meta.json"), meta)
+    save_json(os.path.join(cfg.out_dir, "meta.json"), loader.meta)
     save_json(os.path.join(cfg.out_dir, "choices.json"), asdict(choices))
-    tokenizer_file = meta.get("tokenizer_file")
+    tokenizer_file = loader.meta.get("tokenizer_file")
     if tokenizer_file:
         with open(os.path.join(data_dir, tokenizer_file), "rb") as src:
             payload = src.read()
@@ -285,23 +301,18 @@ def write_run_files(cfg, meta, data_dir, metrics, choices):
     write_metrics(cfg.out_dir, metrics)
 
 
-def save_run_checkpoint(cfg, raw_model, optimizer, progress, dist, best=False):
+def save_run_checkpoint(run, best=False):
     """ckpt.pt (plus ckpt_best.pt when best and keep_best, ckpt_<iter>.pt when keep_last), then prune old ones.
     Every rank calls it (under FSDP the full state is gathered from all of them); rank 0 alone writes."""
-    model_state, optimizer_state = distributed.full_state(raw_model, optimizer, dist)
-    if not dist.master:
+    cfg, progress = run.cfg, run.progress
+    model_state, optimizer_state = distributed.full_state(run.raw_model, run.optimizer, run.dist)
+    if not run.dist.master:
         return
     state = {
-        "model": model_state,
-        "optimizer": optimizer_state,
-        "model_args": asdict(raw_model.config),
-        "config": asdict(cfg),
-        "iter_num": progress.iter_num,
-        "best_val_loss": progress.best_val_loss,
-        "elapsed_s": progress.elapsed(),
-        "rng": rng_state(),
-        "wandb_run_id": progress.wandb_run_id,
-    }
+        "model": model_state, "optimizer": optimizer_state, "model_args": asdict(run.raw_model.config), "config": asdict(cfg),
+        "iter_num": progress.iter_num, "best_val_loss": progress.best_val_loss, "elapsed_s": progress.elapsed(),
+        "rng": rng_state(), "wandb_run_id": progress.wandb_run_id,
+    }  # fmt: skip
     paths = [os.path.join(cfg.out_dir, "ckpt.pt")]
     if best:
         paths.append(os.path.join(cfg.out_dir, "ckpt_best.pt"))
@@ -330,16 +341,6 @@ def write_metrics(out_dir, metrics):
     atomic_write(os.path.join(out_dir, "metrics.jsonl"), write)
 
 
-def start_logging(cfg, meta, data_dir, progress, choices):
-    """Rank 0: the run's files in out_dir, and the W&B run (None unless wandb_log), continuing the checkpoint's."""
-    write_run_files(cfg, meta, data_dir, progress.metrics, choices)
-    if not cfg.wandb_log:
-        return None
-    run = start_wandb(cfg, progress.wandb_run_id)
-    progress.wandb_run_id = run.id
-    return run
-
-
 # ----------------------------------------------------------------------------------------------------
 # Weights & Biases
 
@@ -359,67 +360,106 @@ def wandb_mode():
     return "online" if any("wandb" in host for host in hosts) else "offline"
 
 
-def start_wandb(cfg, run_id):
+def start_wandb(cfg, progress):
+    """The W&B run (None unless wandb_log), continuing the checkpoint's; rank 0 only."""
+    if not cfg.wandb_log:
+        return None
     import wandb
 
-    kwargs = dict(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg), id=run_id, resume="allow", dir=cfg.out_dir)
+    kwargs = dict(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg), id=progress.wandb_run_id, resume="allow",
+                  dir=cfg.out_dir)  # fmt: skip
     mode = wandb_mode()
     try:
-        return wandb.init(mode=mode, settings=wandb.Settings(init_timeout=60), **kwargs)
+        run = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=60), **kwargs)
     except wandb.Error as e:
         if mode == "offline":
             raise
         print(f"wandb could not reach its server ({e}); logging offline instead", file=sys.stderr)
-        return wandb.init(mode="offline", **kwargs)
+        run = wandb.init(mode="offline", **kwargs)
+    progress.wandb_run_id = run.id
+    return run
 
 
 # ----------------------------------------------------------------------------------------------------
-# The training loop: evaluate-and-save, then a step, until max_iters or a signal
+# The run: its state in one object, and the loop (evaluate-and-save, then a step, until max_iters or a signal)
 
 
-def evaluate_and_save(cfg, model, raw_model, optimizer, eval_batches, ctx, progress, lr, tokens_per_iter, dist, run):
+@dataclass
+class Run:
+    """Everything the loop reads and changes. model: what steps call (compiled, DDP-wrapped); raw_model: the plain
+    GPT that checkpoints save and MFU counts."""
+
+    cfg: TrainConfig
+    dist: distributed.Distributed
+    hw: hardware.Hardware
+    loader: BatchLoader
+    raw_model: GPT
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    progress: Progress
+    wandb: object = None  # the W&B run, or None
+    peak_flops: float | None = None  # the MFU denominator (rank 0)
+    stop_signal: list = field(default_factory=list)  # SIGINT / SIGTERM received, appended by their handlers
+
+    @property
+    def grad_accum(self):  # micro-steps per step on this rank
+        return self.cfg.gradient_accumulation_steps // self.dist.world_size
+
+    @property
+    def tokens_per_iter(self):  # over all ranks
+        return self.cfg.gradient_accumulation_steps * self.cfg.batch_size * self.cfg.block_size
+
+    def batch(self, it, micro_step):
+        """Ranks split the global micro-steps; micro_step == grad_accum is the next step's first."""
+        it, micro_step = it + micro_step // self.grad_accum, micro_step % self.grad_accum
+        return self.loader.get_batch("train", it, self.dist.rank * self.grad_accum + micro_step)
+
+
+def evaluate_and_save(run, eval_batches, lr):
     """Losses on the fixed eval batches; rank 0 records them, checkpoints (every rank joins), plots and logs to W&B."""
-    losses = estimate_loss(model, eval_batches, ctx)
+    cfg, progress = run.cfg, run.progress
+    losses = estimate_loss(run.model, eval_batches, run.hw.ctx)
     check_finite(losses["train"] + losses["val"], progress.iter_num, cfg.out_dir)  # never save diverged weights
-    iter_num = progress.iter_num
     improved = losses["val"] < progress.best_val_loss
     progress.best_val_loss = min(progress.best_val_loss, losses["val"])
-    if dist.master:
-        record = {"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
-                  "tokens": iter_num * tokens_per_iter, "elapsed_s": round(progress.elapsed(), 3)}  # fmt: skip
+    record = {"iter": progress.iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
+              "tokens": progress.iter_num * run.tokens_per_iter, "elapsed_s": round(progress.elapsed(), 3)}  # fmt: skip
+    if run.dist.master:
         progress.metrics.append(record)
         write_metrics(cfg.out_dir, progress.metrics)
-        tqdm.write(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        tqdm.write(f"step {progress.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     # rank 0's decision on every rank: under FSDP the save is a gather that all ranks must join, or none
-    if distributed.rank0_decides((improved or cfg.always_save_checkpoint) and iter_num > 0, dist):
-        save_run_checkpoint(cfg, raw_model, optimizer, progress, dist, best=improved and cfg.keep_best)
-    if not dist.master:
+    if distributed.rank0_decides((improved or cfg.always_save_checkpoint) and progress.iter_num > 0, run.dist):
+        save_run_checkpoint(run, best=improved and cfg.keep_best)
+    if not run.dist.master:
         return
     plot_losses(progress.metrics, os.path.join(cfg.out_dir, "loss.png"))
-    if run is not None:
+    if run.wandb is not None:
         import wandb
 
         # no "lr" here: at this step W&B's lr is that of the step just taken, logged after it
-        run.log({"iter": iter_num, "train/loss": losses["train"], "val/loss": losses["val"],
-                 "tokens": record["tokens"], "loss_plot": wandb.Image(os.path.join(cfg.out_dir, "loss.png"))}, step=iter_num)  # fmt: skip
+        run.wandb.log({"iter": record["iter"], "train/loss": losses["train"], "val/loss": losses["val"], "tokens": record["tokens"],
+                       "loss_plot": wandb.Image(os.path.join(cfg.out_dir, "loss.png"))}, step=record["iter"])  # fmt: skip
 
 
-def train_step(model, optimizer, scaler, ctx, X, Y, next_batch, grad_accum, grad_clip, dist):
-    """Forward, backward and update over grad_accum micro-batches, fetching each next batch while the current
-    one computes. (loss, grad norm, the next step's first batch X, Y)."""
-    for micro_step in range(grad_accum):
-        distributed.set_grad_sync(model, micro_step == grad_accum - 1, dist)  # ranks communicate only at the last one
-        with ctx:
+def train_step(run, X, Y, next_batch):
+    """Forward, backward and update over the micro-batches, fetching each next batch while the current one computes.
+    (loss, grad norm, the next step's first batch X, Y)."""
+    model, optimizer, scaler = run.model, run.optimizer, run.hw.scaler
+    for micro_step in range(run.grad_accum):
+        distributed.set_grad_sync(model, micro_step == run.grad_accum - 1, run.dist)  # ranks communicate only at the last one
+        with run.hw.ctx:
             _, loss = model(X, Y)
-            loss = loss / grad_accum
+            loss = loss / run.grad_accum
         X, Y = next_batch(micro_step + 1)
         scaler.scale(loss).backward()
     scaler.unscale_(optimizer)  # true gradients for the norm and the clip (a no-op unless float16)
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf).item()
+    grad_clip = run.cfg.grad_clip if run.cfg.grad_clip > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item()
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return loss.item() * grad_accum, grad_norm, X, Y
+    return loss.item() * run.grad_accum, grad_norm, X, Y
 
 
 def check_finite(loss, iter_num, out_dir):
@@ -430,126 +470,119 @@ def check_finite(loss, iter_num, out_dir):
         )
 
 
-def log_step(iter_num, stats, run):
+def log_step(run, lossf, lr, grad_norm, dt):
     """One line of the step's loss, lr, grad norm, speed and MFU; the same numbers to W&B."""
+    cfg = run.cfg
+    tok_s = run.tokens_per_iter / dt
+    mfu = hardware.estimate_mfu(run.raw_model, cfg.batch_size * cfg.gradient_accumulation_steps, dt, run.peak_flops * run.dist.world_size)
     tqdm.write(
-        f"iter {iter_num}: loss {stats['loss']:.4f}, lr {stats['lr']:.2e}, grad norm {stats['grad_norm']:.4f}, "
-        f"{stats['dt'] * 1000:.1f} ms/iter, {stats['tok_s']:,.0f} tok/s, mfu {stats['mfu'] * 100:.1f}%"
+        f"iter {run.progress.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, grad norm {grad_norm:.4f}, "
+        f"{dt * 1000:.1f} ms/iter, {tok_s:,.0f} tok/s, mfu {mfu * 100:.1f}%"
     )
-    if run is not None:
-        run.log({"train/loss_step": stats["loss"], "lr": stats["lr"], "grad_norm": stats["grad_norm"],
-                 "tok_per_s": stats["tok_s"], "mfu": stats["mfu"]}, step=iter_num)  # fmt: skip
+    if run.wandb is not None:
+        run.wandb.log(
+            {"train/loss_step": lossf, "lr": lr, "grad_norm": grad_norm, "tok_per_s": tok_s, "mfu": mfu}, step=run.progress.iter_num
+        )
 
 
-def evaluate_checkpoint(cfg, model, loader, ctx, iter_num, master):
-    """--eval_only: the loss over the whole val split, printed and written to eval.json."""
-    if cfg.quantize != "none":
-        model = prepare_for_decoding(model.eval(), cfg.quantize)
-    result = evaluate_split(model, loader, "val", ctx)
-    result["iter"], result["quantize"] = iter_num, cfg.quantize
-    if master:
-        save_json(os.path.join(cfg.out_dir, "eval.json"), result)
-        print(json.dumps(result))
-
-
-def catch_stop_signals():
-    """SIGINT / SIGTERM only append to the returned list: the loop finishes its step, saves a checkpoint and exits."""
-    stop_signal = []
+def catch_stop_signals(stop_signal):
+    """SIGINT / SIGTERM only append to stop_signal: the loop finishes its step, saves a checkpoint and exits."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
-    return stop_signal
 
 
-def set_lr(optimizer, lr):
-    """lr for every parameter group; Muon's groups run at muon_lr / learning_rate times it. Returns lr."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
-    return lr
+def train_loop(run):
+    """Evaluate (every eval_interval and at the last step) and step until max_iters, or until a stop signal on any rank:
+    then save and return the exit status (128 + the signal), else None."""
+    cfg, progress = run.cfg, run.progress
+    eval_batches = {split: run.loader.eval_batches(split, cfg.eval_iters) for split in ("train", "val")}
+    start_iter, progress.t_start = progress.iter_num, time.perf_counter()
+    show = cfg.progress and run.dist.master and sys.stdout.isatty()
+    pbar = tqdm(total=cfg.max_iters, initial=start_iter, disable=not show, dynamic_ncols=True)
+    X, Y = run.batch(start_iter, 0)
+    while True:
+        it = progress.iter_num
+        lr = set_lr(run.optimizer, get_lr(it, cfg))
+        # so a run never ends without its final weights evaluated (and saved if they are the best); a resume does not
+        # re-evaluate the step it starts from
+        if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not (start_iter > 0 and it == start_iter):
+            evaluate_and_save(run, eval_batches, lr)
+        if it >= cfg.max_iters:
+            pbar.close()
+            return None
+        if distributed.any_rank(bool(run.stop_signal), run.dist):  # SIGINT/SIGTERM on any rank stops them all
+            save_run_checkpoint(run)
+            if run.dist.master:
+                tqdm.write(f"stopped by signal at iter {it}; checkpoint saved to {os.path.join(cfg.out_dir, 'ckpt.pt')}")
+            pbar.close()
+            return 128 + (run.stop_signal[0] if run.stop_signal else signal.SIGTERM)
+        t0 = time.perf_counter()
+        lossf, grad_norm, X, Y = train_step(run, X, Y, functools.partial(run.batch, it))
+        check_finite(lossf, it, cfg.out_dir)
+        dt = time.perf_counter() - t0
+        progress.iter_num += 1
+        pbar.update(1)
+        pbar.set_postfix(loss=f"{lossf:.4f}", tok_s=f"{run.tokens_per_iter / dt:,.0f}")
+        if progress.iter_num % cfg.log_interval == 0 and run.dist.master:
+            log_step(run, lossf, lr, grad_norm, dt)
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def decide_hardware(cfg, dist):
+    """(Hardware, TrainingChoices): the autocast dtype, Muon's Newton-Schulz dtype, the attention kernel and the threads
+    for this machine, each with why (rank 0 prints them). Ranks under torchrun decide bf16 by the CPU's flags alone,
+    untimed: timings could differ from rank to rank, and the ranks must agree."""
+    choices = hardware.training_choices(dist.device, cfg.dtype, cfg.sdpa, cfg.n_embd, measure=not dist.launched)
+    hw = hardware.setup(dist.device, choices.dtype)
+    hw = hardware.Hardware(hw.device, hw.device_type, hw.dtype, hw.ctx, distributed.grad_scaler(hw.scaler, dist))
+    if dist.master:
+        for name, why in choices.reasons.items():
+            print(f"{name} = {getattr(choices, name)}: {why}")
+    return hw, choices
 
 
 def main():
     given = with_checkpoint_block_size(parse_overrides(TrainConfig(), sys.argv[1:]))  # what the user set, not the defaults
     cfg = TrainConfig(**given)
     validate(cfg)
-
-    # -- setup: processes, device, precision, data, model ----------------------------------------------
     dist = distributed.setup(cfg)
-    device, device_type, choices, ctx, scaler = setup_hardware(cfg, dist)
-    scaler = distributed.grad_scaler(scaler, dist)
-    grad_accum = cfg.gradient_accumulation_steps // dist.world_size
-    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
-    # Each rank its own dropout masks; DDP and FSDP copy rank 0's initial weights to the others.
-    torch.manual_seed(cfg.seed + dist.rank)
+    check_quantize(cfg.quantize, hardware.kind(dist.device))
+    # every check of the data, out_dir and the checkpoint to continue, before any timing or printing
     data_dir = data_dir_for(cfg.dataset)
-    loader = BatchLoader(data_dir, cfg.block_size, cfg.batch_size, device, cfg.seed)
+    loader = BatchLoader(data_dir, cfg.block_size, cfg.batch_size, dist.device, cfg.seed)
     out_dir_lock = claim_out_dir(cfg) if dist.master else None  # noqa: F841 (held until main returns)
-    model, checkpoint = build_model(cfg, given, loader.meta, data_dir, device, choices.sdpa)
+    start = checked_start(cfg, given, loader.meta, data_dir)
+
+    hw, choices = decide_hardware(cfg, dist)
+    torch.manual_seed(cfg.seed + dist.rank)  # each rank its own dropout masks; DDP and FSDP copy rank 0's initial weights
+    model = build_model(cfg, start, loader.meta, choices.sdpa).to(hw.device)
     if dist.master:
-        print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, device {device}, dtype {choices.dtype}, {dist.world_size} rank(s)")
+        print(
+            f"model: {model.get_num_params() / 1e6:.2f}M parameters, device {hw.device}, dtype {choices.dtype}, {dist.world_size} rank(s)"
+        )
+    checkpoint = start[0]
     if cfg.eval_only:
-        return evaluate_checkpoint(cfg, model, loader, ctx, checkpoint["iter_num"], dist.master)
+        return evaluate_checkpoint(cfg, model, loader, hw.ctx, checkpoint["iter_num"], dist.master)
     distributed.shard(model, dist)  # FSDP: before the optimizer, which must hold the sharded parameters
-    optimizer = build_optimizer(model, cfg, device_type, choices.newton_schulz_dtype)
+    optimizer = build_optimizer(model, cfg, hw.device_type, choices.newton_schulz_dtype)
     progress, saved_rng = resume_progress(checkpoint, model, optimizer, dist, cfg.out_dir)
-    checkpoint = None  # free memory
-    raw_model = model  # the plain module: what checkpoints save and MFU counts
-    if cfg.compile:
-        model = torch.compile(model)
-    model = distributed.wrap(model, dist)  # DDP (FSDP was applied in place by shard)
-
-    # -- logging; stop cleanly on SIGINT / SIGTERM: finish the step, save, exit --------------------------
-    run = start_logging(cfg, loader.meta, data_dir, progress, choices) if dist.master else None
-    peak_flops = hardware.measure_peak_flops(device, getattr(torch, choices.dtype)) if dist.master else None
-    stop_signal = catch_stop_signals()
-    eval_batches = {split: loader.eval_batches(split, cfg.eval_iters) for split in ("train", "val")}
-
-    # -- the training loop ---------------------------------------------------------------------------
+    start = checkpoint = None  # free memory
+    step_model = distributed.wrap(torch.compile(model) if cfg.compile else model, dist)  # DDP (FSDP was applied in place by shard)
+    run = Run(cfg, dist, hw, loader, model, step_model, optimizer, progress)
+    if dist.master:
+        write_run_files(cfg, loader, data_dir, progress.metrics, choices)
+        run.wandb = start_wandb(cfg, progress)
+        run.peak_flops = hardware.measure_peak_flops(hw.device, getattr(torch, choices.dtype))
+    catch_stop_signals(run.stop_signal)
     if saved_rng is not None and dist.master:
         # dropout masks continue exactly where the checkpoint left them (the checkpoint holds rank 0's RNG;
         # other ranks keep their own seed, so a resumed multi-rank run is reproducible but not bit-identical)
         set_rng_state(saved_rng)
-    start_iter, progress.t_start = progress.iter_num, time.perf_counter()
-    pbar = tqdm(
-        total=cfg.max_iters, initial=start_iter, disable=not (cfg.progress and dist.master and sys.stdout.isatty()), dynamic_ncols=True
-    )
-
-    def batch(it, micro_step):  # ranks split the global micro-steps; micro_step == grad_accum is the next step's first
-        it, micro_step = it + micro_step // grad_accum, micro_step % grad_accum
-        return loader.get_batch("train", it, dist.rank * grad_accum + micro_step)
-
-    X, Y = batch(start_iter, 0)
-    stopped_by = None  # the exit status once SIGINT / SIGTERM stopped the run
-    while True:
-        it = progress.iter_num
-        lr = set_lr(optimizer, get_lr(it, cfg))
-        # every eval_interval and at the last step, so a run never ends without its final weights evaluated (and
-        # saved if they are the best); a resume does not re-evaluate the step it starts from
-        if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not (start_iter > 0 and it == start_iter):
-            evaluate_and_save(cfg, model, raw_model, optimizer, eval_batches, ctx, progress, lr, tokens_per_iter, dist, run)
-        if it >= cfg.max_iters:
-            break
-        if distributed.any_rank(bool(stop_signal), dist):  # SIGINT/SIGTERM on any rank stops them all
-            save_run_checkpoint(cfg, raw_model, optimizer, progress, dist)
-            if dist.master:
-                tqdm.write(f"stopped by signal at iter {it}; checkpoint saved to {os.path.join(cfg.out_dir, 'ckpt.pt')}")
-            stopped_by = 128 + (stop_signal[0] if stop_signal else signal.SIGTERM)
-            break
-        t0 = time.perf_counter()
-        lossf, grad_norm, X, Y = train_step(
-            model, optimizer, scaler, ctx, X, Y, functools.partial(batch, it), grad_accum, cfg.grad_clip, dist
-        )
-        check_finite(lossf, it, cfg.out_dir)
-        dt = time.perf_counter() - t0
-        progress.iter_num += 1
-        tok_s = tokens_per_iter / dt
-        pbar.update(1)
-        pbar.set_postfix(loss=f"{lossf:.4f}", tok_s=f"{tok_s:,.0f}")
-        if progress.iter_num % cfg.log_interval == 0 and dist.master:
-            mfu = raw_model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps, dt, peak_flops * dist.world_size)
-            log_step(progress.iter_num, dict(loss=lossf, lr=lr, grad_norm=grad_norm, dt=dt, tok_s=tok_s, mfu=mfu), run)
-    pbar.close()
-    if run is not None:
-        run.finish(exit_code=stopped_by or 0)
+    stopped_by = train_loop(run)
+    if run.wandb is not None:
+        run.wandb.finish(exit_code=stopped_by or 0)
     distributed.teardown(dist)
     if stopped_by:
         raise SystemExit(stopped_by)

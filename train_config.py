@@ -13,8 +13,10 @@ import torch
 
 import distributed
 import hardware
-from configurator import UserError
-from model import PRETRAINED, QUANTIZE, GPTConfig
+from base import UserError
+from decoding import check_quantize
+from model import GPTConfig
+from pretrained import PRETRAINED
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,9 @@ def validate(cfg):
             raise UserError(f"{key}={getattr(cfg, key)} must be at least 1")
     if cfg.max_iters < 0 or cfg.keep_last < 0 or cfg.vocab_size < 0:
         raise UserError("max_iters, keep_last and vocab_size must be >= 0")
-    if cfg.quantize not in QUANTIZE or (cfg.quantize != "none" and not cfg.eval_only):
-        raise UserError(f"--quantize={cfg.quantize} must be one of {', '.join(QUANTIZE)}, and is for --eval_only=True")
+    check_quantize(cfg.quantize)
+    if cfg.quantize != "none" and not cfg.eval_only:
+        raise UserError(f"--quantize={cfg.quantize} is for --eval_only=True (sample.py takes it too)")
     if cfg.dtype not in hardware.DTYPES:
         raise UserError(f"dtype={cfg.dtype!r} must be one of {', '.join(hardware.DTYPES)}")
     if str(cfg.sdpa).lower() not in ("auto", "true", "false"):
@@ -124,4 +127,15 @@ def build_optimizer(model, cfg, device_type, newton_schulz_dtype="bfloat16"):
 
         betas, ns_dtype = (cfg.beta1, cfg.beta2), getattr(torch, newton_schulz_dtype)
         return configure_muon(model, cfg.learning_rate, cfg.muon_lr, cfg.weight_decay, betas, ns_dtype, cfg.embedding_lr)
-    return model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
+    return configure_adamw(model, cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
+
+
+def configure_adamw(model, weight_decay, learning_rate, betas, device_type):
+    """nanoGPT's AdamW: weight decay on matrices and embeddings (>= 2-D) only, not on biases and norm gains; two
+    parameter groups in that order (nanoGPT's checkpoints hold their state so)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim_groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(optim_groups, lr=learning_rate, betas=betas, fused=device_type == "cuda")

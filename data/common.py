@@ -25,8 +25,7 @@ import os
 
 import numpy as np
 
-from checkpoint import atomic_path
-from configurator import UserError
+from base import UserError, atomic_path
 from data.tokenizer import GPT2Tokenizer, new_tokenizer
 
 # Karpathy's char-rnn Tiny Shakespeare (public domain), shipped with the repo so everything works offline
@@ -168,7 +167,7 @@ def stream_documents(input_path=None, dataset=None, name=None, text_field="text"
     else:
         try:
             ds = load_dataset(dataset, name=name, split="train", streaming=True)
-        except Exception as e:  # datasets raises connection, hub and file errors of many types
+        except (OSError, ValueError) as e:  # offline or unknown: ConnectionError, DatasetNotFoundError (OSErrors); a bad name: ValueError
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UserError(f"cannot open the dataset {dataset} ({reason}); offline, pass --input=FILE.parquet") from None
     for row in ds:

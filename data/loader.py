@@ -14,7 +14,7 @@ import os
 import numpy as np
 import torch
 
-from configurator import UserError
+from base import UserError
 
 SPLIT_IDS = {"train": 0, "val": 1}
 DATA_ROOT = os.path.dirname(os.path.abspath(__file__))

@@ -10,7 +10,7 @@ import functools
 import hashlib
 import os
 
-from configurator import UserError
+from base import UserError
 
 
 class CharTokenizer:

@@ -110,10 +110,11 @@ def gpt2_hf_dir(tmp_path_factory):
     import torch
 
     from model import GPT, GPTConfig
+    from pretrained import save_pretrained
 
     root = tmp_path_factory.mktemp("gpt2_hf")
     torch.manual_seed(0)
-    GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=2, n_head=2, n_embd=16, bias=True)).save_pretrained(root / "model")
+    save_pretrained(GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=2, n_head=2, n_embd=16, bias=True)), root / "model")
     return root / "model"
 
 
@@ -165,3 +166,43 @@ def run_train_main(argv, monkeypatch, capsys):
         code = e.code
     out, err = capsys.readouterr()
     return code, out, err.strip().splitlines()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tiny in-process GPTs (test_model.py, test_decoding.py)
+
+VOCAB = 37
+
+# every architecture switch, one at a time, and all of them together
+SWITCHES = {
+    "gpt2": {},
+    "no_bias": dict(bias=False),
+    "rmsnorm": dict(norm="rmsnorm"),
+    "rope": dict(pos="rope"),
+    "relu2": dict(mlp="relu2"),
+    "qk_norm": dict(qk_norm=True),
+    "untied": dict(tie_weights=False),
+    "softcap": dict(logit_softcap=1.0),  # beyond the notes, as the next ones
+    "all": dict(bias=False, norm="rmsnorm", pos="rope", mlp="relu2", qk_norm=True, tie_weights=False, logit_softcap=1.0),
+}
+
+
+def tiny_gpt(seed=0, **overrides):
+    import torch
+
+    from model import GPT, GPTConfig
+
+    torch.manual_seed(seed)
+    config = GPTConfig(**{**dict(block_size=12, vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=16, dropout=0.0), **overrides})
+    model = GPT(config).eval()
+    with torch.no_grad():  # larger weights than GPT-2's init, so logits are far from uniform and greedy picks are clear
+        for p in model.parameters():
+            p.mul_(4.0 if p.dim() >= 2 else 1.0)
+    return model
+
+
+def all_logits(model, idx):
+    import torch
+
+    logits, _ = model(idx, targets=torch.zeros_like(idx))  # with targets: logits at every position
+    return logits

@@ -7,7 +7,7 @@ import pytest
 from conftest import run_script
 
 import attention
-from data.long_range import evaluate
+import long_range as evaluate
 from data.long_range.corpus import ANIMALS, NOTES_SENTENCE, SOUNDS, THINGS, VERB, as_text, corpus, pairs_split, parse
 
 SMALL = {"seed": 3, "train_sentences": 3000, "val_sentences": 200}

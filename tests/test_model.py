@@ -4,42 +4,16 @@ import math
 
 import pytest
 import torch
+from conftest import SWITCHES, VOCAB, all_logits, tiny_gpt
 from torch.testing import assert_close
 
-from configurator import UserError
-from model import GPT, GPTConfig, Int8Linear, KVCache, PackedLinear, prepare_for_decoding, sample_next
+from hardware import estimate_mfu
+from model import GPT, GPTConfig, KVCache
+from pretrained import crop_block_size
+from sampling import sample_next
+from train_config import configure_adamw
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-VOCAB = 37
-
-# every architecture switch, one at a time, and all of them together
-SWITCHES = {
-    "gpt2": {},
-    "no_bias": dict(bias=False),
-    "rmsnorm": dict(norm="rmsnorm"),
-    "rope": dict(pos="rope"),
-    "relu2": dict(mlp="relu2"),
-    "qk_norm": dict(qk_norm=True),
-    "untied": dict(tie_weights=False),
-    "softcap": dict(logit_softcap=1.0),  # beyond the notes, as the next ones
-    "all": dict(bias=False, norm="rmsnorm", pos="rope", mlp="relu2", qk_norm=True, tie_weights=False, logit_softcap=1.0),
-}
-
-
-def tiny_gpt(seed=0, **overrides):
-    torch.manual_seed(seed)
-    config = GPTConfig(**{**dict(block_size=12, vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=16, dropout=0.0), **overrides})
-    model = GPT(config).eval()
-    with torch.no_grad():  # larger weights than GPT-2's init, so logits are far from uniform and greedy picks are clear
-        for p in model.parameters():
-            p.mul_(4.0 if p.dim() >= 2 else 1.0)
-    return model
-
-
-def all_logits(model, idx):
-    logits, _ = model(idx, targets=torch.zeros_like(idx))  # with targets: logits at every position
-    return logits
 
 
 @pytest.mark.parametrize("switch", SWITCHES)
@@ -272,7 +246,7 @@ def test_crop_block_size_keeps_the_function_on_short_inputs(switch):
     model = tiny_gpt(**SWITCHES[switch])
     idx = torch.randint(0, VOCAB, (2, 6))
     before = all_logits(model, idx)
-    model.crop_block_size(6)
+    model = crop_block_size(model, 6)
     assert model.config.block_size == 6
     assert_close(all_logits(model, idx), before)
     with pytest.raises(ValueError, match="block_size=6"):
@@ -282,7 +256,7 @@ def test_crop_block_size_keeps_the_function_on_short_inputs(switch):
 
 def test_optimizer_decays_matrices_only_and_covers_every_parameter_once():
     model = tiny_gpt(tie_weights=False)
-    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    optimizer = configure_adamw(model, 0.1, 1e-3, (0.9, 0.95), "cpu")
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
@@ -293,63 +267,4 @@ def test_estimate_mfu_follows_the_palm_formula():
     model = tiny_gpt()
     n, cfg = model.get_num_params(), model.config
     flops_per_iter = (6 * n + 12 * cfg.n_layer * cfg.block_size * cfg.n_embd) * cfg.block_size * 4
-    assert model.estimate_mfu(4, dt=0.5, peak_flops=1e9) == pytest.approx(flops_per_iter / 0.5 / 1e9)
-
-
-@pytest.mark.parametrize("switch", ["gpt2", "all"])
-def test_packed_decoding_keeps_the_logits_and_the_greedy_tokens(switch):
-    model = tiny_gpt(**SWITCHES[switch])
-    prompt = torch.randint(0, VOCAB, (2, 4), generator=torch.Generator().manual_seed(1))
-    greedy, logits = model.generate(prompt, 12, temperature=0), all_logits(model, prompt)
-    prepare_for_decoding(model)
-    assert isinstance(model.lm_head, PackedLinear) and not any(isinstance(m, torch.nn.Linear) for m in model.modules())
-    assert model.transformer.h[0].mlp.c_fc.weight.is_mkldnn  # oneDNN's blocked layout, not torch's
-    assert_close(all_logits(model, prompt), logits, rtol=0, atol=1e-5)
-    assert torch.equal(model.generate(prompt, 12, temperature=0), greedy)
-
-
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("shape", [(1, 48), (3, 48), (2, 5, 48)])
-def test_packed_linear_computes_the_linear_at_every_batch_shape(bias, shape):
-    torch.manual_seed(0)
-    linear, x = torch.nn.Linear(48, 80, bias=bias), torch.randn(*shape)
-    with torch.no_grad():
-        assert_close(PackedLinear(linear)(x), linear(x), rtol=0, atol=1e-5)
-        if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # else bf16 is refused: see the test below
-            out = PackedLinear(linear, torch.bfloat16)(x)
-            assert out.dtype == torch.float32 and ((out - linear(x)).norm() / linear(x).norm()) < 0.02
-
-
-def test_cpu_decoding_refuses_a_dtype_it_cannot_pack():
-    with pytest.raises(UserError, match="sampling on a CPU runs in float32 or bfloat16, not torch.float16"):
-        prepare_for_decoding(tiny_gpt(), dtype=torch.float16)
-
-
-@pytest.mark.parametrize("switch", ["gpt2", "all"])
-def test_int8_logits_stay_close_to_fp32_and_greedy_picks_mostly_agree(switch):
-    model = tiny_gpt(**SWITCHES[switch])
-    idx = torch.randint(0, VOCAB, (4, 12), generator=torch.Generator().manual_seed(2))
-    logits = all_logits(model, idx)
-    int8 = prepare_for_decoding(tiny_gpt(**SWITCHES[switch]), "int8")
-    assert isinstance(int8.lm_head, Int8Linear) and isinstance(int8.transformer.h[1].attn.c_attn, Int8Linear)
-    assert not any(isinstance(m, torch.nn.Linear) for m in int8.modules())
-    int8_logits = all_logits(int8, idx)
-    relative_error = ((int8_logits - logits).norm() / logits.norm()).item()
-    assert 0 < relative_error < 0.03, relative_error  # quantized (not a copy), and close
-    agree = (int8_logits.argmax(-1) == logits.argmax(-1)).float().mean().item()
-    assert agree >= 0.9, agree  # teacher-forced greedy picks at 48 positions
-
-
-def test_int8_linear_matches_its_dequantized_weights():
-    torch.manual_seed(0)
-    linear = torch.nn.Linear(64, 40)
-    quantized = Int8Linear(linear)
-    dequantized = quantized.weight_t.t().float() * quantized.scale[:, None]  # (out, in)
-    assert (dequantized - linear.weight).abs().max() <= quantized.scale.max() / 2 + 1e-7  # round to nearest
-    x = torch.randn(3, 5, 64)
-    assert_close(quantized(x), torch.nn.functional.linear(x, dequantized, linear.bias), rtol=0.02, atol=0.02)
-
-
-def test_prepare_for_decoding_rejects_an_unknown_quantization():
-    with pytest.raises(ValueError, match="quantize='int4' must be one of none, int8"):
-        prepare_for_decoding(tiny_gpt(), "int4")
+    assert estimate_mfu(model, 4, dt=0.5, peak_flops=1e9) == pytest.approx(flops_per_iter / 0.5 / 1e9)

@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch.testing import assert_close
 
 from model import GPT, GPTConfig
+from pretrained import from_pretrained, save_pretrained
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -52,7 +53,7 @@ def our_logits(model, idx):
 def test_transformers_checkpoint_loads_with_identical_logits(hf_model_dir, idx):
     hf, directory = hf_model_dir
     assert "transformer.h.0.attn.c_attn.weight" in load_file(directory / "model.safetensors")  # transformers 5 keeps the prefix
-    ours = GPT.from_pretrained(str(directory)).eval()
+    ours = from_pretrained(str(directory)).eval()
     assert ours.config == GPTConfig(block_size=37, vocab_size=101, n_layer=3, n_head=3, n_embd=48, dropout=0.0, bias=True)
     with torch.no_grad():
         expected = hf(idx).logits
@@ -66,20 +67,20 @@ def test_our_save_pretrained_loads_in_transformers(variant, idx, tmp_path):
 
     torch.manual_seed(0)
     ours = randomize_(GPT(GPTConfig(block_size=37, vocab_size=101, n_layer=3, n_head=3, n_embd=48, **variant)), seed=2).eval()
-    ours.save_pretrained(tmp_path)
+    save_pretrained(ours, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]  # no temp files left
     hf, info = GPT2LMHeadModel.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     with torch.no_grad():
         assert (hf.eval()(idx).logits - our_logits(ours, idx)).abs().max().item() < 1e-4
     # and back again: our own format round-trips exactly
-    again = GPT.from_pretrained(str(tmp_path)).eval()
+    again = from_pretrained(str(tmp_path)).eval()
     assert_close(our_logits(again, idx), our_logits(ours, idx), rtol=0, atol=0)
     assert again.config.tie_weights == ours.config.tie_weights
 
 
 def test_hub_name_loads_from_the_hugging_face_cache_offline(hf_model_dir, idx, tmp_path):
-    """GPT.from_pretrained("gpt2") runs the real huggingface_hub.snapshot_download against a cache laid out as
+    """from_pretrained("gpt2") runs the real huggingface_hub.snapshot_download against a cache laid out as
     the hub does it, holding a tiny model in the hub file's own key naming (no "transformer." prefix, mask buffers)."""
     hf, directory = hf_model_dir
     cache = tmp_path / "hub"
@@ -96,31 +97,31 @@ def test_hub_name_loads_from_the_hugging_face_cache_offline(hf_model_dir, idx, t
     save_file(tensors, snapshot / "model.safetensors")
     save_file({"idx": idx}, tmp_path / "idx.safetensors")
     code = (
-        "import sys\nfrom safetensors.torch import load_file, save_file\nfrom model import GPT\n"
+        "import sys\nfrom safetensors.torch import load_file, save_file\nfrom base import UserError\nfrom pretrained import from_pretrained\n"
         "idx = load_file(sys.argv[1])['idx']\n"
-        "save_file({'logits': GPT.from_pretrained('gpt2').eval()(idx, idx)[0]}, sys.argv[2])\n"
-        "try:\n    GPT.from_pretrained('gpt2-medium')\nexcept OSError as e:\n    print(type(e).__name__, e)\n"
+        "save_file({'logits': from_pretrained('gpt2').eval()(idx, idx)[0]}, sys.argv[2])\n"
+        "try:\n    from_pretrained('gpt2-medium')\nexcept UserError as e:\n    print(type(e).__name__, e)\n"
     )
     env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = run_script("-c", code, tmp_path / "idx.safetensors", tmp_path / "logits.safetensors", env=env)
     with torch.no_grad():
         expected = hf(idx).logits
     assert (load_file(tmp_path / "logits.safetensors")["logits"] - expected).abs().max().item() < 1e-4
-    # a model that is not in the cache, offline: an OSError (one line from the CLIs) saying what happened
-    assert result.stdout.startswith("OSError cannot get openai-community/gpt2-medium from the Hugging Face hub: ")
+    # a model that is not in the cache, offline: a UserError (one line from the CLIs) saying what happened
+    assert result.stdout.startswith("UserError cannot get openai-community/gpt2-medium from the Hugging Face hub: ")
     assert "HF_HUB_OFFLINE" in result.stdout and len(result.stdout.strip().splitlines()) == 1
 
 
 def test_dropout_override_and_nothing_else(hf_model_dir):
     _, directory = hf_model_dir
-    assert GPT.from_pretrained(str(directory), dict(dropout=0.2)).config.dropout == 0.2
+    assert from_pretrained(str(directory), dict(dropout=0.2)).config.dropout == 0.2
     with pytest.raises(ValueError, match="only dropout"):
-        GPT.from_pretrained(str(directory), dict(n_layer=2))
+        from_pretrained(str(directory), dict(n_layer=2))
 
 
 def test_unknown_name_is_a_value_error():
     with pytest.raises(ValueError, match="neither a directory nor one of gpt2, gpt2-medium"):
-        GPT.from_pretrained("gpt3")
+        from_pretrained("gpt3")
 
 
 @pytest.mark.parametrize("missing", ["config.json", "model.safetensors"])
@@ -129,7 +130,7 @@ def test_directory_without_a_file_names_it(hf_model_dir, tmp_path, missing):
     for name in {"config.json", "model.safetensors"} - {missing}:
         shutil.copy(directory / name, tmp_path / name)
     with pytest.raises(ValueError, match=f"has no {missing}"):
-        GPT.from_pretrained(str(tmp_path))
+        from_pretrained(str(tmp_path))
 
 
 def test_checkpoints_we_cannot_compute_are_rejected(hf_model_dir, tmp_path):
@@ -138,19 +139,19 @@ def test_checkpoints_we_cannot_compute_are_rejected(hf_model_dir, tmp_path):
     tensors = load_file(directory / "model.safetensors")
     save_file({k: v for k, v in tensors.items() if k != "transformer.ln_f.bias"}, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match="no tensor ln_f.bias"):
-        GPT.from_pretrained(str(tmp_path))
+        from_pretrained(str(tmp_path))
     config = json.loads((directory / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "activation_function": "relu"}))
     with pytest.raises(ValueError, match="activation_function='relu' is not supported"):
-        GPT.from_pretrained(str(tmp_path))
+        from_pretrained(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "n_embd"}))
     with pytest.raises(ValueError, match="has no n_embd"):
-        GPT.from_pretrained(str(tmp_path))
+        from_pretrained(str(tmp_path))
 
 
 def test_only_the_gpt2_layout_can_be_saved_in_its_format(tmp_path):
     for switch in (dict(pos="rope"), dict(logit_softcap=30.0)):  # GPT2LMHeadModel would load them and compute another function
         model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=8, **switch))
         with pytest.raises(ValueError, match="GPT-2 layout"):
-            model.save_pretrained(tmp_path)
+            save_pretrained(model, tmp_path)
         assert not any(tmp_path.iterdir())

@@ -8,6 +8,7 @@ import torch
 from conftest import SHAKESPEARE, run_script, train_args
 
 from model import GPT, GPTConfig
+from train_config import configure_adamw
 
 
 def tiny_config(**kw):
@@ -35,7 +36,7 @@ def test_tiny_model_overfits_one_batch():
     model = GPT(tiny_config())
     idx = torch.randint(0, 65, (2, 17))
     x, y = idx[:, :-1], idx[:, 1:]
-    optimizer = model.configure_optimizers(0.0, 1e-2, (0.9, 0.99), "cpu")
+    optimizer = configure_adamw(model, 0.0, 1e-2, (0.9, 0.99), "cpu")
     for _ in range(200):
         _, loss = model(x, y)
         optimizer.zero_grad()

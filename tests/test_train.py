@@ -19,8 +19,9 @@ from configurator import parse_args
 from data.loader import BatchLoader
 from hardware import cpu_has_fast_bf16, pick_dtype, precision
 from model import GPT, GPTConfig
+from pretrained import crop_block_size, from_pretrained, save_pretrained
 from train import get_lr
-from train_config import TrainConfig, model_config, validate
+from train_config import TrainConfig, configure_adamw, model_config, validate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process tiny models
 
@@ -213,7 +214,7 @@ def test_precision_context_and_grad_scaler():
 
 def test_weight_decay_only_on_matrices_and_embeddings():
     model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8, bias=True))
-    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    optimizer = configure_adamw(model, 0.1, 1e-3, (0.9, 0.95), "cpu")
     assert isinstance(optimizer, torch.optim.AdamW)
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
@@ -343,7 +344,7 @@ def test_eval_only_whole_split_matches_hand_computation(tmp_path, monkeypatch, c
     assert int8["quantize"] == "int8" and int8["tokens"] == 102
     assert 0 < abs(int8["loss"] - result["loss"]) < 0.01, (int8["loss"], result["loss"])
     code, _, err = run_train_main([*args[:2], "--quantize=int8"], monkeypatch, capsys)  # training: refused
-    assert code == 2 and err == ["error: --quantize=int8 must be one of none, int8, and is for --eval_only=True"]
+    assert code == 2 and err == ["error: --quantize=int8 is for --eval_only=True (sample.py takes it too)"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -364,7 +365,7 @@ def gpt2_data(tmp_path_factory):
 def test_finetune_starts_from_pretrained_weights(gpt2_data, tmp_path):
     torch.manual_seed(123)
     hf_dir = tmp_path / "tiny-gpt2"
-    GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)).save_pretrained(hf_dir)
+    save_pretrained(GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)), hf_dir)
     out = tmp_path / "out"
     args = [
         f"--init_from={hf_dir}",
@@ -381,8 +382,7 @@ def test_finetune_starts_from_pretrained_weights(gpt2_data, tmp_path):
     train(gpt2_data, out, *args)
 
     # the first evaluation is the pretrained model's loss on the fixed eval batches: it started from those weights
-    pretrained = GPT.from_pretrained(str(hf_dir))
-    pretrained.crop_block_size(32)
+    pretrained = crop_block_size(from_pretrained(str(hf_dir)), 32)
     pretrained.eval()
     loader = BatchLoader(str(gpt2_data), 32, 4, "cpu", TrainConfig.seed)
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """
 The notes' example as data: seeded sentences where the word after "jumped" depends only on the subject,
-which sits behind relative clauses full of other nouns. prepare.py writes them as token files, evaluate.py
-rebuilds the val sentences from meta.json's seed to score a trained model.
+which sits behind relative clauses full of other nouns. prepare.py writes them as token files; the script
+long_range.py rebuilds the val sentences from meta.json's seed to score a trained model.
 
 A sentence: [opening] the [adjectives] SUBJECT that|, which|, who CLAUSE [...], jumped SOUND.
     the cat that was sitting on the mat, which was next to the dog, jumped meowing.

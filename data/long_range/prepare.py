@@ -20,7 +20,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", ".."))
-from configurator import UserError  # noqa: E402
+from base import UserError  # noqa: E402
 from data.common import prepare_split  # noqa: E402
 from data.long_range.corpus import as_text, corpus  # noqa: E402
 from data.tokenizer import BPETokenizer  # noqa: E402

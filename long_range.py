@@ -3,7 +3,7 @@ Did the model learn the notes' example? On the held-out sentences of data/long_r
 the seed in the checkpoint's meta.json), how often the word after "jumped" is the subject's sound, and
 which head's attention from "jumped" lands on the subject rather than on any other noun. Prints JSON.
 
-    python data/long_range/evaluate.py --out_dir=out-long-range
+    python long_range.py --out_dir=out-long-range
 
 "baseline_nearest_animal" is the accuracy of guessing the sound of the animal nearest to the verb, a
 model that never looks past the distractors (0 by construction: every sentence has another animal in
@@ -18,11 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", ".."))
-from checkpoint import load_model  # noqa: E402
-from configurator import UserError, parse_args, run_cli  # noqa: E402
-from data.long_range.corpus import ANIMALS, NOTES_SENTENCE, SOUNDS, corpus, join_words, parse  # noqa: E402
+from base import UserError
+from checkpoint import load_model
+from configurator import parse_args, run_cli
+from data.long_range.corpus import ANIMALS, NOTES_SENTENCE, SOUNDS, corpus, join_words, parse
 
 
 @dataclass(frozen=True)
