@@ -14,7 +14,8 @@ Writes to out_dir: ckpt.pt (weights_only-loadable), metrics.jsonl (one line per 
 config.json, meta.json (the dataset's tokenizer, for sample.py), choices.json (the precision, attention and
 thread choices made for this machine, with why) and loss.png. One run at a time: it holds
 out_dir/.lock while it runs, and a new run never replaces a checkpoint there unless --overwrite=True.
-The keys and their defaults are TrainConfig's, in train_config.py.
+The keys and their defaults are TrainConfig's, in train_config.py. nanoGPT's out_dir (resume, eval_only), data folders
+(--dataset) and config files work here too (nanogpt.py).
 """
 
 import functools
@@ -32,6 +33,7 @@ from tqdm import tqdm
 
 import distributed
 import hardware
+import nanogpt
 from checkpoint import (
     atomic_write,
     load_checkpoint,
@@ -123,19 +125,23 @@ def resume_overrides(checkpoint, given, path):
 
 
 def with_checkpoint_block_size(given):
-    """A resume or --eval_only that sets no block_size keeps the run's own: the default (1024) may not fit its model."""
-    if "block_size" in given or not (given.get("init_from") == "resume" or given.get("eval_only")):
+    """A resume or --eval_only that sets no block_size keeps the run's own: the default (1024) may not fit its model.
+    A nanoGPT run keeps its other settings too, where none is given (nanogpt.resume_settings)."""
+    if not (given.get("init_from") == "resume" or (given.get("eval_only") and given.get("init_from", "scratch") == "scratch")):
         return given
-    path = os.path.join(given.get("out_dir", TrainConfig.out_dir), "ckpt.pt")
-    return {**given, "block_size": load_checkpoint(path, mmap=True)["model_args"]["block_size"]}
+    out_dir = given.get("out_dir", TrainConfig.out_dir)
+    checkpoint = load_checkpoint(os.path.join(out_dir, "ckpt.pt"), mmap=True)
+    given = nanogpt.resume_settings(checkpoint, given, out_dir)
+    return given if "block_size" in given else {**given, "block_size": checkpoint["model_args"]["block_size"]}
 
 
 def build_model(cfg, given, meta, data_dir, device, sdpa):
-    """(model on device, checkpoint or None): from scratch, from out_dir's checkpoint (resume, eval_only) or GPT-2's
-    weights. given: the keys the user set explicitly, checked against a checkpoint's. sdpa: the attention kernel
-    chosen for this run (a bool; cfg.sdpa may be "auto"), whatever the checkpoint ran with."""
+    """(model on device, checkpoint or None): from scratch, from out_dir's checkpoint (resume; eval_only unless init_from
+    names GPT-2's weights, as nanoGPT's config/eval_gpt2.py does) or GPT-2's weights. given: the keys the user set
+    explicitly, checked against a checkpoint's. sdpa: the attention kernel chosen for this run (a bool; cfg.sdpa may be
+    "auto"), whatever the checkpoint ran with."""
     checkpoint = None
-    if cfg.init_from == "resume" or cfg.eval_only:
+    if cfg.init_from == "resume" or (cfg.eval_only and cfg.init_from == "scratch"):
         path = os.path.join(cfg.out_dir, "ckpt.pt")
         checkpoint = load_checkpoint(path, map_location=device)
         model = model_from_checkpoint(checkpoint, sdpa=sdpa, **resume_overrides(checkpoint, given, path))
@@ -261,6 +267,8 @@ def resume_progress(checkpoint, model, optimizer, dist, out_dir):
     if checkpoint is None:
         return Progress(), None
     distributed.load_optimizer(model, optimizer, checkpoint["optimizer"], dist)
+    if checkpoint.get("nanogpt") is not None and dist.master:
+        print(nanogpt.resume_note(checkpoint, os.path.join(out_dir, "ckpt.pt")))
     iter_num = checkpoint["iter_num"]
     progress = Progress(
         iter_num=iter_num, best_val_loss=checkpoint["best_val_loss"], elapsed_before=checkpoint.get("elapsed_s", 0.0),
@@ -487,7 +495,7 @@ def main():
     if dist.master:
         print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, device {device}, dtype {choices.dtype}, {dist.world_size} rank(s)")
     if cfg.eval_only:
-        return evaluate_checkpoint(cfg, model, loader, ctx, checkpoint["iter_num"], dist.master)
+        return evaluate_checkpoint(cfg, model, loader, ctx, checkpoint["iter_num"] if checkpoint else 0, dist.master)
     distributed.shard(model, dist)  # FSDP: before the optimizer, which must hold the sharded parameters
     optimizer = build_optimizer(model, cfg, device_type, choices.newton_schulz_dtype)
     progress, saved_rng = resume_progress(checkpoint, model, optimizer, dist, cfg.out_dir)
