@@ -40,6 +40,7 @@ class AttentionConfig:
     format: str = "png"  # "png": two pictures; "json": the word-level weights
     save_dir: str = ""  # where to write; "" = out_dir (or the current directory for GPT-2 weights)
     device: str = "cpu"  # one forward pass: the CPU is plenty
+    meta_pkl: str = ""  # a nanoGPT out_dir's tokenizer, its dataset's meta.pkl ("": where nanoGPT's sample.py looks)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -203,7 +204,7 @@ def main(argv=None):
     cfg = parse_args(AttentionConfig(), sys.argv[1:] if argv is None else argv)
     if cfg.format not in ("png", "json"):
         raise UserError(f"--format={cfg.format} must be png or json")
-    model, tokenizer = load_model(cfg.init_from, cfg.out_dir, pick_device(cfg.device))
+    model, tokenizer = load_model(cfg.init_from, cfg.out_dir, pick_device(cfg.device), cfg.meta_pkl)
     model_name = os.path.basename(os.path.normpath(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from))
     save_dir = cfg.save_dir or (cfg.out_dir if cfg.init_from == "resume" else ".")
 

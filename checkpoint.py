@@ -6,6 +6,7 @@ time, holding out_dir/.lock; no new run over an old checkpoint unless told to).
 
 A checkpoint (ckpt.pt) holds: model (state dict), optimizer, model_args (GPTConfig fields), config
 (TrainConfig), iter_num, best_val_loss, elapsed_s, rng, wandb_run_id. Its tokenizer is in meta.json next to it.
+nanoGPT's ckpt.pt loads too, read into this layout (nanogpt.py); any other file is refused.
 """
 
 import json
@@ -17,6 +18,7 @@ from pickle import UnpicklingError
 import numpy as np
 import torch
 
+import nanogpt
 from base import UserError, atomic_write
 from data.tokenizer import GPT2Tokenizer, load_tokenizer
 from model import GPT, GPTConfig
@@ -47,14 +49,16 @@ NOT_A_CHECKPOINT = (UnpicklingError, RuntimeError, EOFError, KeyError, ValueErro
 
 
 def load_checkpoint(path, map_location="cpu", mmap=False):
-    """Load a checkpoint with weights_only=True: never unpickle code. Refuses, with a reason, anything else."""
+    """Load a checkpoint with weights_only=True: never unpickle code. Refuses, with a reason, anything else.
+    nanoGPT's checkpoints come back in our layout; a file that is neither ours nor nanoGPT's is refused too."""
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}: train first, or check out_dir")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except NOT_A_CHECKPOINT as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} is corrupt, truncated or unsafe to load ({reason[:200]}); it was left untouched") from None
+    return nanogpt.as_ours(checkpoint, path)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -132,11 +136,15 @@ def model_from_checkpoint(checkpoint, **overrides):
     return model
 
 
-def load_model(init_from, out_dir, device):
-    """(model in eval mode on device, tokenizer): out_dir's checkpoint (init_from="resume") or GPT-2 weights."""
+def load_model(init_from, out_dir, device, meta_pkl=""):
+    """(model in eval mode on device, tokenizer): out_dir's checkpoint (init_from="resume") or GPT-2 weights.
+    A nanoGPT out_dir (no meta.json) has its dataset's meta.pkl (meta_pkl, or where nanoGPT looks), or GPT-2 BPE."""
     if init_from == "resume":
-        model = model_from_checkpoint(load_checkpoint(os.path.join(out_dir, "ckpt.pt"), map_location=device))
+        checkpoint = load_checkpoint(os.path.join(out_dir, "ckpt.pt"), map_location=device)
+        model = model_from_checkpoint(checkpoint)
         meta_path = os.path.join(out_dir, "meta.json")
+        if checkpoint.get("nanogpt") is not None and not os.path.isfile(meta_path):
+            return model.eval().to(device), nanogpt.run_tokenizer(checkpoint, out_dir, meta_pkl)
         if not os.path.isfile(meta_path):
             raise UserError(f"{out_dir} has no meta.json, so its tokenizer is unknown; it is written by train.py")
         with open(meta_path) as f:

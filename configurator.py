@@ -5,6 +5,8 @@ Typed configuration for the scripts: a dataclass of defaults, then config files,
 
 A config file is Python made of plain assignments (`batch_size = 64`, `lr = 1e-3 * 2`, `name = 'x'`).
 It is parsed, never executed: values may be literals, arithmetic on numbers, and names assigned above.
+Every line that is more (nanoGPT's config files are run, so they may import and call) is named, all in one
+message, with what to write instead.
 Every value is checked against the default's type, and an unknown key is an error naming the closest
 valid one.
 """
@@ -63,7 +65,22 @@ def _evaluate(node, names, where):
             raise ConfigError(f"{where}: cannot compute `{ast.unparse(node)}` ({e})") from None
     if isinstance(node, (ast.Tuple, ast.List)):
         return tuple(_evaluate(e, names, where) for e in node.elts)
-    raise ConfigError(f"{where}: only literals, arithmetic and names assigned above are allowed, got `{ast.unparse(node)}`")
+    raise ConfigError(f"{where}: only literals, arithmetic and names assigned above are allowed, got `{ast.unparse(node)}`{_instead(node)}")
+
+
+def _instead(node):
+    """What to write instead of a line or value a config file cannot hold (it is parsed, never run)."""
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return ": delete it, a config file needs no modules"
+    if isinstance(node, ast.Call):
+        return ": calls are not run, write the value itself (a number or a 'string')"
+    if isinstance(node, ast.Name):
+        return f": assign {node.id} above it, or write its value"
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+        return f": write {node.target.id} = {ast.unparse(node.value)}"
+    if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+        return f": write {node.target.id} = <its value>"
+    return ": write the value itself"
 
 
 def read_config_file(path):
@@ -77,14 +94,20 @@ def read_config_file(path):
         tree = ast.parse(source, filename=path)
     except SyntaxError as e:
         raise ConfigError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
-    values = {}
+    values, problems = {}, []
     for stmt in tree.body:
         where = f"{path}:{stmt.lineno}"
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
             continue  # a docstring or a comment-like string
-        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
-            raise ConfigError(f"{where}: a config file holds only `key = value` lines")
-        values[stmt.targets[0].id] = _evaluate(stmt.value, values, where)
+        try:
+            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+                line = ast.unparse(stmt).splitlines()[0]
+                raise ConfigError(f"{where}: a config file holds only `key = value` lines, got `{line}`{_instead(stmt)}")
+            values[stmt.targets[0].id] = _evaluate(stmt.value, values, where)
+        except ConfigError as e:  # go on: every line that cannot be taken is named, in one message
+            problems.append(str(e))
+    if problems:
+        raise ConfigError("; ".join(problems))
     return values
 
 

@@ -263,7 +263,7 @@ class GPTConfig:
     bias: bool = True  # biases in Linears and norms, as GPT-2; False is a little better and faster
     norm: str = "layernorm"  # "layernorm" (GPT-2) | "rmsnorm"
     pos: str = "learned"  # "learned" absolute embeddings (GPT-2) | "rope" rotary embeddings
-    mlp: str = "gelu"  # "gelu" (GPT-2's tanh approximation) | "relu2" (squared ReLU, Primer)
+    mlp: str = "gelu"  # "gelu" (GPT-2's tanh approximation) | "gelu_exact" (erf: nanoGPT's nn.GELU()) | "relu2" (squared ReLU, Primer)
     qk_norm: bool = False  # normalize queries and keys per head
     tie_weights: bool = True  # LM head shares the token embedding matrix (Press & Wolf 2017)
     sdpa: bool = True  # F.scaled_dot_product_attention (flash kernels on GPU); False: the explicit math, same numbers
@@ -274,7 +274,7 @@ class GPTConfig:
     def __post_init__(self):
         if self.n_embd % self.n_head != 0:
             raise UserError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
-        for key, allowed in (("norm", ("layernorm", "rmsnorm")), ("pos", ("learned", "rope")), ("mlp", ("gelu", "relu2"))):
+        for key, allowed in (("norm", ("layernorm", "rmsnorm")), ("pos", ("learned", "rope")), ("mlp", ("gelu", "gelu_exact", "relu2"))):
             if getattr(self, key) not in allowed:
                 raise UserError(f"{key}={getattr(self, key)!r} must be one of {', '.join(allowed)}")
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
@@ -294,8 +294,8 @@ class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        # GPT-2 used the tanh approximation of GELU; matching it keeps HF logits parity exact.
-        self.act = nn.GELU(approximate="tanh") if config.mlp == "gelu" else None
+        # GPT-2's GELU is the tanh approximation (HF logits parity needs it); nanoGPT's nn.GELU() the exact erf form
+        self.act = None if config.mlp == "relu2" else nn.GELU(approximate="tanh" if config.mlp == "gelu" else "none")
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

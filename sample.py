@@ -6,7 +6,8 @@ Generate text from a trained checkpoint, or from GPT-2's weights.
     python sample.py --out_dir=out-shakespeare-char --interactive   # type a prompt, Ctrl-D to quit
     python sample.py --init_from=path/to/hf_gpt2_dir --stream --output=samples.jsonl
 
-The tokenizer is the one the model was trained with (out_dir/meta.json), or GPT-2's for GPT-2 weights.
+The tokenizer is the one the model was trained with (out_dir/meta.json), or GPT-2's for GPT-2 weights. A nanoGPT
+out_dir has none: its dataset's meta.pkl is read (--meta_pkl=PATH, or found where nanoGPT's sample.py looks), else GPT-2's.
 Same seed and settings give the same text, streamed (--stream, the default on a terminal) or not.
 --num_samples=N runs the N samples as one batch (the weights are read once per token for all of them);
 sample i draws from its own generator seeded seed + i, so it is the same text as when sampled alone.
@@ -49,6 +50,7 @@ class SampleConfig:
     interactive: bool = False  # read prompts from stdin until Ctrl-D
     use_cache: bool = True  # the KV cache; False recomputes the whole context every token
     quantize: str = "none"  # "none" | "int8": int8 weights for every Linear and the LM head, for speed
+    meta_pkl: str = ""  # a nanoGPT out_dir's tokenizer, its dataset's meta.pkl ("": where nanoGPT's sample.py looks)
 
 
 def validate(cfg):
@@ -145,7 +147,7 @@ def main(argv=None):
     validate(cfg)
     cfg = replace(cfg, stop=unescape(cfg.stop))
     hw = hardware.setup(cfg.device, cfg.dtype, decoding=True)
-    model, tokenizer = load_model(cfg.init_from, cfg.out_dir, hw.device)
+    model, tokenizer = load_model(cfg.init_from, cfg.out_dir, hw.device, cfg.meta_pkl)
     model = prepare_for_decoding(model, cfg.quantize, getattr(torch, hw.dtype))
     stream = cfg.stream.lower() == "true" or (cfg.stream.lower() == "auto" and sys.stdout.isatty())
     try:

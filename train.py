@@ -14,7 +14,8 @@ meta.json (the dataset's tokenizer, for sample.py), choices.json (the precision,
 made for this machine, with why) and loss.png. One run at a time: it holds out_dir/.lock while it runs, and a
 new run never replaces a checkpoint there unless --overwrite=True. Every check of what the user gave (config,
 data, out_dir, the checkpoint to continue) runs before any work: a refused run prints its one line, nothing
-else. The keys and their defaults are TrainConfig's, in train_config.py.
+else. The keys and their defaults are TrainConfig's, in train_config.py. nanoGPT's out_dirs (resume, eval_only),
+data folders (--dataset) and config files work here too (nanogpt.py, data/nanogpt.py).
 """
 
 import functools
@@ -32,6 +33,7 @@ from tqdm import tqdm
 
 import distributed
 import hardware
+import nanogpt
 from base import UserError, atomic_write, save_json
 from checkpoint import (
     load_checkpoint,
@@ -107,12 +109,20 @@ def resume_overrides(checkpoint, given, path):
     return {"dropout": given["dropout"]} if "dropout" in given else {}
 
 
+def continues_checkpoint(given):
+    """A resume, or --eval_only of out_dir's checkpoint (not of GPT-2's weights, as nanoGPT's config/eval_gpt2.py asks)."""
+    return given.get("init_from") == "resume" or (given.get("eval_only") and given.get("init_from", "scratch") == "scratch")
+
+
 def with_checkpoint_block_size(given):
-    """A resume or --eval_only that sets no block_size keeps the run's own: the default (1024) may not fit its model."""
-    if "block_size" in given or not (given.get("init_from") == "resume" or given.get("eval_only")):
+    """A resume or --eval_only that sets no block_size keeps the run's own: the default (1024) may not fit its model.
+    A nanoGPT run keeps its other settings too, where none is given (nanogpt.resume_settings)."""
+    if not continues_checkpoint(given):
         return given
-    path = os.path.join(given.get("out_dir", TrainConfig.out_dir), "ckpt.pt")
-    return {**given, "block_size": load_checkpoint(path, mmap=True)["model_args"]["block_size"]}
+    out_dir = given.get("out_dir", TrainConfig.out_dir)
+    checkpoint = load_checkpoint(os.path.join(out_dir, "ckpt.pt"), mmap=True)
+    given = nanogpt.resume_settings(checkpoint, given, out_dir)
+    return given if "block_size" in given else {**given, "block_size": checkpoint["model_args"]["block_size"]}
 
 
 def check_tokenizer(meta, saved_meta_path):
@@ -132,7 +142,7 @@ def check_tokenizer(meta, saved_meta_path):
 def checked_start(cfg, given, meta, data_dir):
     """What the run starts from, checked before any work: (out_dir's checkpoint, loaded to the CPU, or None; its
     model overrides). A resume or --eval_only reads it and checks it against the settings given and the dataset."""
-    if cfg.init_from == "resume" or cfg.eval_only:
+    if continues_checkpoint(asdict(cfg)):
         path = os.path.join(cfg.out_dir, "ckpt.pt")
         checkpoint = load_checkpoint(path)
         overrides = resume_overrides(checkpoint, given, path)
@@ -277,6 +287,8 @@ def resume_progress(checkpoint, model, optimizer, dist, out_dir):
     if checkpoint is None:
         return Progress(), None
     distributed.load_optimizer(model, optimizer, checkpoint["optimizer"], dist)
+    if checkpoint.get("nanogpt") is not None and dist.master:
+        print(nanogpt.resume_note(checkpoint, os.path.join(out_dir, "ckpt.pt")))
     iter_num = checkpoint["iter_num"]
     progress = Progress(
         iter_num=iter_num, best_val_loss=checkpoint["best_val_loss"], elapsed_before=checkpoint.get("elapsed_s", 0.0),
@@ -564,7 +576,7 @@ def main():
         )
     checkpoint = start[0]
     if cfg.eval_only:
-        return evaluate_checkpoint(cfg, model, loader, hw.ctx, checkpoint["iter_num"], dist.master)
+        return evaluate_checkpoint(cfg, model, loader, hw.ctx, checkpoint["iter_num"] if checkpoint else 0, dist.master)
     distributed.shard(model, dist)  # FSDP: before the optimizer, which must hold the sharded parameters
     optimizer = build_optimizer(model, cfg, hw.device_type, choices.newton_schulz_dtype)
     progress, saved_rng = resume_progress(checkpoint, model, optimizer, dist, cfg.out_dir)

@@ -37,7 +37,7 @@ class TrainConfig(GPTConfig):
     eval_interval: int = 2000
     log_interval: int = 1
     eval_iters: int = 200  # batches per split at each evaluation (fixed batches, see data/loader.py)
-    eval_only: bool = False  # evaluate the checkpoint on the whole val split and exit
+    eval_only: bool = False  # evaluate out_dir's checkpoint (or init_from's GPT-2 weights) on the whole val split and exit
     always_save_checkpoint: bool = True  # else only when val loss improves
     init_from: str = "scratch"  # "scratch" | "resume" | "gpt2" | "gpt2-medium" | ... | a Hugging Face GPT-2 directory
     overwrite: bool = False  # a new run (not resume) may replace the checkpoint already in out_dir

@@ -1,6 +1,7 @@
 """
 Batches of random windows from a prepared dataset directory (train.bin/val.bin, or shards
-train_000.bin, train_001.bin, ...), read through np.memmap so the corpus never has to fit in memory.
+train_000.bin, train_001.bin, ...), or a nanoGPT data folder (data/nanogpt.py), read through np.memmap
+so the corpus never has to fit in memory.
 
 A batch is a pure function of (seed, split, step, micro_step): no hidden state. A resumed run therefore
 draws exactly the batches the uninterrupted run would have, and evaluation uses the same fixed batches
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from base import UserError
+from data.nanogpt import data_meta
 
 SPLIT_IDS = {"train": 0, "val": 1}
 DATA_ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -39,7 +41,10 @@ def data_dir_for(dataset):
 def load_meta(data_dir):
     path = os.path.join(data_dir, "meta.json")
     if not os.path.isfile(path):
-        raise UserError(f"{data_dir} is not prepared (no meta.json): {prepare_hint(data_dir)}")
+        meta = data_meta(data_dir)  # a nanoGPT data folder: train.bin, val.bin (+ meta.pkl)
+        if meta is None:
+            raise UserError(f"{data_dir} is not prepared (no meta.json): {prepare_hint(data_dir)}")
+        return meta
     with open(path) as f:
         return json.load(f)
 

@@ -180,6 +180,7 @@ SWITCHES = {
     "rmsnorm": dict(norm="rmsnorm"),
     "rope": dict(pos="rope"),
     "relu2": dict(mlp="relu2"),
+    "gelu_exact": dict(mlp="gelu_exact"),  # nanoGPT's nn.GELU()
     "qk_norm": dict(qk_norm=True),
     "untied": dict(tie_weights=False),
     "softcap": dict(logit_softcap=1.0),  # beyond the notes, as the next ones

@@ -1,0 +1,196 @@
+"""
+nanoGPT's runs, read as this project's: its checkpoints, and the tokenizer of a run (data/nanogpt.py reads its
+data folders and meta.pkl).
+What nanoGPT writes (github.com/karpathy/nanoGPT, its last commit: train.py, model.py, sample.py, data/*/prepare.py):
+
+- out*/ckpt.pt: torch.save({'model': state dict, 'optimizer': AdamW state dict, 'model_args': {n_layer, n_head, n_embd,
+  block_size, bias, vocab_size, dropout}, 'iter_num', 'best_val_loss' (a 0-d tensor), 'config': its train.py settings}).
+  The weights are saved after iter_num steps, before step iter_num + 1, as ours. No RNG state. Keys start with
+  `_orig_mod.` when the run was compiled; a model built without flash attention (PyTorch < 2.0) also saves its causal
+  mask, a buffer named `transformer.h.<i>.attn.bias`. lm_head.weight is transformer.wte.weight (tied). AdamW has two
+  groups, the >= 2-D parameters (weight decay) then the rest, each in named_parameters() order.
+- data/<name>/train.bin, val.bin: uint16 token ids. meta.pkl, for a character vocabulary: pickle.dump({'vocab_size',
+  'itos': {id: char}, 'stoi': {char: id}}). No meta.pkl means GPT-2 BPE (its models padded to 50304 tokens).
+- sample.py reads data/<config['dataset']>/meta.pkl, relative to where it runs: the nanoGPT checkout.
+
+The checkpoint loads with weights_only=True as ours does; meta.pkl is read by read_meta_pkl, which runs nothing.
+What train.py writes back is this project's format.
+"""
+
+import os
+import re
+import sys
+from dataclasses import asdict
+
+import torch
+
+from base import UserError
+from data.nanogpt import DATA_ROOT, meta_tokenizer, read_meta_pkl
+from data.tokenizer import GPT2Tokenizer
+from model import GPT, GPTConfig
+from train_config import configure_adamw
+
+NANOGPT_MODEL_ARGS = {"n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout"}
+GPT2_VOCAB = 50257
+# nanoGPT's train.py settings (the 'config' of its ckpt.pt) that mean the same here, with their types: all are TrainConfig
+# keys (tests/test_nanogpt.py checks). Its others, device, dtype, compile and backend (its machine's) and out_dir,
+# init_from and eval_only (what one command does), are this machine's and this command's to set.
+CARRIED = {
+    "eval_interval": int, "log_interval": int, "eval_iters": int, "always_save_checkpoint": bool, "wandb_log": bool,
+    "wandb_project": str, "wandb_run_name": str, "dataset": str, "gradient_accumulation_steps": int, "batch_size": int,
+    "block_size": int, "n_layer": int, "n_head": int, "n_embd": int, "dropout": float, "bias": bool,
+    "learning_rate": float, "max_iters": int, "weight_decay": float, "beta1": float, "beta2": float, "grad_clip": float,
+    "decay_lr": bool, "warmup_iters": int, "lr_decay_iters": int, "min_lr": float,
+}  # fmt: skip
+NOT_CARRIED = ("device", "dtype", "compile", "backend", "out_dir", "init_from", "eval_only")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def as_ours(checkpoint, path):
+    """A loaded ckpt.pt in this project's layout: ours as it is, nanoGPT's converted (from_nanogpt). Anything else is
+    refused in one line."""
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model_args"), dict) and isinstance(checkpoint.get("model"), dict):
+        if "norm" in checkpoint["model_args"]:  # every model_args this project ever wrote has norm; nanoGPT's never
+            return checkpoint
+        if set(checkpoint["model_args"]) == NANOGPT_MODEL_ARGS:
+            return from_nanogpt(checkpoint, path)
+    keys = ", ".join(map(str, list(checkpoint)[:6])) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+    raise UserError(
+        f"{path} is neither this project's checkpoint nor nanoGPT's (it holds {keys or 'nothing'}, not model + model_args); "
+        "point --out_dir at a folder train.py wrote (here or in nanoGPT)"
+    )
+
+
+def from_nanogpt(checkpoint, path):
+    """nanoGPT's checkpoint as ours: its weights under our names, its AdamW state in our parameter order, its
+    config under our keys. Marked with "nanogpt" (its own config), which our checkpoints never hold."""
+    args = checkpoint["model_args"]
+    state = {name.removeprefix("_orig_mod."): tensor for name, tensor in checkpoint["model"].items()}
+    for name in [n for n in state if re.fullmatch(r"transformer\.h\.\d+\.attn\.bias", n)]:
+        del state[name]  # the causal mask of a model without flash attention: a buffer, not a weight
+    wte, head = state.get("transformer.wte.weight"), state.get("lm_head.weight")
+    tied = wte is not None and head is not None and wte.untyped_storage().data_ptr() == head.untyped_storage().data_ptr()
+    config = GPTConfig(**{k: args[k] for k in NANOGPT_MODEL_ARGS}, mlp="gelu_exact", tie_weights=tied)
+    with torch.device("meta"):  # shapes and names only: nothing is allocated
+        model = GPT(config)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in state.items()}
+    if found != expected:
+        wrong = sorted(set(found) ^ set(expected)) or [n for n in expected if found[n] != expected[n]]
+        raise UserError(
+            f"{path} has nanoGPT's model_args but not its weights ({', '.join(wrong[:3])} missing, extra or of another "
+            "shape); it was left untouched"
+        )
+    saved = checkpoint.get("config") or {}
+    best = checkpoint.get("best_val_loss", float("inf"))
+    return {
+        "model": state,
+        "optimizer": optimizer_state(checkpoint.get("optimizer"), state, tied, model, path),
+        "model_args": asdict(config),
+        # its CARRIED settings: TrainConfig keys of the same meaning (an int where we take a float, as that float)
+        "config": {k: float(v) if CARRIED[k] is float and type(v) is int else v for k, v in saved.items() if k in CARRIED},
+        "iter_num": int(checkpoint.get("iter_num", 0)),
+        "best_val_loss": float(best),  # nanoGPT saves the eval's 0-d tensor
+        "elapsed_s": 0.0,
+        "rng": None,  # nanoGPT saves none: a resume starts the RNG fresh
+        "wandb_run_id": None,
+        "nanogpt": saved,
+    }
+
+
+def optimizer_state(saved, state, tied, model, path):
+    """nanoGPT's AdamW state dict, numbered for our AdamW of the same model (train_config.configure_adamw), by name:
+    parameters are numbered group by group, and load_state_dict pairs them with states by that place. nanoGPT's
+    places are its named_parameters() (state dict order less the tied lm_head.weight and the masks), split into
+    >= 2-D then the rest; ours are whatever our optimizer makes."""
+    if saved is None:
+        return None
+    names = [name for name in state if not (tied and name == "lm_head.weight")]
+    theirs = [[n for n in names if state[n].dim() >= 2], [n for n in names if state[n].dim() < 2]]
+    groups = saved.get("param_groups", [])
+    if [len(g["params"]) for g in groups] != [len(t) for t in theirs]:
+        sizes = [len(g["params"]) for g in groups]
+        raise UserError(f"{path}: its optimizer state has groups of {sizes} parameters, not nanoGPT's AdamW for these weights")
+    label = {
+        name: i for group, their_names in zip(groups, theirs, strict=True) for name, i in zip(their_names, group["params"], strict=True)
+    }
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    ours = [[name_of[id(p)] for p in g["params"]] for g in configure_adamw(model, 0.1, 1e-3, (0.9, 0.95), "cpu").param_groups]
+    assert [set(o) for o in ours] == [set(t) for t in theirs], "our AdamW groups differ from nanoGPT's: decay on >= 2-D only"
+    order = [name for names in ours for name in names]  # numbered 0, 1, ... group by group, as AdamW.state_dict() does
+    sizes = [len(names) for names in ours]
+    return {
+        "state": {i: saved["state"][label[name]] for i, name in enumerate(order) if label[name] in saved.get("state", {})},
+        "param_groups": [{**g, "params": list(range(sum(sizes[:k]), sum(sizes[: k + 1])))} for k, g in enumerate(groups)],
+    }
+
+
+def resume_settings(checkpoint, given, out_dir):
+    """A nanoGPT run resumed or evaluated continues with its own settings: the keys the user gave, and for the others
+    its config's, with its dataset found in the nanoGPT checkout beside out_dir when there (find_data_dir)."""
+    if checkpoint.get("nanogpt") is None:
+        return given
+    saved = {k: v for k, v in checkpoint["config"].items() if k not in given}
+    for key, value in saved.items():
+        if type(value) is not CARRIED[key]:
+            raise UserError(f"its nanoGPT config has {key}={value!r}, which should be a {CARRIED[key].__name__}: give --{key}=...")
+    if "dataset" in saved:
+        saved["dataset"] = find_data_dir(saved["dataset"], out_dir)
+    return {**saved, **given}
+
+
+def resume_note(checkpoint, path):
+    """The one line a resumed nanoGPT run prints."""
+    return (
+        f"{path} is nanoGPT's: continuing its run at iter {checkpoint['iter_num']} (best val loss "
+        f"{checkpoint['best_val_loss']:.4f}) with its config and AdamW state, fresh RNG state (nanoGPT saves none); "
+        "checkpoints are written back in this project's format"
+    )
+
+
+def find_data_dir(dataset, out_dir):
+    """data/<dataset> of the nanoGPT checkout the run came from (out_dir's parent, or the current directory, as
+    nanoGPT's scripts run from there), else the name, for data/<dataset> here."""
+    for root in (os.path.dirname(os.path.abspath(out_dir)), os.getcwd()):
+        candidate = os.path.join(root, "data", dataset)
+        if os.path.isfile(os.path.join(candidate, "train.bin")):
+            return candidate
+    return dataset
+
+
+# ----------------------------------------------------------------------------------------------------
+# The tokenizer of a run
+
+
+def run_tokenizer(checkpoint, out_dir, meta_pkl=""):
+    """The tokenizer of a nanoGPT run, found as nanoGPT's sample.py finds it: meta_pkl if given, else
+    data/<its dataset>/meta.pkl of the nanoGPT checkout (beside out_dir, or the current directory) or of this repo;
+    with none, GPT-2 BPE, which only a model of at least GPT-2's vocabulary can be."""
+    vocab_size = checkpoint["model_args"]["vocab_size"]
+    if meta_pkl:
+        candidates = [meta_pkl]
+        if not os.path.isfile(meta_pkl):
+            raise UserError(f"--meta_pkl={meta_pkl} does not exist")
+    else:
+        dataset = checkpoint["nanogpt"].get("dataset", "")
+        roots = (os.path.dirname(os.path.abspath(out_dir)), os.getcwd(), os.path.dirname(DATA_ROOT))
+        candidates = list(dict.fromkeys(os.path.join(root, "data", dataset, "meta.pkl") for root in roots)) if dataset else []
+    for path in candidates:
+        if os.path.isfile(path):
+            meta = read_meta_pkl(path)
+            if meta["vocab_size"] != vocab_size:
+                raise UserError(
+                    f"{path} has {meta['vocab_size']} tokens but the model in {out_dir} has {vocab_size}: give its own with --meta_pkl=PATH"
+                )
+            return meta_tokenizer(meta)
+    looked = f" (looked for {', '.join(candidates)})" if candidates else " (its checkpoint names no dataset)"
+    if vocab_size < GPT2_VOCAB:
+        raise UserError(
+            f"{out_dir} holds a nanoGPT model of {vocab_size} tokens, so its tokenizer is its dataset's meta.pkl, which "
+            f"was not found{looked}: name it with --meta_pkl=PATH"
+        )
+    print(f"no meta.pkl for this nanoGPT run{looked}: GPT-2 BPE, as nanoGPT's sample.py", file=sys.stderr)
+    return GPT2Tokenizer()
