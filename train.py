@@ -2,7 +2,7 @@
 Train a GPT, from scratch, from a checkpoint (exact resume) or from GPT-2's weights.
 
     python train.py config/train_shakespeare_char.py --batch_size=32 --device=cpu
-    python train.py config/train_shakespeare_char.py --init_from=resume   # continue where it stopped
+    python train.py --init_from=resume --out_dir=out-shakespeare-char       # continue the run as it was, where it stopped
     python train.py --help                                                 # every key with its default
 
 On several GPUs (DDP; gloo on CPU), one node or many; --fsdp=True shards the model instead (distributed.py):
@@ -14,8 +14,10 @@ meta.json (the dataset's tokenizer, for sample.py), choices.json (the precision,
 made for this machine, with why) and loss.png. One run at a time: it holds out_dir/.lock while it runs, and a
 new run never replaces a checkpoint there unless --overwrite=True. Every check of what the user gave (config,
 data, out_dir, the checkpoint to continue) runs before any work: a refused run prints its one line, nothing
-else. The keys and their defaults are TrainConfig's, in train_config.py. nanoGPT's out_dirs (resume, eval_only),
-data folders (--dataset) and config files work here too (nanogpt.py, data/nanogpt.py).
+else. The keys and their defaults are TrainConfig's, in train_config.py; a resume (or --eval_only) takes the run's
+own from its checkpoint, and a key given that differs from the run's is applied and named in one line (run_settings).
+nanoGPT's out_dirs (resume, eval_only), data folders (--dataset) and config files work here too (nanogpt.py,
+data/nanogpt.py).
 """
 
 import functools
@@ -26,7 +28,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from tqdm import tqdm
@@ -82,7 +84,7 @@ def claim_out_dir(cfg):
 # muon_lr and embedding_lr (optimizer.load_state_dict restores them; embedding_lr > 0 is a parameter group of its own).
 # Every other key may change on resume: dropout (applied), sdpa (a kernel, decided again for the machine when "auto"), a
 # shorter block_size, the learning-rate schedule, max_iters, batch sizes, evaluation, logging, checkpointing, W&B,
-# dataset (same tokenizer), seed, device, dtype, compile.
+# dataset (same tokenizer), seed, device, dtype, compile. Each change is printed (describe_changes).
 FIXED_OPTIMIZER_KEYS = ("optimizer", "weight_decay", "beta1", "beta2", "muon_lr", "embedding_lr")
 CHANGEABLE_MODEL_KEYS = ("dropout", "sdpa")
 
@@ -114,15 +116,49 @@ def continues_checkpoint(given):
     return given.get("init_from") == "resume" or (given.get("eval_only") and given.get("init_from", "scratch") == "scratch")
 
 
-def with_checkpoint_block_size(given):
-    """A resume or --eval_only that sets no block_size keeps the run's own: the default (1024) may not fit its model.
-    A nanoGPT run keeps its other settings too, where none is given (nanogpt.resume_settings)."""
+# Keys that belong to one invocation, not to the run: a resume or --eval_only never takes them from the checkpoint.
+PER_INVOCATION_KEYS = ("init_from", "out_dir", "eval_only", "overwrite", "quantize")
+# Keys that change only what is evaluated, logged or kept, never the weights (evaluations use fixed batches and draw no
+# random numbers): changing one on resume keeps the run bit for bit the uninterrupted one. Any other change does not.
+BOOKKEEPING_KEYS = ("max_iters", "eval_interval", "log_interval", "eval_iters", "always_save_checkpoint", "keep_last", "keep_best",
+                    "progress", "wandb_log", "wandb_project", "wandb_run_name")  # fmt: skip
+
+
+def run_settings(given):
+    """
+    (cfg, changes): the settings this invocation runs with. A new run: TrainConfig's defaults and what the user gave
+    (config files, --key=value). A resume or --eval_only continues the run in out_dir as it was: the settings saved in
+    its checkpoint (its "config"; the model keys of its model_args where an older checkpoint has no config; today's
+    default for a key it lacks), then what the user gave. changes: [(key, the run's value, the value used)] for each
+    key the checkpoint records that differs from it, for the lines describe_changes prints once every check passed.
+    """
     if not continues_checkpoint(given):
-        return given
+        return TrainConfig(**given), []
     out_dir = given.get("out_dir", TrainConfig.out_dir)
-    checkpoint = load_checkpoint(os.path.join(out_dir, "ckpt.pt"), mmap=True)
-    given = nanogpt.resume_settings(checkpoint, given, out_dir)
-    return given if "block_size" in given else {**given, "block_size": checkpoint["model_args"]["block_size"]}
+    checkpoint = load_checkpoint(os.path.join(out_dir, "ckpt.pt"), mmap=True)  # mmap: only the small header is read here
+    keys = {f.name for f in fields(TrainConfig)} - set(PER_INVOCATION_KEYS)
+    # sdpa and vocab_size in model_args are what was built (a bool; the padded vocabulary), not what was asked for
+    model_keys = {k: v for k, v in checkpoint["model_args"].items() if k in keys and k not in ("sdpa", "vocab_size")}
+    saved = checkpoint.get("config", {})
+    if checkpoint.get("nanogpt") is not None:  # the keys its config shares with ours, type-checked, its dataset found
+        saved = {k: v for k, v in nanogpt.resume_settings(checkpoint, given, out_dir).items() if k not in given}
+    saved = {k: v for k, v in saved.items() if k in keys}
+    recorded = {**model_keys, **saved}
+    settings = {**{k: getattr(TrainConfig, k) for k in keys}, **recorded, **given}
+    if settings["fsdp"] and not distributed.launched() and "fsdp" not in given:
+        settings["fsdp"] = False  # a sharded run continued in one process: unsharded (the checkpoint is whole)
+    # a key the checkpoint does not record (nanoGPT's device, say) has no value of the run's to differ from
+    changes = [(key, recorded[key], settings[key]) for key in sorted(recorded) if settings[key] != recorded[key]]
+    return TrainConfig(**settings), changes
+
+
+def describe_changes(changes, resume):
+    """One line per setting that differs from the run's; on resume, whether the run still matches an uninterrupted one."""
+    lines = []
+    for key, was, now in changes:
+        diverges = resume and key not in BOOKKEEPING_KEYS
+        lines.append(f"{key}: {was!r} -> {now!r}" + ("; the run no longer matches an uninterrupted one" if diverges else ""))
+    return lines
 
 
 def check_tokenizer(meta, saved_meta_path):
@@ -556,8 +592,8 @@ def decide_hardware(cfg, dist):
 
 
 def main():
-    given = with_checkpoint_block_size(parse_overrides(TrainConfig(), sys.argv[1:]))  # what the user set, not the defaults
-    cfg = TrainConfig(**given)
+    given = parse_overrides(TrainConfig(), sys.argv[1:])  # what the user set, not the defaults
+    cfg, changes = run_settings(given)
     validate(cfg)
     dist = distributed.setup(cfg)
     check_quantize(cfg.quantize, hardware.kind(dist.device))
@@ -566,6 +602,9 @@ def main():
     loader = BatchLoader(data_dir, cfg.block_size, cfg.batch_size, dist.device, cfg.seed)
     out_dir_lock = claim_out_dir(cfg) if dist.master else None  # noqa: F841 (held until main returns)
     start = checked_start(cfg, given, loader.meta, data_dir)
+    if dist.master:  # every check passed: say what differs from the run being continued
+        for line in describe_changes(changes, resume=cfg.init_from == "resume"):
+            print(line)
 
     hw, choices = decide_hardware(cfg, dist)
     torch.manual_seed(cfg.seed + dist.rank)  # each rank its own dropout masks; DDP and FSDP copy rank 0's initial weights
