@@ -13,7 +13,8 @@ Same seed and settings give the same text, streamed (--stream, the default on a 
 sample i draws from its own generator seeded seed + i, so it is the same text as when sampled alone.
 Only a single sample is streamed; a batch's samples are printed when the batch is done.
 --quantize=int8 samples with int8 weights (decoding.prepare_for_decoding): ~2x tokens/s on CPU.
---output appends one JSON object per sample: prompt, text, tokens (the new token ids), settings, tokens_per_s.
+--output appends one JSON object per sample: prompt, text, tokens (the new token ids of text: see text_tokens),
+settings, decoding (the kernel the model's Linears ran, read from the prepared model) and tokens_per_s.
 """
 
 import json
@@ -27,7 +28,7 @@ import hardware
 from base import UserError
 from checkpoint import load_model
 from configurator import parse_args, run_cli
-from decoding import check_quantize, prepare_for_decoding
+from decoding import Int8Linear, PackedLinear, check_quantize, prepare_for_decoding
 from sampling import check_sampling
 
 
@@ -135,6 +136,32 @@ def generate_texts(model, tokenizer, ids, cfg, generators, ctx, on_text=None):
     return results
 
 
+def text_tokens(tokenizer, ids, text):
+    """
+    The new token ids of a sample's text (its --output "tokens"): all of them when no stop string cut the text; when
+    one did, the fewest leading ids whose decoding starts with the text, so the stop string's own ids are left out
+    (a single id holding both the end of the text and the start of the stop string is kept).
+    """
+    if tokenizer.decode(ids) == text:
+        return ids
+    n = len(ids)
+    while n > 0 and tokenizer.decode(ids[: n - 1]).startswith(text):
+        n -= 1
+    return ids[:n]
+
+
+def decoding_path(model):
+    """What the model's Linears are once prepared for decoding, read from its modules (not from the flags that asked for
+    it): "Int8Linear", "PackedLinear(bfloat16)", "PackedLinear(float32)", or "Linear" (on a GPU, or without oneDNN)."""
+    kinds = set()
+    for module in model.modules():
+        if isinstance(module, PackedLinear):
+            kinds.add(f"PackedLinear({str(module.dtype).removeprefix('torch.')})")
+        elif isinstance(module, (Int8Linear, torch.nn.Linear)):
+            kinds.add(type(module).__name__)
+    return ", ".join(sorted(kinds))
+
+
 def generate_text(model, tokenizer, ids, cfg, generator, ctx, on_text=None):
     """(text, new token ids): one sample, reporting text pieces to on_text as they are decided."""
     return generate_texts(model, tokenizer, ids, cfg, [generator], ctx, on_text)[0]
@@ -149,6 +176,7 @@ def main(argv=None):
     hw = hardware.setup(cfg.device, cfg.dtype, decoding=True)
     model, tokenizer = load_model(cfg.init_from, cfg.out_dir, hw.device, cfg.meta_pkl)
     model = prepare_for_decoding(model, cfg.quantize, getattr(torch, hw.dtype))
+    decoding = decoding_path(model)
     stream = cfg.stream.lower() == "true" or (cfg.stream.lower() == "auto" and sys.stdout.isatty())
     try:
         output = open(cfg.output, "a", encoding="utf-8") if cfg.output else None
@@ -174,8 +202,8 @@ def main(argv=None):
             print("" if streamed else (prompt if echo else "") + text)  # streamed text is already out
             print("---------------")
             if output:
-                record = {"prompt": prompt, "text": text, "tokens": new_ids, "settings": asdict(cfg),
-                          "tokens_per_s": len(new_ids) / max(seconds, 1e-9)}  # fmt: skip
+                record = {"prompt": prompt, "text": text, "tokens": text_tokens(tokenizer, new_ids, text), "settings": asdict(cfg),
+                          "decoding": decoding, "tokens_per_s": len(new_ids) / max(seconds, 1e-9)}  # fmt: skip
                 output.write(json.dumps(record) + "\n")
                 output.flush()
         n_tokens = sum(len(new_ids) for _, new_ids in samples)

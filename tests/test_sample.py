@@ -40,7 +40,7 @@ def test_same_seed_same_text_streamed_or_not_and_output_jsonl(char_checkpoint, t
     blocks = plain.split(SEP + "\n")
     chars = json.loads((char_checkpoint / "meta.json").read_text())["chars"]
     for record, block in zip(records, blocks, strict=False):
-        assert set(record) == {"prompt", "text", "tokens", "settings", "tokens_per_s"}
+        assert set(record) == {"prompt", "text", "tokens", "settings", "decoding", "tokens_per_s"}
         assert record["prompt"] == "ROMEO:" and block == "ROMEO:" + record["text"] + "\n"
         assert len(record["tokens"]) == 20 and "".join(chars[i] for i in record["tokens"]) == record["text"]
         assert record["settings"]["seed"] == 7 and record["settings"]["max_new_tokens"] == 20
