@@ -12,6 +12,10 @@ SOUND is the subject's own (cat: meowing, dog: barking, ...), so predicting it a
 subject, past every distractor. Every sentence has another animal in its clauses, so the nearest
 animal to the verb is always the wrong one. Train and val never share a (subject, nearest animal)
 pair, val also has sentences longer than any in train, and the notes' sentence is never in train.
+
+It takes no --input, unlike the text scripts: those guarantees, and long_range.py's scoring (which regenerates
+val from the seed in meta.json), hold only for generated sentences. --input is answered with one error line that
+points to data/shakespeare_bpe/prepare.py, the script for a text of your own.
 """
 
 import argparse
@@ -32,7 +36,14 @@ def main():
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--train_sentences", type=int, default=20000)
     parser.add_argument("--val_sentences", type=int, default=1000, help="of train's lengths, and as many longer ones")
+    parser.add_argument("--input", help="not taken: this corpus is generated (a text of your own: data/shakespeare_bpe/prepare.py)")
     args = parser.parse_args()
+    if args.input is not None:
+        raise UserError(
+            "data/long_range generates its sentences from --seed (train and val share no subject and nearest-animal pair, and "
+            "long_range.py regenerates val to score a model), so it reads no --input; "
+            "prepare a text of your own with data/shakespeare_bpe/prepare.py --input=PATH"
+        )
     if args.train_sentences < 1 or args.val_sentences < 1:
         raise UserError("--train_sentences and --val_sentences must be at least 1")
     train, val = corpus(args.seed, args.train_sentences, args.val_sentences)
