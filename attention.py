@@ -205,6 +205,8 @@ def main(argv=None):
     if cfg.format not in ("png", "json"):
         raise UserError(f"--format={cfg.format} must be png or json")
     model, tokenizer = load_model(cfg.init_from, cfg.out_dir, pick_device(cfg.device), cfg.meta_pkl)
+    if not hasattr(model, "attention_maps"):
+        raise UserError(f"{cfg.out_dir} holds a recurrent model ({type(model).__name__}): it has no attention to show")
     model_name = os.path.basename(os.path.normpath(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from))
     save_dir = cfg.save_dir or (cfg.out_dir if cfg.init_from == "resume" else ".")
 

@@ -8,10 +8,12 @@ Speed and memory benchmarks. Every subcommand prints ONE JSON object on stdout (
     python bench.py time_to_target --target=1.88 --configs=ref,fast --repeats=3
     python bench.py all                                                # all of the above, one JSON object
 
-train: any train.py config file and --key=value apply (the model, batch, dtype, compile, optimizer...).
+train: any train.py config file and --key=value apply (the model, its kind, batch, dtype, compile, optimizer...).
     Synthetic tokens (throughput does not depend on the text). Times --iters steps after --warmup steps
-    (the warmup absorbs torch.compile). MFU uses the PaLM formula (hardware.flops_per_token) against
-    a peak measured on the spot by a large matmul in the same dtype (hardware.measure_peak_flops).
+    (the warmup absorbs torch.compile); cpu_ms_per_iter is the process's CPU time per step, which other
+    processes on a shared machine inflate far less than the wall time. MFU uses the PaLM formula
+    (hardware.flops_per_token) against a peak measured on the spot by a large matmul in the same dtype
+    (hardware.measure_peak_flops).
 sample: a GPT-2-small-shaped model (GPTConfig defaults) with random weights, batch 1; --prompt_len random
     tokens, then --new_tokens greedy tokens with the KV cache (decoding.prepare_for_decoding in the decoding
     dtype, as sample.py does) and with use_cache=False on the plain model (nanoGPT's generate: recompute the
@@ -53,7 +55,7 @@ from configurator import ConfigError, parse_args, run_cli
 from data.loader import data_dir_for, load_meta
 from decoding import check_quantize, prepare_for_decoding
 from model import GPT, GPTConfig
-from train_config import TrainConfig, build_optimizer, model_config, validate
+from train_config import TrainConfig, build_optimizer, new_model, validate
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -117,7 +119,7 @@ def bench_train(bench, train_argv):
     except UserError:
         vocab_size = GPTConfig.vocab_size
     torch.manual_seed(bench.seed)
-    model = GPT(model_config(cfg, vocab_size, choices.sdpa)).to(device)
+    model = new_model(cfg, vocab_size, choices.sdpa).to(device)  # --model_type=gru: the recurrent baseline's step
     optimizer = build_optimizer(model, cfg, hw.device_type, choices.newton_schulz_dtype)
     step_model = torch.compile(model) if cfg.compile else model
     generator = torch.Generator().manual_seed(bench.seed)
@@ -139,12 +141,13 @@ def bench_train(bench, train_argv):
         step()
     hardware.sync(device)
     warmup_s = time.perf_counter() - t0
-    times = []
+    times, cpu_times = [], []
     for _ in range(bench.iters):
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         step()
         hardware.sync(device)
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - cpu0)
     dt = statistics.median(times)
     peak = hardware.measure_peak_flops(device, getattr(torch, dtype))
     tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
@@ -153,6 +156,7 @@ def bench_train(bench, train_argv):
         "device": device, "dtype": dtype, "compile": cfg.compile, "optimizer": cfg.optimizer,
         "threads": torch.get_num_threads(), "tokens_per_iter": tokens_per_iter,
         "ms_per_iter": round(dt * 1000, 2), "tok_per_s": round(tokens_per_iter / dt),
+        "cpu_ms_per_iter": round(statistics.median(cpu_times) * 1000, 2),  # this process's CPU time: what a busy machine does not add
         "warmup_s": round(warmup_s, 2), "peak_tflops": round(peak / 1e12, 3),
         "mfu": round(hardware.estimate_mfu(model, cfg.batch_size * cfg.gradient_accumulation_steps, dt, peak), 4),
         "peak_rss_mib": round(peak_rss_mib()), "choices": asdict(choices),

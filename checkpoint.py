@@ -4,7 +4,7 @@ only, loaded with weights_only=True), with the RNG state that makes a resume exa
 build a model from a checkpoint, an out_dir or GPT-2's weights; and out_dir's ownership (one run at a
 time, holding out_dir/.lock; no new run over an old checkpoint unless told to).
 
-A checkpoint (ckpt.pt) holds: model (state dict), optimizer, model_args (GPTConfig fields), config
+A checkpoint (ckpt.pt) holds: model (state dict), optimizer, model_args (its config's fields; model_type too for a model that is not a GPT), config
 (TrainConfig), iter_num, best_val_loss, elapsed_s, rng, wandb_run_id. Its tokenizer is in meta.json next to it.
 nanoGPT's ckpt.pt loads too, read into this layout (nanogpt.py); any other file is refused.
 """
@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+from dataclasses import fields
 from pickle import UnpicklingError
 
 import numpy as np
@@ -21,8 +22,8 @@ import torch
 import nanogpt
 from base import UserError, atomic_write
 from data.tokenizer import GPT2Tokenizer, load_tokenizer
-from model import GPT, GPTConfig
 from pretrained import PRETRAINED, from_pretrained
+from train_config import MODEL_TYPES
 
 
 def save_checkpoint(state, paths):
@@ -129,9 +130,13 @@ def clean_state_dict(state_dict):
 
 
 def model_from_checkpoint(checkpoint, **overrides):
-    """The GPT a checkpoint describes, with its weights. overrides: GPTConfig fields that do not change the
-    weights (e.g. sdpa). model_args from before a field existed (e.g. sdpa) take that field's default."""
-    model = GPT(GPTConfig(**{**checkpoint["model_args"], **overrides}))
+    """The model a checkpoint describes, with its weights. overrides: config fields that do not change the weights
+    (e.g. sdpa; the GRU has none, so it ignores sdpa). model_args from before a field existed take that field's
+    default; from before model_type existed, they are a GPT's."""
+    args = dict(checkpoint["model_args"])
+    config_class, model_class = MODEL_TYPES[args.pop("model_type", "gpt")]
+    known = {f.name for f in fields(config_class)}
+    model = model_class(config_class(**{**args, **{k: v for k, v in overrides.items() if k in known}}))
     model.load_state_dict(clean_state_dict(checkpoint["model"]))
     return model
 

@@ -222,9 +222,11 @@ def sync(device):
 
 
 def flops_per_token(model):
-    """Training FLOPs per token of a GPT, forward + backward (PaLM paper, appendix B): 6N + 12 L T C."""
+    """Training FLOPs per token of a GPT, forward + backward (PaLM paper, appendix B): 6N + 12 L T C. A model without
+    attention (recurrent.py's GRU) has no 12 L T C term: 6N, each weight one multiply-add forward and two backward."""
     cfg = model.config
-    return 6 * model.get_num_params() + 12 * cfg.n_layer * cfg.block_size * cfg.n_embd
+    attention = 12 * cfg.n_layer * cfg.block_size * cfg.n_embd if hasattr(model, "attention_maps") else 0
+    return 6 * model.get_num_params() + attention
 
 
 def estimate_mfu(model, fwdbwd_per_iter, dt, peak_flops):

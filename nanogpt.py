@@ -53,7 +53,7 @@ def as_ours(checkpoint, path):
     """A loaded ckpt.pt in this project's layout: ours as it is, nanoGPT's converted (from_nanogpt). Anything else is
     refused in one line."""
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model_args"), dict) and isinstance(checkpoint.get("model"), dict):
-        if "norm" in checkpoint["model_args"]:  # every model_args this project ever wrote has norm; nanoGPT's never
+        if {"norm", "model_type"} & set(checkpoint["model_args"]):  # every model_args we wrote has one; nanoGPT's neither
             return checkpoint
         if set(checkpoint["model_args"]) == NANOGPT_MODEL_ARGS:
             return from_nanogpt(checkpoint, path)

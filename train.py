@@ -1,5 +1,6 @@
 """
-Train a GPT, from scratch, from a checkpoint (exact resume) or from GPT-2's weights.
+Train a GPT, from scratch, from a checkpoint (exact resume) or from GPT-2's weights; or, with --model_type=gru,
+the recurrent baseline of recurrent.py, through the same loop, checkpoints and data.
 
     python train.py config/train_shakespeare_char.py --batch_size=32 --device=cpu
     python train.py --init_from=resume --out_dir=out-shakespeare-char       # continue the run as it was, where it stopped
@@ -50,9 +51,8 @@ from checkpoint import (
 from configurator import parse_overrides, run_cli
 from data.loader import BatchLoader, data_dir_for
 from decoding import check_quantize, prepare_for_decoding
-from model import GPT
 from pretrained import crop_block_size, from_pretrained
-from train_config import TrainConfig, build_optimizer, model_config, validate
+from train_config import TrainConfig, build_optimizer, new_model, validate
 
 # ----------------------------------------------------------------------------------------------------
 # Checks before any work: out_dir, and the checkpoint a resume continues
@@ -96,8 +96,9 @@ def resume_overrides(checkpoint, given, path):
     difference, so an explicit setting is never silently ignored.
     """
     saved = checkpoint.get("config", {})
-    # a key older checkpoints lack had its default then (embedding_lr did not exist: 0)
-    fixed = {**{k: saved.get(k, getattr(TrainConfig, k)) for k in FIXED_OPTIMIZER_KEYS if saved}, **checkpoint["model_args"]}
+    # a key older checkpoints lack had its default then (embedding_lr did not exist: 0; model_type: every model was a GPT)
+    fixed = {**{k: saved.get(k, getattr(TrainConfig, k)) for k in FIXED_OPTIMIZER_KEYS if saved}, "model_type": "gpt"}
+    fixed.update(checkpoint["model_args"])
     differences = [
         f"{key}: checkpoint {fixed[key]!r} vs given {value!r}"
         for key, value in given.items()
@@ -196,13 +197,13 @@ def checked_start(cfg, given, meta, data_dir):
 
 
 def build_model(cfg, start, meta, sdpa):
-    """The GPT the run trains (on the CPU): start is checked_start's (checkpoint, overrides). sdpa: the attention
+    """The model the run trains (on the CPU): start is checked_start's (checkpoint, overrides). sdpa: the attention
     kernel chosen for this run (a bool; cfg.sdpa may be "auto"), whatever the checkpoint ran with."""
     checkpoint, overrides = start
     if checkpoint is not None:
         model = model_from_checkpoint(checkpoint, sdpa=sdpa, **overrides)
     elif cfg.init_from == "scratch":
-        model = GPT(model_config(cfg, meta["vocab_size"], sdpa))
+        model = new_model(cfg, meta["vocab_size"], sdpa)
     else:
         model = from_pretrained(cfg.init_from, dict(dropout=cfg.dropout, sdpa=sdpa))
         if cfg.block_size > model.config.block_size:
@@ -356,8 +357,10 @@ def save_run_checkpoint(run, best=False):
     model_state, optimizer_state = distributed.full_state(run.raw_model, run.optimizer, run.dist)
     if not run.dist.master:
         return
+    # a GPT's model_args stay GPTConfig's fields (GPT(GPTConfig(**model_args)) rebuilds it); another kind names itself
+    model_args = asdict(run.raw_model.config) | ({} if cfg.model_type == "gpt" else {"model_type": cfg.model_type})
     state = {
-        "model": model_state, "optimizer": optimizer_state, "model_args": asdict(run.raw_model.config), "config": asdict(cfg),
+        "model": model_state, "optimizer": optimizer_state, "model_args": model_args, "config": asdict(cfg),
         "iter_num": progress.iter_num, "best_val_loss": progress.best_val_loss, "elapsed_s": progress.elapsed(),
         "rng": rng_state(), "wandb_run_id": progress.wandb_run_id,
     }  # fmt: skip
@@ -435,13 +438,13 @@ def start_wandb(cfg, progress):
 @dataclass
 class Run:
     """Everything the loop reads and changes. model: what steps call (compiled, DDP-wrapped); raw_model: the plain
-    GPT that checkpoints save and MFU counts."""
+    model (the GPT, or recurrent.py's GRU) that checkpoints save and MFU counts."""
 
     cfg: TrainConfig
     dist: distributed.Distributed
     hw: hardware.Hardware
     loader: BatchLoader
-    raw_model: GPT
+    raw_model: torch.nn.Module
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     progress: Progress

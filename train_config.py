@@ -15,8 +15,9 @@ import distributed
 import hardware
 from base import UserError
 from decoding import check_quantize
-from model import GPTConfig
+from model import GPT, GPTConfig
 from pretrained import PRETRAINED
+from recurrent import GRULM, GRUConfig
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class TrainConfig(GPTConfig):
     (hardware.decide_sdpa) before any GPTConfig is built. The training keys follow.
     """
 
+    model_type: str = "gpt"  # "gpt" | "gru": the recurrent baseline (recurrent.py), of n_layer, n_embd, dropout, bias, tie_weights
     vocab_size: int = 0  # 0: the dataset's (meta.json); larger pads it, e.g. 50304 for GPT-2's 50257 (faster matmuls)
     bias: bool = False  # nanoGPT trains without biases: a little better and faster
     sdpa: str = "auto"  # "true": F.scaled_dot_product_attention, "false": the explicit math, "auto": the faster here
@@ -81,11 +83,24 @@ class TrainConfig(GPTConfig):
         pass  # not GPTConfig's checks yet: validate() runs them once vocab_size (the dataset's) is known
 
 
+# model_type: (config class, model class). A checkpoint records its model_type in model_args; one without it is a GPT's.
+MODEL_TYPES = {"gpt": (GPTConfig, GPT), "gru": (GRUConfig, GRULM)}
+
+
 def model_config(cfg, vocab_size, sdpa):
-    """The GPTConfig of cfg's model keys, for a dataset of vocab_size tokens (unless cfg pads it), with sdpa the bool
-    that cfg.sdpa ("auto" too) was decided to be (hardware.training_choices)."""
-    keys = {f.name: getattr(cfg, f.name) for f in fields(GPTConfig)}
-    return GPTConfig(**{**keys, "vocab_size": cfg.vocab_size or vocab_size, "sdpa": sdpa})
+    """The GPTConfig (GRUConfig for model_type="gru") of cfg's model keys, for a dataset of vocab_size tokens (unless
+    cfg pads it), with sdpa the bool that cfg.sdpa ("auto" too) was decided to be (hardware.training_choices)."""
+    config_class, _ = MODEL_TYPES[cfg.model_type]
+    keys = {f.name: getattr(cfg, f.name) for f in fields(config_class)}
+    keys["vocab_size"] = cfg.vocab_size or vocab_size
+    if "sdpa" in keys:  # an attention kernel: the GRU has none
+        keys["sdpa"] = sdpa
+    return config_class(**keys)
+
+
+def new_model(cfg, vocab_size, sdpa):
+    """A freshly initialized model of cfg's model_type and model keys (model_config's arguments)."""
+    return MODEL_TYPES[cfg.model_type][1](model_config(cfg, vocab_size, sdpa))
 
 
 def validate(cfg):
@@ -106,6 +121,10 @@ def validate(cfg):
         raise UserError(f"dropout={cfg.dropout} must be in [0, 1)")
     if cfg.optimizer not in ("adamw", "muon"):
         raise UserError(f"optimizer={cfg.optimizer!r} must be adamw or muon")
+    if cfg.model_type not in MODEL_TYPES:
+        raise UserError(f"model_type={cfg.model_type!r} must be one of {', '.join(MODEL_TYPES)}")
+    if cfg.model_type == "gru" and (cfg.optimizer != "adamw" or cfg.fsdp or cfg.init_from not in ("scratch", "resume")):
+        raise UserError("model_type=gru trains with optimizer=adamw, from scratch or resume, without fsdp (those are the GPT's)")
     if cfg.embedding_lr < 0 or (cfg.embedding_lr and cfg.optimizer != "muon"):
         raise UserError(f"embedding_lr={cfg.embedding_lr} must be >= 0, and is for optimizer=muon")
     if cfg.fsdp and cfg.optimizer == "muon":

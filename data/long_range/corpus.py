@@ -61,13 +61,15 @@ def parse(text):
     return Sentence(tuple(words), nouns[0], tuple(nouns[1:]), words.index(VERB))
 
 
-def make_sentence(rng, subject, nearest, n_clauses):
-    """A sentence whose subject is `subject` and whose last animal before the verb is `nearest`."""
+def make_sentence(rng, subject, nearest, n_clauses, all_animals=False):
+    """A sentence whose subject is `subject` and whose last animal before the verb is `nearest`. all_animals: every
+    noun of its clauses is an animal (`nearest` the last), the most distractors its clauses can hold."""
     clauses = [rng.choice(CLAUSES) for _ in range(n_clauses)]
     n_slots = sum(c.count("N") for c in clauses)
-    k = rng.randrange(n_slots)  # the slot of `nearest`: other animals before it, only things after it
     others = [a for a in ANIMALS if a != subject]
-    nouns = [rng.choice(others + THINGS) for _ in range(k)] + [nearest] + [rng.choice(THINGS) for _ in range(n_slots - k - 1)]
+    # the slot of `nearest`: other animals (or things) before it, only things after it
+    k, before = (n_slots - 1, others) if all_animals else (rng.randrange(n_slots), others + THINGS)
+    nouns = [rng.choice(before) for _ in range(k)] + [nearest] + [rng.choice(THINGS) for _ in range(n_slots - k - 1)]
     words = rng.choice(["", "", *OPENINGS]).split()
     words += ["the", *rng.sample(ADJECTIVES, rng.choice([0, 0, 1, 2])), subject]
     for clause in clauses:
@@ -108,6 +110,17 @@ def corpus(seed=1337, train_sentences=20000, val_sentences=1000):
         if len(sentence.words) > longest:
             val.append(sentence)
     return train, val
+
+
+def probe(seed, n, clauses, all_animals=False, salt="probe"):
+    """
+    n sentences per clause count in `clauses`, on the held-out (val) pairs of the corpus of this seed, from a random
+    stream of their own (named by salt): val's pairs in new sentences, longer than val's (more clauses) or, with
+    all_animals, with every noun an animal. long_range.py measures the models on them.
+    """
+    rng = random.Random(f"{salt} {seed}")
+    _, val_pairs = pairs_split(seed)
+    return [make_sentence(rng, *rng.choice(val_pairs), k, all_animals) for k in clauses for _ in range(n)]
 
 
 def as_text(sentences):
