@@ -186,6 +186,14 @@ def test_threads_are_torchs_own_and_say_why():
     assert hardware.decide_threads("1", 1) == (1, "OMP_NUM_THREADS=1")
 
 
+@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="the flags promise no bf16: nothing is timed")
+def test_bf16_withheld_by_an_avx2_limit_is_timed_slow_and_not_chosen():
+    """The AVX2 stand-in: the flags still say avx512_bf16, the kernels are limited to AVX2 (bf16 emulated)."""
+    code = "import hardware; c = hardware.training_choices('cpu', n_embd=128); print(c.dtype, c.facts['bf16_matmul_speedup'])"
+    out = run_script("-c", code, env={"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}).stdout.split()
+    assert out[0] == "float32" and float(out[1]) < 0.25, out  # one round of timing says it (hardware.measure_bf16_speedup)
+
+
 def test_training_choices_on_this_machine():
     choices = hardware.training_choices("cpu", dtype="auto", sdpa="auto", n_embd=128)
     speedup = choices.facts["bf16_matmul_speedup"]
