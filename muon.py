@@ -108,11 +108,12 @@ def configure_muon(model, learning_rate, muon_lr, weight_decay, betas, ns_dtype=
     """
     MuonAdamW for a GPT: the blocks' 2-D weights on Muon, the rest on AdamW. Each group's lr_scale is its
     lr relative to learning_rate, so one schedule (train.get_lr) drives both. embedding_lr > 0 gives the
-    token embedding its own AdamW group at that lr (modded-nanogpt's high embedding lr; with an untied head
+    token embedding (and the value embeddings, GPTConfig.value_embeds) their own AdamW group at that lr (modded-nanogpt's high embedding lr; with an untied head
     it cut the fast config from 220 to 170 steps, docs/performance.md).
     """
     hidden = [p for name, p in model.named_parameters() if p.ndim == 2 and ".h." in f".{name}"]
-    embedding = [model.transformer.wte.weight] if embedding_lr > 0 else []
+    tables = ("transformer.wte.", "transformer.ve.")  # the token embedding, and the value embeddings if any
+    embedding = [p for name, p in model.named_parameters() if name.startswith(tables)] if embedding_lr > 0 else []
     own_group = {id(p) for p in hidden + embedding}
     rest = [p for p in model.parameters() if id(p) not in own_group]
     groups = [

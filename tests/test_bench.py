@@ -123,6 +123,10 @@ def test_embedding_lr_gives_the_token_embedding_its_own_group():
     every = [id(p) for g in optimizer.param_groups for p in g["params"]]
     assert sorted(every) == sorted(id(p) for p in model.parameters())  # the untied head stays at learning_rate
     assert any(p is model.lm_head.weight for g in optimizer.param_groups if g["lr_scale"] == 1.0 for p in g["params"])
+    model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=16, value_embeds=True))  # tied head
+    optimizer = configure_muon(model, learning_rate=1e-3, muon_lr=0.02, weight_decay=0.1, betas=(0.9, 0.95), embedding_lr=0.3)
+    (group,) = [g for g in optimizer.param_groups if g["lr_scale"] == pytest.approx(300)]
+    assert {id(p) for p in group["params"]} == {id(model.transformer.wte.weight), *(id(t.weight) for t in model.transformer.ve)}
 
 
 def test_muon_fits_a_batch():
