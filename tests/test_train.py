@@ -20,7 +20,7 @@ from data.loader import BatchLoader
 from hardware import cpu_has_fast_bf16, pick_dtype, precision
 from model import GPT, GPTConfig
 from pretrained import crop_block_size, from_pretrained, save_pretrained
-from train import get_lr
+from train import get_lr, seq_len
 from train_config import TrainConfig, configure_adamw, model_config, validate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process tiny models
@@ -90,6 +90,7 @@ def test_wrong_type_names_key_value_and_expected_type(monkeypatch, capsys):
         (["--dtype=float8"], "dtype='float8' must be one of"),
         (["--sdpa=maybe"], "sdpa='maybe' must be auto, true or false"),
         (["--gradient_accumulation_steps=0"], "gradient_accumulation_steps=0 must be at least 1"),
+        (["--seq_warmup_iters=4", "--block_size=30"], "seq_warmup_iters=4 must be >= 0, and > 0 needs a block_size divisible by 4"),
     ],
 )
 def test_invalid_combinations_fail_in_one_line_before_any_work(char_data, tmp_path, bad, message, monkeypatch, capsys):
@@ -240,6 +241,21 @@ def test_lr_schedule_warmup_then_cosine_to_min_lr():
     assert decay == sorted(decay, reverse=True) and decay[-1] == pytest.approx(1e-4)
     assert get_lr(10_000, cfg) == 1e-4
     assert get_lr(5, TrainConfig(decay_lr=False, learning_rate=3e-4)) == 3e-4
+
+
+def test_seq_warmup_quarter_then_half_then_whole_windows(char_data, tmp_path, monkeypatch, capsys):
+    cfg = TrainConfig(block_size=128, seq_warmup_iters=110)
+    assert [seq_len(it, cfg) for it in (0, 54, 55, 109, 110, 10_000)] == [32, 32, 64, 64, 128, 128]
+    assert {seq_len(it, TrainConfig(block_size=128)) for it in range(5)} == {128}
+    # a run with it trains on other windows than one without, from the first step on (same tokens, cut)
+    args = ["--max_iters=2", "--eval_interval=2", "--eval_iters=1", "--log_interval=1", "--dtype=float32"]
+    first = []
+    for n in (2, 0):
+        code, out, _ = run_train_main(train_args(char_data, tmp_path / str(n), *args, f"--seq_warmup_iters={n}")[1:], monkeypatch, capsys)
+        first.append(next(line for line in out.splitlines() if line.startswith("iter 1:")).split(",")[0])  # "iter 1: loss x"
+        assert code == 0
+    assert first[0] != first[1], first
+    assert not list(tmp_path.glob("*/loss.png"))  # two evaluations (0 and 2) are no curve: no matplotlib at all
 
 
 # ----------------------------------------------------------------------------------------------------
