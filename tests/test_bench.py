@@ -49,8 +49,12 @@ def test_bench_time_to_target_scores_the_full_val_split(char_data, tmp_path):
     lines = [a[2:].replace("=", " = ") for a in TINY if not a.startswith("--device")]
     lines += [f"dataset = '{char_data}'", "max_iters = 30", "eval_interval = 30", "eval_iters = 2", "learning_rate = 3e-3"]
     config.write_text("\n".join(lines) + "\ndevice = 'cpu'\n")
-    reached = bench("time_to_target", f"--configs={config}", "--target=10.0")
+    reached = bench("time_to_target", f"--configs={config}", "--target=10.0", f"--plot={tmp_path / 'frontier.png'}")
     run = reached["configs"][str(config)]
+    import matplotlib.image
+
+    image = matplotlib.image.imread(tmp_path / "frontier.png")  # loss against minutes, for docs/speedrun_frontier.png
+    assert image.shape[:2] == (400, 600) and image.std() > 0
     assert len(run["runs"]) == 1 and 0 < run["runs"][0]["val_loss"] < math.log(65)  # learned something
     assert run["time_to_target_s"] == run["median_wall_s"] > 0
     assert run["runs"][0]["choices"]["threads"] >= 1 and "sdpa" in run["runs"][0]["choices"]["reasons"]  # train.py's choices.json
