@@ -125,6 +125,19 @@ def test_shipped_configs_parse_and_validate():
     assert finetune.init_from.startswith("gpt2") and finetune.dataset == "shakespeare"
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "config").glob("speedrun_*.py")))
+def test_speedrun_configs_train_a_few_steps(name, char_data, tmp_path, monkeypatch, capsys):
+    """Each frontier config, as shipped but for a few short steps: its model and optimizer build and learn."""
+    cfg = parse_args(TrainConfig(), [str(ROOT / "config" / f"{name}.py")])
+    assert cfg.max_iters == cfg.lr_decay_iters == cfg.eval_interval and 0 < cfg.seq_warmup_iters < cfg.max_iters
+    few = ["--max_iters=4", "--lr_decay_iters=4", "--seq_warmup_iters=2", "--eval_interval=4", "--eval_iters=1", "--batch_size=4"]
+    argv = [str(ROOT / "config" / f"{name}.py"), f"--dataset={char_data}", f"--out_dir={tmp_path}", "--progress=False", *few]
+    code, _, err = run_train_main(argv, monkeypatch, capsys)
+    assert code == 0, err
+    metrics = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [m["iter"] for m in metrics] == [0, 4] and metrics[1]["train_loss"] < metrics[0]["train_loss"]
+
+
 # ----------------------------------------------------------------------------------------------------
 # Precision, optimizer, schedule
 
