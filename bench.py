@@ -32,9 +32,10 @@ time_to_target: runs `python train.py <config>` exactly as a user would, in a su
     fast, ...) --repeats times so background load hits both alike; speedup is median(ref) / median(fast).
     Config names: "ref" (nanoGPT's README CPU command, with this repo's dtype/attention choices), "nanogpt"
     (the same command as nanoGPT's train.py runs it on a CPU: float32, SDPA), "fast" (config/train_shakespeare_char_fast.py),
-    "fast_fp32" (config/train_shakespeare_char_fast_fp32.py, for CPUs without native bf16), or a path to a config file.
-    --plot=PNG draws each config's full-val loss against its wall minutes (docs/speedrun_frontier.png:
-    python bench.py time_to_target --configs=config/speedrun_1min.py,config/speedrun_2min.py,config/speedrun_5min.py,config/speedrun_10min.py --plot=docs/speedrun_frontier.png).
+    "fast_fp32" (config/train_shakespeare_char_fast_fp32.py, for CPUs without native bf16), a path to a config file,
+    or "frontier": the speedrun configs (config/speedrun_*.py, 1 to 10 minutes; ~20 minutes in all). --plot=PNG draws
+    each config's full-val loss against its wall minutes (docs/speedrun_frontier.png:
+    python bench.py time_to_target --configs=frontier --plot=docs/speedrun_frontier.png).
 Peak RSS is the process's high-water mark (ru_maxrss); each subcommand of `all` runs in its own process.
 """
 
@@ -76,6 +77,8 @@ NAMED_CONFIGS = {
     "fast": ["config/train_shakespeare_char_fast.py"],  # CPUs with native bf16
     "fast_fp32": ["config/train_shakespeare_char_fast_fp32.py"],  # CPUs that train in float32 (AVX2)
 }
+# the speedrun frontier: the lowest full-val loss in 1, 1.5, 2, 5 and 10 minutes on a 2-core CPU (docs/training.md)
+FRONTIER = [f"config/speedrun_{budget}.py" for budget in ("1min", "90s", "2min", "5min", "10min")]
 
 
 @dataclass(frozen=True)
@@ -254,9 +257,9 @@ def bench_sample(bench, train_argv):
 def config_args(name):
     if name in NAMED_CONFIGS:
         return NAMED_CONFIGS[name]
-    if os.path.isfile(name):
+    if os.path.isfile(name) or os.path.isfile(os.path.join(ROOT, name)):  # train.py runs in ROOT
         return [name]
-    raise UserError(f"unknown config {name!r}: use {', '.join(NAMED_CONFIGS)} or a path to a config file")
+    raise UserError(f"unknown config {name!r}: use {', '.join(NAMED_CONFIGS)}, frontier or a path to a config file")
 
 
 def run_train(args, out_dir):
@@ -278,7 +281,7 @@ def run_train(args, out_dir):
 
 
 def bench_time_to_target(bench, train_argv):
-    names = [n for n in bench.configs.split(",") if n]
+    names = [config for n in bench.configs.split(",") if n for config in (FRONTIER if n == "frontier" else [n])]
     runs = {name: [] for name in names}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-ttt-") as tmp:

@@ -16,7 +16,7 @@ block_size = 128
 n_layer = 4
 n_head = 4
 n_embd = 192
-dropout = 0.0  # 1800 steps see 7.4M tokens, ~7 passes over the data (1.8M parameters)
+dropout = 0.0  # 1700 steps see 7.0M tokens, ~7 passes over the data (1.8M parameters)
 pos = "rope"
 norm = "rmsnorm"
 mlp = "relu2"
@@ -29,13 +29,13 @@ learning_rate = 3e-3
 embedding_lr = 0.3
 tie_weights = False
 beta2 = 0.99
-max_iters = 1800
-lr_decay_iters = 1800
+max_iters = 1700
+lr_decay_iters = 1700
 warmup_iters = 0
 min_lr = 3e-4
-seq_warmup_iters = 1170  # 65% of the run on windows of 32, then 64 tokens, as the fast config
+seq_warmup_iters = 1105  # 65% of the run on windows of 32, then 64 tokens, as the fast config
 
-eval_interval = 1800  # one estimate at the start and one at the end; score fully with --eval_only=True
+eval_interval = 1700  # one estimate at the start and one at the end; score fully with --eval_only=True
 eval_iters = 2
 log_interval = 50
 always_save_checkpoint = False

@@ -16,7 +16,7 @@ block_size = 128
 n_layer = 4
 n_head = 4
 n_embd = 128
-dropout = 0.0  # too few passes over the data to overfit (280 steps: 1.1M tokens, ~1 epoch)
+dropout = 0.0  # too few passes over the data to overfit (260 steps: 1.1M tokens, ~1 epoch)
 pos = "rope"
 norm = "rmsnorm"
 mlp = "relu2"
@@ -29,13 +29,13 @@ learning_rate = 3e-3
 embedding_lr = 0.3
 tie_weights = False
 beta2 = 0.99
-max_iters = 280
-lr_decay_iters = 280
+max_iters = 260
+lr_decay_iters = 260
 warmup_iters = 0
 min_lr = 3e-4
-seq_warmup_iters = 182  # 65% of the run on windows of 32, then 64 tokens, as the fast config
+seq_warmup_iters = 169  # 65% of the run on windows of 32, then 64 tokens, as the fast config
 
-eval_interval = 280  # one estimate at the start and one at the end; score fully with --eval_only=True
+eval_interval = 260  # one estimate at the start and one at the end; score fully with --eval_only=True
 eval_iters = 2
 log_interval = 50
 always_save_checkpoint = False

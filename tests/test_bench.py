@@ -5,10 +5,12 @@ import math
 
 import pytest
 import torch
-from conftest import TINY, run_script, train_args
+from conftest import ROOT, TINY, run_script, train_args
 
+from configurator import parse_args
 from model import GPT, GPTConfig
 from muon import MuonAdamW, configure_muon, zeropower_via_newtonschulz5
+from train_config import TrainConfig
 
 
 def bench(*args):
@@ -42,6 +44,16 @@ def test_bench_sample_reports_every_path_and_the_bandwidth_roofline():
     for path in ("cached", "int8_cached"):
         roofline = out[f"{path}_tok_per_s"] * out[f"{path}_weight_bytes_per_token"] / (out["copy_gb_per_s"] * 1e9)
         assert out[f"{path}_roofline_fraction"] == pytest.approx(roofline, rel=0.02)
+
+
+def test_the_frontier_is_every_speedrun_config_cheapest_first():
+    from bench import FRONTIER, config_args
+
+    assert sorted(FRONTIER) == sorted(f"config/{p.name}" for p in (ROOT / "config").glob("speedrun_*.py"))
+    assert all(config_args(c) == [c] for c in FRONTIER)  # named relative to the repository, wherever bench.py runs
+    configs = [parse_args(TrainConfig(), [str(ROOT / c)]) for c in FRONTIER]
+    work = [c.max_iters * c.n_layer * c.n_embd**2 for c in configs]  # a step's matmul work grows with n_layer * n_embd^2
+    assert work == sorted(work) and len(set(work)) == len(work), work
 
 
 def test_bench_time_to_target_scores_the_full_val_split(char_data, tmp_path):
