@@ -2,8 +2,8 @@
 Fast token-by-token sampling on a CPU: the model's Linears swapped for decoding kernels (sample.py, bench.py and
 train.py --eval_only --quantize call prepare_for_decoding). One token at a time is a chain of matrix-vector
 products, so its limit is the memory's read bandwidth over the bytes of weights a token reads
-(docs/performance.md measures both); fewer bytes (bf16, int8, int4) or a layout that streams better is what makes
-it faster. A Python caller gets sample.py's speed the same way:
+(docs/performance.md measures both); fewer bytes (bf16, int8, int4) or a layout that streams better (oneDNN's
+packed one) is what makes it faster. A Python caller gets sample.py's speed the same way:
 
     python sample.py --out_dir=out-shakespeare-char-cpu --quantize=int8
     python sample.py --out_dir=out-shakespeare-char-cpu --quantize=int4
@@ -37,26 +37,6 @@ class PackedLinear(nn.Module):
     def forward(self, x):
         y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.weight, self.bias, "none", [], "")
         return y.to(x.dtype)
-
-
-class TransposedLinear(nn.Module):
-    """
-    An fp32 Linear whose weight is stored transposed, (in, out) row-major, and computed by addmm: at batch 1 the
-    product is then one pass down the weight's rows, a plain read stream. For GPT-2 small's 49 matrices at
-    batch 1 on a 2-core Zen 4 it took 31-37 ms a token against 45-53 for F.linear and 48-134 for oneDNN's packed
-    fp32 layout (measured side by side, docs/performance.md). Plain tensors: it can be saved, copied and moved.
-    """
-
-    def __init__(self, linear):
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight_t", linear.weight.detach().float().t().contiguous())  # (in, out)
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
-
-    def forward(self, x):
-        rows = x.reshape(-1, self.in_features).float()  # (B*T, in)
-        y = rows @ self.weight_t if self.bias is None else torch.addmm(self.bias, rows, self.weight_t)  # (B*T, out)
-        return y.view(*x.shape[:-1], self.out_features).type_as(x)
 
 
 class Int8Linear(nn.Module):
@@ -151,13 +131,13 @@ def check_quantize(quantize, device_type="cpu"):
 def prepare_for_decoding(model, quantize="none", dtype=torch.float32):
     """
     The model, changed in place for fast token-by-token sampling; only for a model you sample from.
-    On CPU every Linear, the LM head included, becomes a TransposedLinear in float32, a PackedLinear in bfloat16,
+    On CPU every Linear, the LM head included, becomes a PackedLinear in `dtype` (float32 or bfloat16),
     an Int8Linear with quantize="int8", or an Int4Linear with quantize="int4"; the token embedding keeps its fp32
     rows (a lookup reads one row). On a GPU the model is left as it is (decoding there is bound by kernel launches, not bytes).
     """
     device_type = next(model.parameters()).device.type
     check_quantize(quantize, device_type)
-    if device_type != "cpu" or (quantize == "none" and dtype == torch.bfloat16 and not torch.backends.mkldnn.is_available()):
+    if device_type != "cpu" or (quantize == "none" and not torch.backends.mkldnn.is_available()):
         return model
     if quantize == "none" and dtype not in (torch.float32, torch.bfloat16):
         raise UserError(f"sampling on a CPU runs in float32 or bfloat16, not {dtype}")
@@ -166,10 +146,8 @@ def prepare_for_decoding(model, quantize="none", dtype=torch.float32):
         if not isinstance(child, nn.Linear):
             continue
         try:
-            if quantize != "none":
-                setattr(parent, name, {"int8": Int8Linear, "int4": Int4Linear}[quantize](child))
-            else:
-                setattr(parent, name, TransposedLinear(child) if dtype == torch.float32 else PackedLinear(child, dtype))
+            kernel = {"int8": Int8Linear, "int4": Int4Linear}.get(quantize)
+            setattr(parent, name, kernel(child) if kernel else PackedLinear(child, dtype))
         except RuntimeError as e:  # e.g. bf16 on a CPU whose oneDNN has no bf16 kernels
             raise UserError(f"this CPU cannot sample in {dtype} ({e}); use --dtype=float32") from None
     return model

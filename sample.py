@@ -29,7 +29,7 @@ import hardware
 from base import UserError
 from checkpoint import load_model
 from configurator import parse_args, run_cli
-from decoding import Int4Linear, Int8Linear, PackedLinear, TransposedLinear, check_quantize, prepare_for_decoding
+from decoding import Int4Linear, Int8Linear, PackedLinear, check_quantize, prepare_for_decoding
 from sampling import check_sampling
 
 
@@ -153,12 +153,13 @@ def text_tokens(tokenizer, ids, text):
 
 def decoding_path(model):
     """What the model's Linears are once prepared for decoding, read from its modules (not from the flags that asked for
-    it): "TransposedLinear" (float32), "PackedLinear(bfloat16)", "Int8Linear", "Int4Linear", or "Linear" (on a GPU)."""
+    it): "Int8Linear", "Int4Linear", "PackedLinear(bfloat16)", "PackedLinear(float32)", or "Linear" (on a GPU, or without
+    oneDNN)."""
     kinds = set()
     for module in model.modules():
         if isinstance(module, PackedLinear):
             kinds.add(f"PackedLinear({str(module.dtype).removeprefix('torch.')})")
-        elif isinstance(module, (TransposedLinear, Int8Linear, Int4Linear, torch.nn.Linear)):
+        elif isinstance(module, (Int8Linear, Int4Linear, torch.nn.Linear)):
             kinds.add(type(module).__name__)
     return ", ".join(sorted(kinds))
 

@@ -115,7 +115,7 @@ def test_quantize_int8_and_int4_reach_the_model(sharp, cli, tmp_path):
     plain, _ = run_sample(cli, sharp, tmp_path / "plain.jsonl", "--num_samples=1")
     assert int8[0]["decoding"] == "Int8Linear"  # read from the prepared model's modules, not from the setting
     assert int4[0]["decoding"] == "Int4Linear"
-    assert plain[0]["decoding"] == "TransposedLinear"  # fp32 (--dtype=float32 here)
+    assert plain[0]["decoding"] == ("PackedLinear(float32)" if torch.backends.mkldnn.is_available() else "Linear")
 
 
 def test_tokens_are_the_ids_of_the_text_when_a_stop_string_cuts_it(sharp, cli, tmp_path):

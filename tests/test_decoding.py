@@ -1,4 +1,4 @@
-"""decoding.py: the CPU decoding kernels (transposed fp32, packed bf16, int8, int4) keep the model's logits and greedy tokens, and
+"""decoding.py: the CPU decoding kernels (packed fp32/bf16, int8, int4) keep the model's logits and greedy tokens, and
 the quantized ones its loss on held-out text (a small model trained here, in seconds)."""
 
 import copy
@@ -10,7 +10,7 @@ from conftest import SHAKESPEARE, SWITCHES, VOCAB, all_logits, run_script, tiny_
 from torch.testing import assert_close
 
 from base import UserError
-from decoding import Int4Linear, Int8Linear, PackedLinear, TransposedLinear, check_quantize, prepare_for_decoding
+from decoding import Int4Linear, Int8Linear, PackedLinear, check_quantize, prepare_for_decoding
 from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -21,10 +21,9 @@ def test_fp32_decoding_keeps_the_logits_and_the_greedy_tokens(switch):
     model = tiny_gpt(**SWITCHES[switch])
     prompt = torch.randint(0, VOCAB, (2, 4), generator=torch.Generator().manual_seed(1))
     greedy, logits = model.generate(prompt, 12, temperature=0), all_logits(model, prompt)
-    c_fc = model.transformer.h[0].mlp.c_fc.weight.clone()  # (out, in)
     prepare_for_decoding(model)
-    assert isinstance(model.lm_head, TransposedLinear) and not any(isinstance(m, torch.nn.Linear) for m in model.modules())
-    assert torch.equal(model.transformer.h[0].mlp.c_fc.weight_t, c_fc.t()) and model.lm_head.weight_t.is_contiguous()  # (in, out)
+    assert isinstance(model.lm_head, PackedLinear) and not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert model.transformer.h[0].mlp.c_fc.weight.is_mkldnn  # oneDNN's blocked layout, not torch's
     assert_close(all_logits(model, prompt), logits, rtol=0, atol=1e-5)
     assert torch.equal(model.generate(prompt, 12, temperature=0), greedy)
 
