@@ -28,7 +28,7 @@ bench: $(VENV)/.installed data/shakespeare_char/train.bin
 	$(PY) bench.py all
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n auto --dist loadfile --no-loadscope-reorder
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

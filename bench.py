@@ -4,7 +4,7 @@ Speed and memory benchmarks. Every subcommand prints ONE JSON object on stdout (
     python bench.py train config/train_shakespeare_char_fast.py       # training tok/s, ms/iter, MFU, peak RSS
     python bench.py train --batch_size=1 --block_size=1024             # GPT-2 124M (the defaults), one sequence
     python bench.py sample --prompt_len=64 --new_tokens=512 --dtype=float32   # KV cache vs use_cache=False, GPT-2 small
-    python bench.py sample --quantize=int8 --cache=on --repeats=3 --dtype=float32   # int8 vs fp32, both cached
+    python bench.py sample --quantize=int8,int4 --cache=on --repeats=3 --dtype=float32   # int8 and int4 vs fp32, cached
     python bench.py time_to_target --target=1.88 --configs=ref,fast --repeats=3
     python bench.py all                                                # all of the above, one JSON object
 
@@ -14,16 +14,18 @@ train: any train.py config file and --key=value apply (the model, its kind, batc
     processes on a shared machine inflate far less than the wall time. MFU uses the PaLM formula
     (hardware.flops_per_token) against a peak measured on the spot by a large matmul in the same dtype
     (hardware.measure_peak_flops).
-sample: a GPT-2-small-shaped model (GPTConfig defaults) with random weights, batch 1; --prompt_len random
-    tokens, then --new_tokens greedy tokens with the KV cache (decoding.prepare_for_decoding in the decoding
-    dtype, as sample.py does) and with use_cache=False on the plain model (nanoGPT's generate: recompute the
-    whole cropped context, LM head on the last position only; fp32 on CPUs, as nanoGPT runs there; the
-    uncached path takes minutes on a 2-core CPU at 512
-    new tokens; --new_tokens=64 for a quick look). --quantize=int8 adds the int8 cached path. Paths run
-    interleaved --repeats times (medians reported). The memory-bandwidth roofline: copy_gb_per_s is a
-    256 MiB tensor copy (bytes read + written per second), weight_bytes_per_token the bytes of weights a
-    cached token streams (every Linear, LM head and norm; not the embedding lookups), and
-    roofline_fraction = tok/s x weight_bytes_per_token / copy_gb_per_s.
+sample: a GPT-2-small-shaped model (GPTConfig defaults; --shape=gpt2-xl: 1.5B) with random weights, batch 1;
+    --prompt_len random tokens, then --new_tokens greedy tokens per path: `cached` is sample.py's path
+    (decoding.prepare_for_decoding in the decoding dtype), --quantize=int8,int4 adds sample.py --quantize's,
+    --plain=true model.generate on the unprepared model, and `uncached` is nanoGPT's generate on the plain model
+    (recompute the whole cropped context, fp32 on CPUs as nanoGPT runs there; minutes on a 2-core CPU at 512 new
+    tokens; --cache=on leaves it out, --cache=quantized times only the --quantize paths). Paths run interleaved
+    --repeats times (medians reported). The read limit: read_gb_per_s is a sum over a 512 MiB buffer at the run's
+    thread count (bytes read per second, best of 10), measured before the first path and after every path's run;
+    <path>_weight_bytes_per_token is every weight byte a cached token reads (every Linear, LM head, norm, int8/int4
+    scales; not the embedding lookups), kv_bytes_per_token the mean keys and values it reads, and
+    <path>_read_fraction = tok/s x (weight + KV bytes per token) / the read bandwidth measured right before or after
+    that run (the higher), the median over repeats (_best: the highest).
 time_to_target: runs `python train.py <config>` exactly as a user would, in a subprocess, and times its
     whole wall clock (interpreter start, data, model build, compile, its own periodic evals and checkpoint
     writes). Then, untimed, it scores the run's checkpoint on the FULL val split (train.py --eval_only,
@@ -87,8 +89,10 @@ class BenchConfig:
     warmup: int = 3  # untimed steps first (torch.compile compiles in the first one)
     prompt_len: int = 64  # sample: prompt tokens
     new_tokens: int = 512  # sample: tokens to generate, per path
-    cache: str = "both"  # sample: "both" | "on" | "off"
-    quantize: str = "none"  # sample: "none" | "int8" (adds the int8 cached path)
+    cache: str = "both"  # sample: "both" | "on" | "off" | "quantized" (only the --quantize paths)
+    quantize: str = "none"  # sample: "none", or int8, int4 or "int8,int4": adds those cached paths
+    plain: bool = False  # sample: adds model.generate on the unprepared model (the cache, plain nn.Linear)
+    shape: str = "gpt2"  # sample: "gpt2" (124M) | "gpt2-xl" (1.5B: 48 layers, 1600 wide, 25 heads), random weights
     target: float = 1.88  # time_to_target: full-val-split loss to reach
     configs: str = "ref,fast"  # time_to_target: comma-separated names or config file paths
     repeats: int = 1  # time_to_target: interleaved runs of each config
@@ -104,9 +108,12 @@ def split_args(argv):
     bench = parse_args(BenchConfig(), bench_argv)
     if bench.iters < 1 or bench.warmup < 0 or bench.repeats < 1 or bench.prompt_len < 1 or bench.new_tokens < 1:
         raise UserError("iters, repeats, prompt_len and new_tokens must be >= 1, warmup >= 0")
-    if bench.cache not in ("both", "on", "off"):
-        raise UserError(f"--cache={bench.cache} must be both, on or off")
-    check_quantize(bench.quantize)
+    if bench.cache not in ("both", "on", "off", "quantized"):
+        raise UserError(f"--cache={bench.cache} must be both, on, off or quantized")
+    if bench.shape not in SHAPES:
+        raise UserError(f"--shape={bench.shape} must be one of {', '.join(SHAPES)}")
+    for quantize in bench.quantize.split(","):
+        check_quantize(quantize)
     return bench, train_argv
 
 
@@ -178,26 +185,58 @@ def bench_train(bench, train_argv):
 # Sampling throughput: KV cache against recomputing the context every token
 
 
-def copy_bandwidth(device, mib=256, repeats=5):
-    """Bytes read + written per second by the best of `repeats` copies of a mib-MiB fp32 tensor."""
-    src = torch.ones(mib * 2**18, device=device)  # written once, so no page is the shared zero page
-    dst = torch.ones_like(src)
+def read_bandwidth(device, mib=512, repeats=10):
+    """Bytes read per second by the best of `repeats` sums over a mib-MiB fp32 buffer, at torch's thread count: a
+    read-only stream, as a batch-1 token streams its weights (llama.cpp's and gpt-fast's numbers are fractions of
+    this kind of figure, not of a copy's read + written bytes). Written once first, so no page is the zero page."""
+    buffer = torch.ones(mib * 2**18, device=device)
+    buffer.sum()  # fault the pages in, wake the threads
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        dst.copy_(src)
+        buffer.sum()
         hardware.sync(device)
         best = min(best, time.perf_counter() - t0)
-    return 2 * src.numel() * src.element_size() / best
+    return buffer.numel() * buffer.element_size() / best
 
 
 def weight_bytes_per_token(model):
-    """Bytes of weights one cached token reads: every parameter and buffer but the embedding tables (a
-    lookup reads one row of each) and attention masks; a tied LM head counts once, as the head."""
+    """Bytes of weights one cached token reads: every parameter and buffer (int8/int4 weights, their scales and
+    offsets included) but the embedding tables (a lookup reads one row of each), attention masks and rotary tables
+    (rows again); a tied LM head counts once, as the head."""
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     head = getattr(model.lm_head, "weight", None)
-    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point() or t.dtype == torch.int8}
+    tables = {id(getattr(model, name, None)) for name in ("rope_cos", "rope_sin")}
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()] if t.dtype != torch.bool and id(t) not in tables}
     return sum(t.numel() * t.element_size() for i, t in tensors.items() if i not in embeddings or t is head)
+
+
+def kv_bytes_per_token(config, prompt_len, new_tokens):
+    """Mean bytes of cached keys and values a token reads (fp32 cache, batch 1): every layer's keys and values at
+    the step's cache length, prompt_len + new_tokens / 2 on average."""
+    return 2 * config.n_layer * (prompt_len + new_tokens / 2) * config.n_embd * 4
+
+
+SHAPES = {"gpt2": GPTConfig(), "gpt2-xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600)}  # 124M and 1.5B, random weights
+
+
+def sample_paths(bench, plain, dtype):
+    """name -> (model, use_cache). `cached` is sample.py's path in the decoding dtype, `int8`/`int4` its --quantize
+    ones, `generate` the plain model's model.generate with the cache (what a Python caller gets without
+    prepare_for_decoding), `uncached` nanoGPT's generate. A single path is prepared in place, not on a copy: GPT-2 XL
+    in fp32 is 6.2 GB."""
+    names = {"both": ["uncached", "cached"], "on": ["cached"], "off": ["uncached"], "quantized": []}[bench.cache]
+    names += [q for q in bench.quantize.split(",") if q != "none"] + (["generate"] if bench.plain else [])
+    if not names:
+        raise UserError("--cache=quantized times only the --quantize paths: give --quantize=int8 or int4")
+    paths = {}
+    for name in names:
+        model = plain if len(names) == 1 else copy.deepcopy(plain)
+        if name in ("uncached", "generate"):
+            paths[name] = (model, name == "generate")
+        else:
+            paths[name] = (prepare_for_decoding(model, "none" if name == "cached" else name, getattr(torch, dtype)), True)
+    return paths
 
 
 def bench_sample(bench, train_argv):
@@ -205,21 +244,17 @@ def bench_sample(bench, train_argv):
     hw = hardware.setup(cfg.device, cfg.dtype, decoding=True)
     device, dtype = hw.device, hw.dtype
     torch.manual_seed(bench.seed)
-    plain = GPT(GPTConfig()).to(device).eval()  # GPT-2 small: 12 layers, 768 wide, 1024 context
+    plain = GPT(SHAPES[bench.shape]).to(device).eval()  # GPT-2 small: 12 layers, 768 wide, 1024 context
     if bench.prompt_len + bench.new_tokens > plain.config.block_size:
         raise UserError(f"prompt_len + new_tokens must be <= {plain.config.block_size}, the model's context")
     prompt = torch.randint(plain.config.vocab_size, (1, bench.prompt_len), generator=torch.Generator().manual_seed(bench.seed))
-    paths = {}  # name -> (model, use_cache); the uncached path is the plain model, as nanoGPT's generate
-    if bench.cache != "on":
-        paths["uncached"] = (plain, False)
-    if bench.quantize == "int8":
-        paths["int8_cached"] = (prepare_for_decoding(copy.deepcopy(plain), "int8"), True)
-    if bench.cache != "off":
-        paths["cached"] = (prepare_for_decoding(copy.deepcopy(plain), dtype=getattr(torch, dtype)), True)
-    result = {"params_M": round(plain.get_num_params() / 1e6, 3), "device": device, "dtype": dtype,
-              "threads": torch.get_num_threads(), "prompt_len": bench.prompt_len, "new_tokens": bench.new_tokens,
-              "greedy": True, "load_avg_1_5_15_before": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
-    bandwidths, times, outputs = [copy_bandwidth(device)], {name: [] for name in paths}, {}
+    result = {"shape": bench.shape, "params_M": round(plain.get_num_params() / 1e6, 3), "device": device, "dtype": dtype,
+              "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""), "prompt_len": bench.prompt_len,
+              "new_tokens": bench.new_tokens, "greedy": True, "load_avg_1_5_15_before": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+    paths = sample_paths(bench, plain, dtype)
+    kv_bytes = kv_bytes_per_token(plain.config, bench.prompt_len, bench.new_tokens)
+    times, fractions, outputs, bandwidths = {name: [] for name in paths}, {name: [] for name in paths}, {}, [read_bandwidth(device)]
     for r in range(bench.repeats):  # interleaved, so background load hits every path alike
         for name, (model, use_cache) in paths.items():
             print(f"run {r}: {name}, {bench.new_tokens} tokens...", file=sys.stderr)
@@ -229,23 +264,30 @@ def bench_sample(bench, train_argv):
             hardware.sync(device)
             times[name].append(time.perf_counter() - t0)
             assert outputs[name].shape == (1, bench.prompt_len + bench.new_tokens), outputs[name].shape
-        bandwidths.append(copy_bandwidth(device))
-    bandwidth = statistics.median(bandwidths)
-    result["copy_gb_per_s"] = round(bandwidth / 1e9, 2)
+            # the read limit right beside this decode: measured before and after it, the higher
+            bandwidths.append(read_bandwidth(device))
+            bytes_per_s = bench.new_tokens / times[name][-1] * (weight_bytes_per_token(model) + kv_bytes)
+            fractions[name].append(bytes_per_s / max(bandwidths[-2:]))
+    result["read_gb_per_s"] = round(statistics.median(bandwidths) / 1e9, 2)
+    result["read_gb_per_s_min_max"] = [round(min(bandwidths) / 1e9, 2), round(max(bandwidths) / 1e9, 2)]
+    result["kv_bytes_per_token"] = round(kv_bytes)
     for name, (model, _) in paths.items():
         dt = statistics.median(times[name])
         result[f"{name}_s"] = round(dt, 3)
         result[f"{name}_tok_per_s"] = round(bench.new_tokens / dt, 2)
         if name != "uncached":
             result[f"{name}_weight_bytes_per_token"] = weight_bytes_per_token(model)
-            result[f"{name}_roofline_fraction"] = round(bench.new_tokens / dt * weight_bytes_per_token(model) / bandwidth, 3)
+            result[f"{name}_read_fraction"] = round(statistics.median(fractions[name]), 3)  # of the read limit
+            result[f"{name}_read_fraction_best"] = round(max(fractions[name]), 3)
     if "cached" in paths and "uncached" in paths:
         result["kv_cache_speedup"] = round(result["cached_tok_per_s"] / result["uncached_tok_per_s"], 2)
         result["cached_equals_uncached"] = torch.equal(outputs["cached"], outputs["uncached"])  # greedy tokens
-    if "cached" in paths and "int8_cached" in paths:
-        result["int8_speedup"] = round(result["int8_cached_tok_per_s"] / result["cached_tok_per_s"], 2)
-        differs = (outputs["int8_cached"] != outputs["cached"])[0, bench.prompt_len :].nonzero()
-        result["int8_first_greedy_token_differing"] = differs[0].item() if len(differs) else None  # null: all equal
+    for name in ("int8", "int4", "generate"):
+        if "cached" in paths and name in paths:
+            result[f"{name}_speedup"] = round(result[f"{name}_tok_per_s"] / result["cached_tok_per_s"], 2)  # vs sample.py's path
+            differs = (outputs[name] != outputs["cached"])[0, bench.prompt_len :].nonzero()
+            result[f"{name}_first_greedy_token_differing"] = differs[0].item() if len(differs) else None  # null: all equal
+    result["load_avg_1_5_15_after"] = [round(x, 2) for x in os.getloadavg()]
     result["peak_rss_mib"] = round(peak_rss_mib())
     return result
 

@@ -12,7 +12,8 @@ Same seed and settings give the same text, streamed (--stream, the default on a 
 --num_samples=N runs the N samples as one batch (the weights are read once per token for all of them);
 sample i draws from its own generator seeded seed + i, so it is the same text as when sampled alone.
 Only a single sample is streamed; a batch's samples are printed when the batch is done.
---quantize=int8 samples with int8 weights (decoding.prepare_for_decoding): ~2x tokens/s on CPU.
+--quantize=int8 samples with int8 weights, --quantize=int4 with 4-bit ones (decoding.prepare_for_decoding): fewer bytes
+to stream per token, more tokens/s on a CPU (docs/performance.md).
 --output appends one JSON object per sample: prompt, text, tokens (the new token ids of text: see text_tokens),
 settings, decoding (the kernel the model's Linears ran, read from the prepared model) and tokens_per_s.
 """
@@ -28,7 +29,7 @@ import hardware
 from base import UserError
 from checkpoint import load_model
 from configurator import parse_args, run_cli
-from decoding import Int8Linear, PackedLinear, check_quantize, prepare_for_decoding
+from decoding import Int4Linear, Int8Linear, PackedLinear, check_quantize, prepare_for_decoding
 from sampling import check_sampling
 
 
@@ -50,7 +51,7 @@ class SampleConfig:
     output: str = ""  # also write one JSON object per sample to this .jsonl file
     interactive: bool = False  # read prompts from stdin until Ctrl-D
     use_cache: bool = True  # the KV cache; False recomputes the whole context every token
-    quantize: str = "none"  # "none" | "int8": int8 weights for every Linear and the LM head, for speed
+    quantize: str = "none"  # "none" | "int8" | "int4": int8 or 4-bit weights for every Linear and the LM head, for speed
     meta_pkl: str = ""  # a nanoGPT out_dir's tokenizer, its dataset's meta.pkl ("": where nanoGPT's sample.py looks)
 
 
@@ -152,12 +153,13 @@ def text_tokens(tokenizer, ids, text):
 
 def decoding_path(model):
     """What the model's Linears are once prepared for decoding, read from its modules (not from the flags that asked for
-    it): "Int8Linear", "PackedLinear(bfloat16)", "PackedLinear(float32)", or "Linear" (on a GPU, or without oneDNN)."""
+    it): "Int8Linear", "Int4Linear", "PackedLinear(bfloat16)", "PackedLinear(float32)", or "Linear" (on a GPU, or without
+    oneDNN)."""
     kinds = set()
     for module in model.modules():
         if isinstance(module, PackedLinear):
             kinds.add(f"PackedLinear({str(module.dtype).removeprefix('torch.')})")
-        elif isinstance(module, (Int8Linear, torch.nn.Linear)):
+        elif isinstance(module, (Int8Linear, Int4Linear, torch.nn.Linear)):
             kinds.add(type(module).__name__)
     return ", ".join(sorted(kinds))
 

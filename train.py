@@ -312,12 +312,16 @@ def plot_losses(metrics, path):
 # The run's files in out_dir: config.json, meta.json, metrics.jsonl, loss.png and checkpoints
 
 
+TOKENS_PER_ITER = ("gradient_accumulation_steps", "batch_size", "block_size")  # their product, over all ranks
+
+
 @dataclass
 class Progress:
     """Where the run stands: saved in every checkpoint, restored on resume."""
 
     iter_num: int = 0
     best_val_loss: float = float("inf")
+    tokens: int = 0  # trained on so far, over all ranks: counted, since batch_size may change on resume
     elapsed_before: float = 0.0  # seconds trained by the earlier processes of a resumed run
     wandb_run_id: str | None = None  # None: a new W&B run; else the checkpoint's run continues
     metrics: list = field(default_factory=list)  # one record per evaluation, as in metrics.jsonl
@@ -338,6 +342,7 @@ def resume_progress(checkpoint, model, optimizer, dist, out_dir):
     iter_num = checkpoint["iter_num"]
     progress = Progress(
         iter_num=iter_num, best_val_loss=checkpoint["best_val_loss"], elapsed_before=checkpoint.get("elapsed_s", 0.0),
+        tokens=checkpoint.get("tokens", iter_num * math.prod(checkpoint["config"].get(k, 1) for k in TOKENS_PER_ITER)),
         wandb_run_id=checkpoint.get("wandb_run_id"),
         metrics=[m for m in read_metrics(out_dir) if m["iter"] <= iter_num],  # drop evals after the checkpoint
     )  # fmt: skip
@@ -371,7 +376,7 @@ def save_run_checkpoint(run, best=False):
     state = {
         "model": model_state, "optimizer": optimizer_state, "model_args": model_args, "config": asdict(cfg),
         "iter_num": progress.iter_num, "best_val_loss": progress.best_val_loss, "elapsed_s": progress.elapsed(),
-        "rng": rng_state(), "wandb_run_id": progress.wandb_run_id,
+        "rng": rng_state(), "wandb_run_id": progress.wandb_run_id, "tokens": progress.tokens,
     }  # fmt: skip
     paths = [os.path.join(cfg.out_dir, "ckpt.pt")]
     if best:
@@ -467,7 +472,7 @@ class Run:
 
     @property
     def tokens_per_iter(self):  # over all ranks
-        return self.cfg.gradient_accumulation_steps * self.cfg.batch_size * self.cfg.block_size
+        return math.prod(getattr(self.cfg, k) for k in TOKENS_PER_ITER)
 
     def batch(self, it, micro_step):
         """Ranks split the global micro-steps; micro_step == grad_accum is the next step's first."""
@@ -485,7 +490,7 @@ def evaluate_and_save(run, eval_batches, lr):
     improved = losses["val"] < progress.best_val_loss
     progress.best_val_loss = min(progress.best_val_loss, losses["val"])
     record = {"iter": progress.iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
-              "tokens": progress.iter_num * run.tokens_per_iter, "elapsed_s": round(progress.elapsed(), 3)}  # fmt: skip
+              "tokens": progress.tokens, "elapsed_s": round(progress.elapsed(), 3)}  # fmt: skip
     if run.dist.master:
         progress.metrics.append(record)
         write_metrics(cfg.out_dir, progress.metrics)
@@ -586,6 +591,7 @@ def train_loop(run):
         check_finite(lossf, it, cfg.out_dir)
         dt = time.perf_counter() - t0
         progress.iter_num += 1
+        progress.tokens += run.tokens_per_iter
         pbar.update(1)
         pbar.set_postfix(loss=f"{lossf:.4f}", tok_s=f"{run.tokens_per_iter / dt:,.0f}")
         if progress.iter_num % cfg.log_interval == 0 and run.dist.master:

@@ -24,6 +24,18 @@ TINY = [
 ]
 
 
+# `make test` hands whole files to whichever pytest-xdist worker is free, in this order: the longest first (measured), so
+# no long file starts last while the other core idles (files not named keep their place, after these).
+LONGEST_FIRST = ["test_long_range.py", "test_bench.py", "test_fsdp.py", "test_outdir.py", "test_data.py", "test_train.py",
+                 "test_resume.py", "test_resume_settings.py", "test_ddp.py", "test_ddp_resume.py", "test_train_wiring.py",
+                 "test_recurrent.py", "test_nanogpt.py"]  # fmt: skip
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+
+
 def run_script(*args, env=None, check=True, timeout=300):
     """Run a repo script as a user would, in a subprocess; returns CompletedProcess with text output."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", **(env or {})}

@@ -30,20 +30,27 @@ def test_bench_train_reports_throughput_mfu_and_memory(char_data):
     assert choices["sdpa"] == (choices["dtype"] == "float32") and choices["threads"] == 1  # sdpa=auto on CPU; OMP_NUM_THREADS=1
 
 
-def test_bench_sample_reports_every_path_and_the_bandwidth_roofline():
-    out = bench("sample", "--prompt_len=4", "--new_tokens=3", "--device=cpu", "--dtype=float32", "--quantize=int8")
-    assert out["params_M"] > 100  # GPT-2 small's shape
-    assert out["cached_tok_per_s"] > 0 and out["uncached_tok_per_s"] > 0 and out["int8_cached_tok_per_s"] > 0
+def test_bench_sample_reports_every_path_and_its_fraction_of_the_read_bandwidth():
+    out = bench("sample", "--prompt_len=4", "--new_tokens=3", "--device=cpu", "--dtype=float32", "--quantize=int8,int4", "--plain=true")
+    assert out["params_M"] > 100 and out["shape"] == "gpt2"  # GPT-2 small's shape
+    for path in ("cached", "uncached", "int8", "int4", "generate"):
+        assert out[f"{path}_tok_per_s"] > 0, path
     assert out["kv_cache_speedup"] == pytest.approx(out["cached_tok_per_s"] / out["uncached_tok_per_s"], rel=0.02)
-    assert out["int8_speedup"] == pytest.approx(out["int8_cached_tok_per_s"] / out["cached_tok_per_s"], rel=0.02)
-    assert out["cached_equals_uncached"] is True  # greedy: the cache changes the speed, not the tokens
+    assert out["int8_speedup"] == pytest.approx(out["int8_tok_per_s"] / out["cached_tok_per_s"], rel=0.02)
+    assert out["cached_equals_uncached"] is True and out["generate_first_greedy_token_differing"] is None  # the same greedy tokens
     # fp32: 4 bytes a parameter, the tied head counted once, the position table (a lookup) not at all
-    assert out["cached_weight_bytes_per_token"] == 4 * (124_475_904 - 1024 * 768)
-    assert out["int8_cached_weight_bytes_per_token"] < out["cached_weight_bytes_per_token"] / 3.5
-    assert out["copy_gb_per_s"] > 0
-    for path in ("cached", "int8_cached"):
-        roofline = out[f"{path}_tok_per_s"] * out[f"{path}_weight_bytes_per_token"] / (out["copy_gb_per_s"] * 1e9)
-        assert out[f"{path}_roofline_fraction"] == pytest.approx(roofline, rel=0.02)
+    fp32_bytes = 4 * (124_475_904 - 1024 * 768)
+    assert out["cached_weight_bytes_per_token"] == out["generate_weight_bytes_per_token"] == fp32_bytes
+    head_rows = -(-50304 // 16) * 16
+    int4_weights = (fp32_bytes - 4 * 50304 * 768) // 8 + head_rows * 768 // 2  # every Linear's 4-bit weight...
+    assert out["int4_weight_bytes_per_token"] > int4_weights  # ...plus its scales and offsets, biases and norms
+    assert out["int4_weight_bytes_per_token"] < out["int8_weight_bytes_per_token"] / 1.7 < fp32_bytes / 3.5 / 1.7
+    assert out["kv_bytes_per_token"] == 2 * 12 * (4 + 3 / 2) * 768 * 4  # fp32 keys and values at the mean cache length
+    low, high = out["read_gb_per_s_min_max"]
+    assert 0 < low <= out["read_gb_per_s"] <= high
+    for path in ("cached", "int8", "int4", "generate"):  # each run divided by the bandwidth measured beside it
+        nbytes = out[f"{path}_weight_bytes_per_token"] + out["kv_bytes_per_token"]
+        assert low * 0.99 <= out[f"{path}_tok_per_s"] * nbytes / out[f"{path}_read_fraction"] / 1e9 <= high * 1.01
 
 
 def test_the_frontier_is_every_speedrun_config_cheapest_first():

@@ -109,10 +109,12 @@ def test_use_cache_false_recomputes_the_context_and_gives_the_same_text(sharp, c
     assert uncached[0]["text"] == cached[0]["text"] and uncached[0]["tokens"] == cached[0]["tokens"]
 
 
-def test_quantize_int8_reaches_the_model(sharp, cli, tmp_path):
+def test_quantize_int8_and_int4_reach_the_model(sharp, cli, tmp_path):
     int8, _ = run_sample(cli, sharp, tmp_path / "int8.jsonl", "--num_samples=1", "--quantize=int8")
+    int4, _ = run_sample(cli, sharp, tmp_path / "int4.jsonl", "--num_samples=1", "--quantize=int4")
     plain, _ = run_sample(cli, sharp, tmp_path / "plain.jsonl", "--num_samples=1")
     assert int8[0]["decoding"] == "Int8Linear"  # read from the prepared model's modules, not from the setting
+    assert int4[0]["decoding"] == "Int4Linear"
     assert plain[0]["decoding"] == ("PackedLinear(float32)" if torch.backends.mkldnn.is_available() else "Linear")
 
 

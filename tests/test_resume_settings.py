@@ -74,6 +74,9 @@ def test_a_changed_key_is_applied_and_named_in_one_line(half_run, tmp_path):
     checkpoint = torch.load(out / "ckpt.pt", weights_only=True)
     assert checkpoint["iter_num"] == 12 and checkpoint["config"]["batch_size"] == 2 and checkpoint["config"]["seed"] == 7
     assert checkpoint["model_args"]["dropout"] == 0.0
+    # tokens are counted, not iter * today's batch: 10 iters of 2 micro-steps of 4 rows, then 2 of 2 of 2
+    block = checkpoint["config"]["block_size"]
+    assert checkpoint["tokens"] == metrics(out)[-1]["tokens"] == (10 * 2 * 4 + 2 * 2 * 2) * block
 
 
 @pytest.mark.parametrize(

@@ -156,7 +156,7 @@ def test_init_from_a_hugging_face_gpt2_directory(gpt2_hf_dir, tmp_path, cli):
         ("--top_p=1.5", "error: --top_p=1.5 must be in (0, 1]"),
         ("--top_k=0", "error: --top_k=0 must be at least 1"),
         ("--stream=maybe", "error: --stream=maybe must be auto, true or false"),
-        ("--quantize=int4", "error: --quantize=int4 must be one of none, int8"),
+        ("--quantize=int3", "error: --quantize=int3 must be one of none, int8, int4"),
     ],
 )
 def test_bad_settings_are_one_clear_line(char_checkpoint, cli, flag, message):
