@@ -33,8 +33,11 @@ time_to_target: runs `python train.py <config>` exactly as a user would, in a su
     time when the target was reached, null when it was not. Configs are run interleaved (ref, fast, ref,
     fast, ...) --repeats times so background load hits both alike; speedup is median(ref) / median(fast).
     Config names: "ref" (nanoGPT's README CPU command, with this repo's dtype/attention choices), "nanogpt"
-    (the same command as nanoGPT's train.py runs it on a CPU: float32, SDPA), "fast" (config/train_shakespeare_char_fast.py), or
-    a path to a config file.
+    (the same command as nanoGPT's train.py runs it on a CPU: float32, SDPA), "fast" (config/train_shakespeare_char_fast.py),
+    "fast_fp32" (config/train_shakespeare_char_fast_fp32.py, for CPUs without native bf16), a path to a config file,
+    or "frontier": the speedrun configs (config/speedrun_*.py, 1 to 10 minutes; ~20 minutes in all). --plot=PNG draws
+    each config's full-val loss against its wall minutes (docs/speedrun_frontier.png:
+    python bench.py time_to_target --configs=frontier --plot=docs/speedrun_frontier.png).
 Peak RSS is the process's high-water mark (ru_maxrss); each subcommand of `all` runs in its own process.
 """
 
@@ -52,7 +55,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 import hardware
-from base import UserError
+from base import UserError, atomic_write
 from configurator import ConfigError, parse_args, run_cli
 from data.loader import data_dir_for, load_meta
 from decoding import check_quantize, prepare_for_decoding
@@ -70,7 +73,14 @@ REFERENCE = [
 # what nanoGPT's own train.py computes for that command on a CPU: float32 (its autocast is for CUDA only) and
 # F.scaled_dot_product_attention; "ref" instead runs the command with this repo's machine-aware choices
 NANOGPT = [*REFERENCE, "--dtype=float32", "--sdpa=true"]
-NAMED_CONFIGS = {"ref": REFERENCE, "nanogpt": NANOGPT, "fast": ["config/train_shakespeare_char_fast.py"]}
+NAMED_CONFIGS = {
+    "ref": REFERENCE,
+    "nanogpt": NANOGPT,
+    "fast": ["config/train_shakespeare_char_fast.py"],  # CPUs with native bf16
+    "fast_fp32": ["config/train_shakespeare_char_fast_fp32.py"],  # CPUs that train in float32 (AVX2)
+}
+# the speedrun frontier: the lowest full-val loss in 1, 1.5, 2, 5 and 10 minutes on a 2-core CPU (docs/training.md)
+FRONTIER = [f"config/speedrun_{budget}.py" for budget in ("1min", "90s", "2min", "5min", "10min")]
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,7 @@ class BenchConfig:
     target: float = 1.88  # time_to_target: full-val-split loss to reach
     configs: str = "ref,fast"  # time_to_target: comma-separated names or config file paths
     repeats: int = 1  # time_to_target: interleaved runs of each config
+    plot: str = ""  # time_to_target: also draw each config's full-val loss against its wall minutes into this PNG
     seed: int = 1337
 
 
@@ -288,9 +299,9 @@ def bench_sample(bench, train_argv):
 def config_args(name):
     if name in NAMED_CONFIGS:
         return NAMED_CONFIGS[name]
-    if os.path.isfile(name):
+    if os.path.isfile(name) or os.path.isfile(os.path.join(ROOT, name)):  # train.py runs in ROOT
         return [name]
-    raise UserError(f"unknown config {name!r}: use ref, fast, or a path to a config file")
+    raise UserError(f"unknown config {name!r}: use {', '.join(NAMED_CONFIGS)}, frontier or a path to a config file")
 
 
 def run_train(args, out_dir):
@@ -312,7 +323,7 @@ def run_train(args, out_dir):
 
 
 def bench_time_to_target(bench, train_argv):
-    names = [n for n in bench.configs.split(",") if n]
+    names = [config for n in bench.configs.split(",") if n for config in (FRONTIER if n == "frontier" else [n])]
     runs = {name: [] for name in names}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-ttt-") as tmp:
@@ -332,7 +343,28 @@ def bench_time_to_target(bench, train_argv):
     if len(names) == 2:
         a, b = (result["configs"][n] for n in names)
         result[f"speedup_{names[1]}_vs_{names[0]}"] = round(a["median_wall_s"] / b["median_wall_s"], 2)
+    if bench.plot:
+        plot_frontier(result["configs"], bench.target, bench.plot)
     return result
+
+
+def plot_frontier(configs, target, path):
+    """Full-val loss against wall minutes, one labelled point per config (its median run): docs/speedrun_frontier.png."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+
+    points = sorted((c["median_wall_s"] / 60, statistics.median(r["val_loss"] for r in c["runs"]), name) for name, c in configs.items())
+    fig = Figure(figsize=(6, 4), layout="tight")
+    ax = fig.add_subplot()
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    for minutes, loss, name in points:
+        label = f"{os.path.basename(name).removesuffix('.py')}: {loss:.3f}"
+        ax.annotate(label, (minutes, loss), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    ax.axhline(target, color="gray", linestyle="--", linewidth=1, label=f"target {target}")
+    ax.set_xlabel("wall time of python train.py <config> (minutes)")
+    ax.set_ylabel("loss on the whole val split")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,5 +1,4 @@
-"""
-A GPT language model, built from the four stages of attention in the order our notes teach them:
+"""A GPT language model, built from the four stages of attention in the order our notes teach them:
 
   1. SimplifiedSelfAttention  - no weights: scores are dot products of the inputs
   2. SelfAttention            - new: trainable Wq, Wk, Wv and scaling by 1/sqrt(d_k)
@@ -7,10 +6,10 @@ A GPT language model, built from the four stages of attention in the order our n
      MultiHeadAttentionWrapper - the bridge: several stage-3 heads side by side, concatenated
   4. MultiHeadAttention       - new: the same heads batched (one matmul), an output projection
 
-"Beyond the notes" adds what the GPT's attention (GPTAttention, a stage-4 subclass) needs: QK-norm, rotary
-positions, a KV cache, the fused SDPA kernel. Then the GPT: embeddings, pre-norm blocks, a final norm, an LM
-head tied to the token embedding, and generation with the KV cache. Module names are GPT-2's checkpoint keys,
-so its weights load key-for-key (pretrained.py). No files and no CPU kernels here (checkpoint.py, decoding.py).
+"Beyond the notes" adds what the GPT's attention (GPTAttention, a stage-4 subclass) needs: QK-norm, rotary positions,
+a KV cache, the fused SDPA kernel. Then the GPT: embeddings, pre-norm blocks, a final norm, an LM head tied to the token
+embedding, the speedruns' levers (off by default, GPTConfig), and generation with the KV cache. Module names are GPT-2's
+checkpoint keys, so its weights load key-for-key (pretrained.py). No files and no CPU kernels here (checkpoint.py, decoding.py).
 
 Shapes: B batch, T sequence length (time), C embedding size (n_embd), nh heads, hs head size (C // nh).
     python -c "import model; print(model.GPT(model.GPTConfig()).get_num_params())"
@@ -68,7 +67,6 @@ class SelfAttention(nn.Module):
 
 # ----------------------------------------------------------------------------------------------------
 # Stage 3: causal attention
-#
 # One mask convention everywhere in this file: a boolean (T, T) mask, True above the diagonal, where a query
 # must NOT look (the future). F.scaled_dot_product_attention takes the opposite (True = attend), so the
 # SDPA path passes ~mask.
@@ -109,12 +107,10 @@ class CausalAttention(SelfAttention):
 
 
 class MultiHeadAttentionWrapper(nn.Module):
-    """
-    num_heads stage-3 heads, each of size hs = d_out / num_heads with its own Wq, Wk, Wv, run one after the
+    """num_heads stage-3 heads, each of size hs = d_out / num_heads with its own Wq, Wk, Wv, run one after the
     other and concatenated: (B, T, d_out). Each head can attend to different things (LLMs-from-scratch, ch. 3).
     Stage 4 computes exactly this, batched, when its output projection is the identity
-    (tests/test_attention_stages.py checks it).
-    """
+    (tests/test_attention_stages.py checks it)."""
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
@@ -134,11 +130,9 @@ class MultiHeadAttentionWrapper(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """
-    The wrapper's math batched over a head axis: the same causal_softmax and dropout, the heads' outputs side
+    """The wrapper's math batched over a head axis: the same causal_softmax and dropout, the heads' outputs side
     by side. New: all heads' q, k, v from one matmul, reshapes that split the heads, an output projection that
-    mixes them. Returned weights are after dropout, as stage 3's.
-    """
+    mixes them. Returned weights are after dropout, as stage 3's."""
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, proj_bias=True):
         super().__init__()
@@ -207,8 +201,7 @@ class KVCache:
         if self.k is None:
             self.k, self.v = k.new_empty(B, nh, self.max_length, hs), v.new_empty(B, nh, self.max_length, hs)
         assert self.length + T <= self.max_length, (self.length, T, self.max_length)
-        self.k[:, :, self.length : self.length + T] = k
-        self.v[:, :, self.length : self.length + T] = v
+        self.k[:, :, self.length : self.length + T], self.v[:, :, self.length : self.length + T] = k, v
         self.length += T
         return self.k[:, :, : self.length], self.v[:, :, : self.length]  # (B, nh, length, hs)
 
@@ -224,10 +217,11 @@ class GPTAttention(MultiHeadAttention):
         self.q_norm = nn.RMSNorm(self.head_size, eps=1e-5) if qk_norm else None
         self.k_norm = nn.RMSNorm(self.head_size, eps=1e-5) if qk_norm else None
 
-    def forward(self, x, rope=None, kv_cache=None, return_weights=False):
-        """x (B, T, d_in) -> (B, T, d_out). rope: (cos, sin) tables; kv_cache: this layer's KVCache."""
-        T = x.shape[1]
+    def forward(self, x, rope=None, kv_cache=None, return_weights=False, ve=None):
+        """x (B, T, d_in) -> (B, T, d_out). rope: (cos, sin) tables; kv_cache: this layer's KVCache; ve: value embeddings (B, T, d_out)."""
+        B, T, _ = x.shape
         q, k, v = self.qkv(x)  # (B, nh, T, hs) each
+        v = v if ve is None else v + ve.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs): + the token's identity
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         past = kv_cache.length if kv_cache is not None else 0
@@ -270,6 +264,8 @@ class GPTConfig:
     # Beyond the notes: levers from the modded-nanogpt speedruns. The defaults leave GPT-2's model as it was.
     logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap), bounded (Gemma 2; modded-nanogpt uses 15-30)
     zero_init_proj: bool = False  # attn/MLP output projections start at 0, so every block starts as the identity
+    value_embeds: bool = False  # each layer adds its own embedding of the token to the attention values
+    unet: bool = False  # U-net skips: layer i's output also feeds layer n_layer - 1 - i, with a learned weight
 
     def __post_init__(self):
         if self.n_embd % self.n_head != 0:
@@ -318,8 +314,8 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, rope=None, kv_cache=None):
-        x = x + self.attn(self.ln_1(x), rope, kv_cache)
+    def forward(self, x, rope=None, kv_cache=None, ve=None):
+        x = x + self.attn(self.ln_1(x), rope, kv_cache, ve=ve)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -333,14 +329,15 @@ class GPT(nn.Module):
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=make_norm(config),
+            ve=nn.ModuleList([nn.Embedding(config.vocab_size, config.n_embd) for _ in range(config.n_layer)]) if config.value_embeds else None,
         ))  # fmt: skip
+        self.skip_weights = nn.Parameter(torch.ones(config.n_layer // 2)) if config.unet else None  # one per U-net skip
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
             self.transformer.wte.weight = self.lm_head.weight
         if config.pos == "rope":
-            cos, sin = rope_cache(config.n_embd // config.n_head, config.block_size)
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
+            for name, table in zip(("rope_cos", "rope_sin"), rope_cache(config.n_embd // config.n_head, config.block_size), strict=True):
+                self.register_buffer(name, table, persistent=False)
         self.apply(self._init_weights)
         # Scale residual projections by 1/sqrt(2 * n_layer) so the residual stream's variance does not
         # grow with depth (GPT-2 paper, section 2.3).
@@ -375,11 +372,18 @@ class GPT(nn.Module):
             rope = (self.rope_cos, self.rope_sin)
         return self.transformer.drop(x), rope
 
-    def _run(self, idx, kv_caches=None):
-        """Hidden states after ln_f (B, T, C)."""
+    def _run(self, idx, kv_caches=None, maps=None):
+        """Hidden states after ln_f (B, T, C). maps: a list that collects each layer's attention weights (B, nh, T, T)."""
         x, rope = self._embed(idx, kv_caches[0].length if kv_caches else 0)
+        n, outputs = len(self.transformer.h), []
         for i, block in enumerate(self.transformer.h):
-            x = block(x, rope, kv_caches[i] if kv_caches else None)
+            if self.skip_weights is not None and i >= n - n // 2:  # U-net: the first half's outputs, mirrored
+                x = x + self.skip_weights[n - 1 - i] * outputs[n - 1 - i]
+            ve = self.transformer.ve[i](idx) if self.transformer.ve is not None else None  # (B, T, C)
+            if maps is not None:  # a diagnostic, not a hot path: the layer's attention once more, for its weights
+                maps.append(block.attn(block.ln_1(x), rope, return_weights=True, ve=ve)[1])
+            x = block(x, rope, kv_caches[i] if kv_caches else None, ve)
+            outputs.append(x)
         return self.transformer.ln_f(x)
 
     def head(self, x):
@@ -404,13 +408,9 @@ class GPT(nn.Module):
         idx = idx.view(1, -1) if idx.dim() == 1 else idx
         if idx.shape[0] != 1:
             raise UserError(f"attention_maps takes one sequence, got a batch of {idx.shape[0]}")
-        x, rope = self._embed(idx)
         maps = []
-        for block in self.transformer.h:  # each layer twice: once for its weights, once to go on (a diagnostic, not a hot path)
-            _, weights = block.attn(block.ln_1(x), rope, return_weights=True)  # (1, nh, T, T)
-            maps.append(weights[0])
-            x = block(x, rope)
-        return torch.stack(maps).float()  # (n_layer, n_head, T, T)
+        self._run(idx, maps=maps)  # n_layer x (1, nh, T, T): the weights the forward itself uses
+        return torch.cat(maps).float()  # (n_layer, n_head, T, T)
 
     # -- generation ------------------------------------------------------------------------------------
 

@@ -86,10 +86,9 @@ def from_pretrained(name_or_dir, override_args=None):
 def save_pretrained(model, directory):
     """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained reads."""
     cfg = model.config
-    if (cfg.norm, cfg.pos, cfg.mlp, cfg.qk_norm, cfg.logit_softcap) != ("layernorm", "learned", "gelu", False, 0.0):
-        raise UserError(
-            "only the GPT-2 layout (norm=layernorm, pos=learned, mlp=gelu, qk_norm=False, logit_softcap=0) has a Hugging Face GPT-2 format"
-        )
+    gpt2 = dict(norm="layernorm", pos="learned", mlp="gelu", qk_norm=False, logit_softcap=0.0, value_embeds=False, unet=False)
+    if any(getattr(cfg, key) != value for key, value in gpt2.items()):
+        raise UserError(f"only the GPT-2 layout ({', '.join(f'{k}={v}' for k, v in gpt2.items())}) has a Hugging Face GPT-2 format")
     tensors = {}
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight" and cfg.tie_weights:

@@ -12,7 +12,7 @@ On several GPUs (DDP; gloo on CPU), one node or many; --fsdp=True shards the mod
 
 Writes to out_dir: ckpt.pt (weights_only-loadable), metrics.jsonl (one line per evaluation), config.json,
 meta.json (the dataset's tokenizer, for sample.py), choices.json (the precision, attention and thread choices
-made for this machine, with why) and loss.png. One run at a time: it holds out_dir/.lock while it runs, and a
+made for this machine, with why) and loss.png (from the third evaluation on). One run at a time: it holds out_dir/.lock while it runs, and a
 new run never replaces a checkpoint there unless --overwrite=True. Every check of what the user gave (config,
 data, out_dir, the checkpoint to continue) runs before any work: a refused run prints its one line, nothing
 else. The keys and their defaults are TrainConfig's, in train_config.py; a resume (or --eval_only) takes the run's
@@ -283,6 +283,15 @@ def set_lr(optimizer, lr):
     return lr
 
 
+def seq_len(it, cfg):
+    """The window length of step it: block_size / 4 for the first half of seq_warmup_iters, block_size / 2 for the
+    second half, then block_size. Short windows first cost less (attention's work grows with the length) and, on
+    Tiny Shakespeare, also trained better per step (docs/training.md)."""
+    if it >= cfg.seq_warmup_iters:
+        return cfg.block_size
+    return cfg.block_size // (4 if it < cfg.seq_warmup_iters // 2 else 2)
+
+
 def plot_losses(metrics, path):
     """loss.png: train and val loss against iterations."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
@@ -468,7 +477,9 @@ class Run:
     def batch(self, it, micro_step):
         """Ranks split the global micro-steps; micro_step == grad_accum is the next step's first."""
         it, micro_step = it + micro_step // self.grad_accum, micro_step % self.grad_accum
-        return self.loader.get_batch("train", it, self.dist.rank * self.grad_accum + micro_step)
+        x, y = self.loader.get_batch("train", it, self.dist.rank * self.grad_accum + micro_step)  # (B, block_size) each
+        T = seq_len(it, self.cfg)
+        return x.view(-1, T), y.view(-1, T)  # (B * block_size / T, T): the same tokens, cut into shorter windows
 
 
 def evaluate_and_save(run, eval_batches, lr):
@@ -489,13 +500,16 @@ def evaluate_and_save(run, eval_batches, lr):
         save_run_checkpoint(run, best=improved and cfg.keep_best)
     if not run.dist.master:
         return
-    plot_losses(progress.metrics, os.path.join(cfg.out_dir, "loss.png"))
+    plotted = len(progress.metrics) >= 3  # two points are no curve, and a speedrun with two evaluations saves 0.6 s of matplotlib
+    if plotted:
+        plot_losses(progress.metrics, os.path.join(cfg.out_dir, "loss.png"))
     if run.wandb is not None:
         import wandb
 
+        plot = {"loss_plot": wandb.Image(os.path.join(cfg.out_dir, "loss.png"))} if plotted else {}
         # no "lr" here: at this step W&B's lr is that of the step just taken, logged after it
         run.wandb.log({"iter": record["iter"], "train/loss": losses["train"], "val/loss": losses["val"], "tokens": record["tokens"],
-                       "loss_plot": wandb.Image(os.path.join(cfg.out_dir, "loss.png"))}, step=record["iter"])  # fmt: skip
+                       **plot}, step=record["iter"])  # fmt: skip
 
 
 def train_step(run, X, Y, next_batch):

@@ -24,7 +24,7 @@ from recurrent import GRULM, GRUConfig
 class TrainConfig(GPTConfig):
     """
     The model's keys are GPTConfig's own (inherited: block_size, n_layer, n_head, n_embd, dropout, bias, norm,
-    pos, mlp, qk_norm, tie_weights, sdpa, logit_softcap, zero_init_proj), with training's own defaults for three:
+    pos, mlp, qk_norm, tie_weights, sdpa, logit_softcap, zero_init_proj, value_embeds, unet), with training's own defaults for three:
     bias=False, as nanoGPT's train.py (a little better and faster; GPTConfig keeps GPT-2's True for loading its
     weights), vocab_size=0, the dataset's vocabulary, and sdpa="auto", decided for the machine
     (hardware.decide_sdpa) before any GPTConfig is built. The training keys follow.
@@ -67,6 +67,7 @@ class TrainConfig(GPTConfig):
     warmup_iters: int = 2000
     lr_decay_iters: int = 600000  # ~= max_iters per Chinchilla
     min_lr: float = 6e-5  # ~= learning_rate / 10 per Chinchilla
+    seq_warmup_iters: int = 0  # train on windows block_size / 4, then / 2 long for this many steps (train.seq_len)
     # optimizer: "adamw", or "muon" (Muon on the blocks' weight matrices at muon_lr, AdamW on the rest; muon.py)
     optimizer: str = "adamw"
     muon_lr: float = 0.02  # follows the same warmup/decay schedule as learning_rate
@@ -131,6 +132,8 @@ def validate(cfg):
         raise UserError("optimizer=muon needs whole weight matrices, which fsdp=True shards: use optimizer=adamw, or DDP (fsdp=False)")
     if cfg.fsdp and not distributed.launched():
         raise UserError("fsdp=True shards the model across processes: launch with torchrun --nproc_per_node=N train.py ...")
+    if cfg.seq_warmup_iters < 0 or (cfg.seq_warmup_iters and cfg.block_size % 4):
+        raise UserError(f"seq_warmup_iters={cfg.seq_warmup_iters} must be >= 0, and > 0 needs a block_size divisible by 4")
     if cfg.learning_rate <= 0 or cfg.min_lr < 0:
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
     if cfg.init_from not in ("scratch", "resume", *PRETRAINED) and not os.path.isdir(cfg.init_from):

@@ -196,8 +196,11 @@ SWITCHES = {
     "qk_norm": dict(qk_norm=True),
     "untied": dict(tie_weights=False),
     "softcap": dict(logit_softcap=1.0),  # beyond the notes, as the next ones
-    "all": dict(bias=False, norm="rmsnorm", pos="rope", mlp="relu2", qk_norm=True, tie_weights=False, logit_softcap=1.0),
-}
+    "value_embeds": dict(value_embeds=True),
+    "unet": dict(unet=True, n_layer=3),  # one skip (layer 0 -> layer 2) around a middle layer
+    "all": dict(bias=False, norm="rmsnorm", pos="rope", mlp="relu2", qk_norm=True, tie_weights=False, logit_softcap=1.0,
+                value_embeds=True, unet=True),
+}  # fmt: skip
 
 
 def tiny_gpt(seed=0, **overrides):

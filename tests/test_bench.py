@@ -5,10 +5,12 @@ import math
 
 import pytest
 import torch
-from conftest import TINY, run_script, train_args
+from conftest import ROOT, TINY, run_script, train_args
 
+from configurator import parse_args
 from model import GPT, GPTConfig
 from muon import MuonAdamW, configure_muon, zeropower_via_newtonschulz5
+from train_config import TrainConfig
 
 
 def bench(*args):
@@ -51,13 +53,27 @@ def test_bench_sample_reports_every_path_and_its_fraction_of_the_read_bandwidth(
         assert low * 0.99 <= out[f"{path}_tok_per_s"] * nbytes / out[f"{path}_read_fraction"] / 1e9 <= high * 1.01
 
 
+def test_the_frontier_is_every_speedrun_config_cheapest_first():
+    from bench import FRONTIER, config_args
+
+    assert sorted(FRONTIER) == sorted(f"config/{p.name}" for p in (ROOT / "config").glob("speedrun_*.py"))
+    assert all(config_args(c) == [c] for c in FRONTIER)  # named relative to the repository, wherever bench.py runs
+    configs = [parse_args(TrainConfig(), [str(ROOT / c)]) for c in FRONTIER]
+    work = [c.max_iters * c.n_layer * c.n_embd**2 for c in configs]  # a step's matmul work grows with n_layer * n_embd^2
+    assert work == sorted(work) and len(set(work)) == len(work), work
+
+
 def test_bench_time_to_target_scores_the_full_val_split(char_data, tmp_path):
     config = tmp_path / "tiny.py"
     lines = [a[2:].replace("=", " = ") for a in TINY if not a.startswith("--device")]
     lines += [f"dataset = '{char_data}'", "max_iters = 30", "eval_interval = 30", "eval_iters = 2", "learning_rate = 3e-3"]
     config.write_text("\n".join(lines) + "\ndevice = 'cpu'\n")
-    reached = bench("time_to_target", f"--configs={config}", "--target=10.0")
+    reached = bench("time_to_target", f"--configs={config}", "--target=10.0", f"--plot={tmp_path / 'frontier.png'}")
     run = reached["configs"][str(config)]
+    import matplotlib.image
+
+    image = matplotlib.image.imread(tmp_path / "frontier.png")  # loss against minutes, for docs/speedrun_frontier.png
+    assert image.shape[:2] == (400, 600) and image.std() > 0
     assert len(run["runs"]) == 1 and 0 < run["runs"][0]["val_loss"] < math.log(65)  # learned something
     assert run["time_to_target_s"] == run["median_wall_s"] > 0
     assert run["runs"][0]["choices"]["threads"] >= 1 and "sdpa" in run["runs"][0]["choices"]["reasons"]  # train.py's choices.json
@@ -130,6 +146,10 @@ def test_embedding_lr_gives_the_token_embedding_its_own_group():
     every = [id(p) for g in optimizer.param_groups for p in g["params"]]
     assert sorted(every) == sorted(id(p) for p in model.parameters())  # the untied head stays at learning_rate
     assert any(p is model.lm_head.weight for g in optimizer.param_groups if g["lr_scale"] == 1.0 for p in g["params"])
+    model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=16, value_embeds=True))  # tied head
+    optimizer = configure_muon(model, learning_rate=1e-3, muon_lr=0.02, weight_decay=0.1, betas=(0.9, 0.95), embedding_lr=0.3)
+    (group,) = [g for g in optimizer.param_groups if g["lr_scale"] == pytest.approx(300)]
+    assert {id(p) for p in group["params"]} == {id(model.transformer.wte.weight), *(id(t.weight) for t in model.transformer.ve)}
 
 
 def test_muon_fits_a_batch():
@@ -145,6 +165,19 @@ def test_muon_fits_a_batch():
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_muon_never_imports_the_compiler():
+    """torch.optim.Optimizer's methods import torch._dynamo on first call (1.5 s of start-up); MuonAdamW's do not."""
+    code = (
+        "import sys, torch; from model import GPT, GPTConfig; from muon import configure_muon\n"
+        "model = GPT(GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16))\n"
+        "opt = configure_muon(model, 1e-3, 0.05, 0.1, (0.9, 0.95), embedding_lr=0.1)\n"
+        "x = torch.randint(32, (2, 8)); model(x, x)[1].backward(); opt.step(); opt.zero_grad(set_to_none=True)\n"
+        "opt.load_state_dict(opt.state_dict()); assert opt.param_groups[1]['lr'] == 0.1\n"
+        "print('torch._dynamo' in sys.modules)"
+    )
+    assert run_script("-c", code).stdout.strip() == "False"
 
 
 def test_train_with_muon_learns_and_resumes(char_data, tmp_path):

@@ -49,6 +49,7 @@ def test_model_py_is_the_notes_plus_one_gpt_in_one_sitting():
 def test_readme_is_a_front_door_and_performance_notes_stay_current():
     assert len((ROOT / "README.md").read_text()) <= 12_000
     assert len((ROOT / "docs" / "performance.md").read_text()) <= 15_000
+    assert len((ROOT / "docs" / "training.md").read_text()) <= 15_000
 
 
 def test_base_is_the_ground_floor():

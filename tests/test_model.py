@@ -34,6 +34,27 @@ def test_switch_shapes_and_parameters(switch):
     gpt2 = tiny_gpt()
     head = 0 if cfg.tie_weights else VOCAB * 16
     assert model.get_num_params() > 0 and (switch != "untied" or model.get_num_params() == gpt2.get_num_params() + head)
+    if switch == "value_embeds":  # one (vocab, C) table per layer
+        assert model.get_num_params() == gpt2.get_num_params() + 2 * VOCAB * 16
+    if switch == "unet":  # one weight per skip
+        assert model.skip_weights.shape == (1,)
+
+
+def test_value_embeds_and_unet_at_zero_are_the_plain_gpt_and_change_it_otherwise():
+    plain = tiny_gpt(n_layer=4)
+    levers = tiny_gpt(n_layer=4, value_embeds=True, unet=True)
+    levers.load_state_dict(plain.state_dict(), strict=False)  # the shared weights; ve tables and skip weights stay
+    idx = torch.randint(0, VOCAB, (2, 12))
+    with torch.no_grad():
+        levers.skip_weights.zero_()
+        for table in levers.transformer.ve:
+            table.weight.zero_()
+        assert_close(all_logits(levers, idx), all_logits(plain, idx), rtol=0, atol=1e-5)
+        levers.skip_weights[0] = 1.0  # layer 1's output into layer 2 (the inner skip)
+        skipped = all_logits(levers, idx)
+        assert not torch.allclose(skipped, all_logits(plain, idx))
+        levers.transformer.ve[3].weight.normal_()  # the last layer's value embeddings
+        assert not torch.allclose(all_logits(levers, idx), skipped)
 
 
 @pytest.mark.parametrize("switch", SWITCHES)
@@ -203,13 +224,30 @@ def test_temperature_zero_is_argmax_and_bad_sampling_options_are_rejected():
             model.generate(prompt, 2, **bad)
 
 
-@pytest.mark.parametrize("switch", ["gpt2", "rope", "qk_norm"])
+def attention_weights_of_forward(model, idx):
+    """Each layer's attention weights during the forward pass itself, from hooks on every block's attention."""
+    weights = []
+
+    def hook(attn, args, kwargs, output):
+        weights.append(attn.forward(*args, **{**kwargs, "return_weights": True})[1])  # forward: not the hook again
+
+    handles = [block.attn.register_forward_hook(hook, with_kwargs=True) for block in model.transformer.h]
+    with torch.no_grad():
+        model(idx)
+    for handle in handles:
+        handle.remove()
+    return torch.cat(weights).float()
+
+
+@pytest.mark.parametrize("switch", ["gpt2", "rope", "qk_norm", "value_embeds", "unet"])
 def test_attention_maps(switch):
     model = tiny_gpt(**SWITCHES[switch])
     idx = torch.randint(0, VOCAB, (9,))
     maps = model.attention_maps(idx)
-    assert maps.shape == (2, 2, 9, 9)  # (n_layer, n_head, T, T)
-    assert_close(maps.sum(dim=-1), torch.ones(2, 2, 9))
+    n_layer = model.config.n_layer
+    assert maps.shape == (n_layer, 2, 9, 9)  # (n_layer, n_head, T, T)
+    assert_close(maps, attention_weights_of_forward(model, idx[None]))  # the weights the model really used
+    assert_close(maps.sum(dim=-1), torch.ones(n_layer, 2, 9))
     assert torch.all(maps.triu(diagonal=1) == 0)
     assert maps[0, 0, 0, 0] == 1  # the first token can only look at itself
     assert not torch.allclose(maps[0], maps[1])  # each layer has its own pattern

@@ -150,7 +150,12 @@ def test_checkpoints_we_cannot_compute_are_rejected(hf_model_dir, tmp_path):
 
 
 def test_only_the_gpt2_layout_can_be_saved_in_its_format(tmp_path):
-    for switch in (dict(pos="rope"), dict(logit_softcap=30.0)):  # GPT2LMHeadModel would load them and compute another function
+    for switch in (
+        dict(pos="rope"),
+        dict(logit_softcap=30.0),
+        dict(value_embeds=True),
+        dict(unet=True),
+    ):  # GPT2LMHeadModel would load them and compute another function
         model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=8, **switch))
         with pytest.raises(ValueError, match="GPT-2 layout"):
             save_pretrained(model, tmp_path)

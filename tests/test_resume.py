@@ -7,9 +7,11 @@ import torch
 from conftest import read_jsonl, start_until, train, train_args
 
 # dropout > 0 so the resumed run must also restore the RNG state; 2 micro-steps so accumulation resumes too;
-# keep_last makes ckpt_000020.pt appear once the iter-20 checkpoint is complete
+# keep_last makes ckpt_000020.pt appear once the iter-20 checkpoint is complete; the interruption comes during the
+# sequence-length warmup (train.seq_len), whose windows must continue as they were
 ARGS = ["--max_iters=50", "--eval_interval=10", "--eval_iters=4", "--log_interval=10", "--learning_rate=3e-3",
-        "--warmup_iters=5", "--lr_decay_iters=50", "--dropout=0.1", "--gradient_accumulation_steps=2", "--keep_last=20"]  # fmt: skip
+        "--warmup_iters=5", "--lr_decay_iters=50", "--dropout=0.1", "--gradient_accumulation_steps=2", "--keep_last=20",
+        "--seq_warmup_iters=40"]  # fmt: skip
 COMPARED = ("iter", "train_loss", "val_loss", "lr", "tokens")
 
 

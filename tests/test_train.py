@@ -20,7 +20,7 @@ from data.loader import BatchLoader
 from hardware import cpu_has_fast_bf16, pick_dtype, precision
 from model import GPT, GPTConfig
 from pretrained import crop_block_size, from_pretrained, save_pretrained
-from train import get_lr
+from train import get_lr, seq_len
 from train_config import TrainConfig, configure_adamw, model_config, validate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process tiny models
@@ -90,6 +90,7 @@ def test_wrong_type_names_key_value_and_expected_type(monkeypatch, capsys):
         (["--dtype=float8"], "dtype='float8' must be one of"),
         (["--sdpa=maybe"], "sdpa='maybe' must be auto, true or false"),
         (["--gradient_accumulation_steps=0"], "gradient_accumulation_steps=0 must be at least 1"),
+        (["--seq_warmup_iters=4", "--block_size=30"], "seq_warmup_iters=4 must be >= 0, and > 0 needs a block_size divisible by 4"),
     ],
 )
 def test_invalid_combinations_fail_in_one_line_before_any_work(char_data, tmp_path, bad, message, monkeypatch, capsys):
@@ -122,6 +123,19 @@ def test_shipped_configs_parse_and_validate():
         assert (ROOT / "data" / dataset / "prepare.py").is_file(), (name, dataset)  # every default dataset can be prepared
     finetune = parse_args(TrainConfig(), [str(ROOT / "config" / "finetune_shakespeare.py")])
     assert finetune.init_from.startswith("gpt2") and finetune.dataset == "shakespeare"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "config").glob("speedrun_*.py")))
+def test_speedrun_configs_train_a_few_steps(name, char_data, tmp_path, monkeypatch, capsys):
+    """Each frontier config, as shipped but for a few short steps: its model and optimizer build and learn."""
+    cfg = parse_args(TrainConfig(), [str(ROOT / "config" / f"{name}.py")])
+    assert cfg.max_iters == cfg.lr_decay_iters == cfg.eval_interval and 0 < cfg.seq_warmup_iters < cfg.max_iters
+    few = ["--max_iters=4", "--lr_decay_iters=4", "--seq_warmup_iters=2", "--eval_interval=4", "--eval_iters=1", "--batch_size=4"]
+    argv = [str(ROOT / "config" / f"{name}.py"), f"--dataset={char_data}", f"--out_dir={tmp_path}", "--progress=False", *few]
+    code, _, err = run_train_main(argv, monkeypatch, capsys)
+    assert code == 0, err
+    metrics = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [m["iter"] for m in metrics] == [0, 4] and metrics[1]["train_loss"] < metrics[0]["train_loss"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -186,6 +200,14 @@ def test_threads_are_torchs_own_and_say_why():
     assert hardware.decide_threads("1", 1) == (1, "OMP_NUM_THREADS=1")
 
 
+@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="the flags promise no bf16: nothing is timed")
+def test_bf16_withheld_by_an_avx2_limit_is_timed_slow_and_not_chosen():
+    """The AVX2 stand-in: the flags still say avx512_bf16, the kernels are limited to AVX2 (bf16 emulated)."""
+    code = "import hardware; c = hardware.training_choices('cpu', n_embd=128); print(c.dtype, c.facts['bf16_matmul_speedup'])"
+    out = run_script("-c", code, env={"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}).stdout.split()
+    assert out[0] == "float32" and float(out[1]) < 0.25, out  # one round of timing says it (hardware.measure_bf16_speedup)
+
+
 def test_training_choices_on_this_machine():
     choices = hardware.training_choices("cpu", dtype="auto", sdpa="auto", n_embd=128)
     speedup = choices.facts["bf16_matmul_speedup"]
@@ -232,6 +254,21 @@ def test_lr_schedule_warmup_then_cosine_to_min_lr():
     assert decay == sorted(decay, reverse=True) and decay[-1] == pytest.approx(1e-4)
     assert get_lr(10_000, cfg) == 1e-4
     assert get_lr(5, TrainConfig(decay_lr=False, learning_rate=3e-4)) == 3e-4
+
+
+def test_seq_warmup_quarter_then_half_then_whole_windows(char_data, tmp_path, monkeypatch, capsys):
+    cfg = TrainConfig(block_size=128, seq_warmup_iters=110)
+    assert [seq_len(it, cfg) for it in (0, 54, 55, 109, 110, 10_000)] == [32, 32, 64, 64, 128, 128]
+    assert {seq_len(it, TrainConfig(block_size=128)) for it in range(5)} == {128}
+    # a run with it trains on other windows than one without, from the first step on (same tokens, cut)
+    args = ["--max_iters=2", "--eval_interval=2", "--eval_iters=1", "--log_interval=1", "--dtype=float32"]
+    first = []
+    for n in (2, 0):
+        code, out, _ = run_train_main(train_args(char_data, tmp_path / str(n), *args, f"--seq_warmup_iters={n}")[1:], monkeypatch, capsys)
+        first.append(next(line for line in out.splitlines() if line.startswith("iter 1:")).split(",")[0])  # "iter 1: loss x"
+        assert code == 0
+    assert first[0] != first[1], first
+    assert not list(tmp_path.glob("*/loss.png"))  # two evaluations (0 and 2) are no curve: no matplotlib at all
 
 
 # ----------------------------------------------------------------------------------------------------
