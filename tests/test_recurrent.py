@@ -2,6 +2,7 @@
 checkpoints take it as they take the GPT (model_type="gru"), an exact resume included."""
 
 import json
+import shutil
 import signal
 from dataclasses import fields
 
@@ -181,9 +182,10 @@ def test_sigkill_then_resume_matches_the_uninterrupted_gru_run_bit_for_bit(char_
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "gru"
 
 
-def test_resume_refuses_another_model_type(char_data, gru_run, char_checkpoint, monkeypatch, capsys):
-    """char_checkpoint: a GPT's, from before model_type was recorded."""
-    for out_dir, saved, given in ((gru_run, "gru", "gpt"), (char_checkpoint, "gpt", "gru")):
+def test_resume_refuses_another_model_type(char_data, gru_run, char_checkpoint, tmp_path, monkeypatch, capsys):
+    """char_checkpoint: a GPT's, from before model_type was recorded. Copies: a resume takes out_dir's lock first."""
+    for run, saved, given in ((gru_run, "gru", "gpt"), (char_checkpoint, "gpt", "gru")):
+        out_dir = shutil.copytree(run, tmp_path / saved)
         argv = train_args(char_data, out_dir, "--init_from=resume", f"--model_type={given}")[1:]
         code, _, err = run_train_main(argv, monkeypatch, capsys)
         assert code == 2 and len(err) == 1 and f"model_type: checkpoint {saved!r} vs given {given!r}" in err[0], err
