@@ -2,9 +2,9 @@
 Show what a trained GPT looks at: every layer's and head's attention over a sentence, and how much one
 word attends to each earlier word, layer by layer.
 
-    python attention.py --out_dir=out-shakespeare-char-cpu
+    python attention.py --out_dir=out-speedrun-90s
     python attention.py --init_from=gpt2 --text="the cat sat on the mat" --query=sat
-    python attention.py --out_dir=out-shakespeare-char-cpu --format=json     # the numbers, no pictures
+    python attention.py --out_dir=out-speedrun-90s --format=json     # the numbers, no pictures
 
 Writes attention_heads.png (a grid: one heatmap per layer x head) and attention_<query>.png (the
 query word's attention to each earlier word, per layer, averaged over heads), or attention.json, to

@@ -5,7 +5,7 @@ build a model from a checkpoint, an out_dir or GPT-2's weights; and out_dir's ow
 time, holding out_dir/.lock; no new run over an old checkpoint unless told to).
 
 A checkpoint (ckpt.pt) holds: model (state dict), optimizer, model_args (its config's fields; model_type too for a model that is not a GPT), config
-(TrainConfig), iter_num, best_val_loss, elapsed_s, rng, wandb_run_id. Its tokenizer is in meta.json next to it.
+(TrainConfig), iter_num, best_val_loss, tokens, elapsed_s, rng, wandb_run_id. Its tokenizer is in meta.json next to it.
 nanoGPT's ckpt.pt loads too, read into this layout (nanogpt.py); any other file is refused.
 """
 

@@ -5,8 +5,8 @@ products, so its limit is the memory's read bandwidth over the bytes of weights 
 (docs/performance.md measures both); fewer bytes (bf16, int8, int4) or a layout that streams better (oneDNN's
 packed one) is what makes it faster. A Python caller gets sample.py's speed the same way:
 
-    python sample.py --out_dir=out-shakespeare-char-cpu --quantize=int8
-    python sample.py --out_dir=out-shakespeare-char-cpu --quantize=int4
+    python sample.py --out_dir=out-speedrun-90s --quantize=int8
+    python sample.py --out_dir=out-speedrun-90s --quantize=int4
     model = prepare_for_decoding(model.eval(), "int4"); model.generate(idx, 100)   # sample.py's path, in Python
 """
 

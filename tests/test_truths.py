@@ -40,10 +40,11 @@ def test_every_prepare_script_documents_input():
 
 # what the documented commands write inside the checkout (docs/sampling.md's --output=samples.jsonl, docs/attention.md's
 # --save_dir=., docs/data.md's data/my_text and data/my_docs, every out_dir, W&B's files, make's .venv)
-WRITTEN = ["samples.jsonl", "attention_heads.png", "attention_jumped.png", "attention.json", "out-shakespeare-char-cpu/ckpt.pt",
+WRITTEN = ["samples.jsonl", "attention_heads.png", "attention_jumped.png", "attention.json", "out-speedrun-90s/ckpt.pt",
            "out/eval.json", "data/my_text/train.bin", "data/my_text/meta.json", "data/my_text/tokenizer.json",
            "data/my_docs/val_000.bin", "data/shakespeare_char/input.txt", "wandb/latest-run", ".venv/bin/python"]  # fmt: skip
-SHIPPED = ["docs/attention_heads.png", "docs/long_range_jumped.png", "data/tinyshakespeare.txt", "data/gpt2_tokenizer/vocab.bpe", "LICENSE"]
+SHIPPED = ["docs/attention_heads.png", "docs/speedrun_frontier.png", "docs/long_range_jumped.png", "data/tinyshakespeare.txt",
+           "data/gpt2_tokenizer/vocab.bpe", "LICENSE"]  # fmt: skip
 
 
 def test_gitignore_covers_what_documented_commands_write_into_the_checkout():
