@@ -1,5 +1,6 @@
 """Shared fixtures: a prepared Tiny Shakespeare (the repo's copy, never the network) and a tiny trained run."""
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -25,15 +26,31 @@ TINY = [
 
 
 # `make test` hands whole files to whichever pytest-xdist worker is free, in this order: the longest first (measured), so
-# no long file starts last while the other core idles (files not named keep their place, after these).
+# no long file starts last while the other core idles (files not named keep their place, after these); the torchrun
+# files apart, since they take turns (one_torchrun_file_at_a_time).
 LONGEST_FIRST = ["test_long_range.py", "test_bench.py", "test_fsdp.py", "test_outdir.py", "test_data.py", "test_train.py",
-                 "test_resume.py", "test_resume_settings.py", "test_ddp.py", "test_ddp_resume.py", "test_train_wiring.py",
-                 "test_recurrent.py", "test_nanogpt.py"]  # fmt: skip
+                 "test_ddp.py", "test_resume.py", "test_resume_settings.py", "test_train_wiring.py", "test_recurrent.py",
+                 "test_ddp_resume.py", "test_nanogpt.py"]  # fmt: skip
 
 
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+
+
+TORCHRUN_FILES = ("test_ddp", "test_ddp_resume", "test_fsdp")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torchrun_file_at_a_time(request, tmp_path_factory):
+    """The files that launch torchrun take turns (a lock shared by `make test`'s workers), as they did before the suite
+    ran on every core: two gloo jobs at once is a setting the suite never meant to test."""
+    if request.module.__name__ not in TORCHRUN_FILES:
+        yield
+        return
+    with open(tmp_path_factory.getbasetemp().parent / "torchrun.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def run_script(*args, env=None, check=True, timeout=300):
