@@ -244,7 +244,7 @@ def bench_sample(bench, train_argv):
     hw = hardware.setup(cfg.device, cfg.dtype, decoding=True)
     device, dtype = hw.device, hw.dtype
     torch.manual_seed(bench.seed)
-    plain = GPT(SHAPES[bench.shape]).to(device).eval()  # GPT-2 small: 12 layers, 768 wide, 1024 context
+    plain = GPT(SHAPES[bench.shape]).to(device).eval()  # GPT-2 small (12 layers, 768 wide) or XL; 1024 context
     if bench.prompt_len + bench.new_tokens > plain.config.block_size:
         raise UserError(f"prompt_len + new_tokens must be <= {plain.config.block_size}, the model's context")
     prompt = torch.randint(plain.config.vocab_size, (1, bench.prompt_len), generator=torch.Generator().manual_seed(bench.seed))
