@@ -1,5 +1,6 @@
 """
-Speed and memory benchmarks. Every subcommand prints ONE JSON object on stdout (progress goes to stderr).
+Speed and memory benchmarks. Every subcommand prints ONE JSON object on stdout (progress goes to
+stderr).
 
     python bench.py train config/train_shakespeare_char_fast.py       # training tok/s, ms/iter, MFU, peak RSS
     python bench.py train --batch_size=1 --block_size=1024             # GPT-2 124M (the defaults), one sequence
@@ -8,13 +9,15 @@ Speed and memory benchmarks. Every subcommand prints ONE JSON object on stdout (
     python bench.py time_to_target --target=1.88 --configs=ref,fast --repeats=3
     python bench.py all                                                # all of the above, one JSON object
 
-train: any train.py config file and --key=value apply (the model, its kind, batch, dtype, compile, optimizer...).
+train: any train.py config file and --key=value apply (the model, its kind, batch, dtype, compile,
+optimizer...).
     Synthetic tokens (throughput does not depend on the text). Times --iters steps after --warmup steps
     (the warmup absorbs torch.compile); cpu_ms_per_iter is the process's CPU time per step, which other
     processes on a shared machine inflate far less than the wall time. MFU uses the PaLM formula
     (hardware.flops_per_token) against a peak measured on the spot by a large matmul in the same dtype
     (hardware.measure_peak_flops).
-sample: a GPT-2-small-shaped model (GPTConfig defaults; --shape=gpt2-xl: 1.5B) with random weights, batch 1;
+sample: a GPT-2-small-shaped model (GPTConfig defaults; --shape=gpt2-xl: 1.5B) with random weights,
+batch 1;
     --prompt_len random tokens, then --new_tokens greedy tokens per path: `cached` is sample.py's path
     (decoding.prepare_for_decoding in the decoding dtype), --quantize=int8,int4 adds sample.py --quantize's,
     --plain=true model.generate on the unprepared model, and `uncached` is nanoGPT's generate on the plain model
@@ -26,7 +29,8 @@ sample: a GPT-2-small-shaped model (GPTConfig defaults; --shape=gpt2-xl: 1.5B) w
     scales; not the embedding lookups), kv_bytes_per_token the mean keys and values it reads, and
     <path>_read_fraction = tok/s x (weight + KV bytes per token) / the read bandwidth measured right before or after
     that run (the higher), the median over repeats (_best: the highest).
-time_to_target: runs `python train.py <config>` exactly as a user would, in a subprocess, and times its
+time_to_target: runs `python train.py <config>` exactly as a user would, in a subprocess, and times
+its
     whole wall clock (interpreter start, data, model build, compile, its own periodic evals and checkpoint
     writes). Then, untimed, it scores the run's checkpoint on the FULL val split (train.py --eval_only,
     i.e. train.evaluate_split) and reports whether that loss is <= --target. time_to_target_s is the wall
@@ -38,7 +42,8 @@ time_to_target: runs `python train.py <config>` exactly as a user would, in a su
     or "frontier": the speedrun configs (config/speedrun_*.py, 1 to 10 minutes; ~20 minutes in all). --plot=PNG draws
     each config's full-val loss against its wall minutes (docs/speedrun_frontier.png:
     python bench.py time_to_target --configs=frontier --plot=docs/speedrun_frontier.png).
-Peak RSS is the process's high-water mark (ru_maxrss); each subcommand of `all` runs in its own process.
+Peak RSS is the process's high-water mark (ru_maxrss); each subcommand of `all` runs in its own
+process.
 """
 
 import copy
@@ -54,32 +59,48 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-import hardware
-from base import UserError, atomic_write
-from configurator import ConfigError, parse_args, run_cli
-from data.loader import data_dir_for, load_meta
-from decoding import check_quantize, prepare_for_decoding
+from gptkit import hardware
+from gptkit.base import UserError, save_figure
+from gptkit.configurator import ConfigError, parse_args, run_cli
+from gptkit.decoding import check_quantize, prepare_for_decoding
+from gptkit.loader import data_dir_for, load_meta
+from gptkit.train_config import TrainConfig, build_optimizer, new_model, validate
 from model import GPT, GPTConfig
-from train_config import TrainConfig, build_optimizer, new_model, validate
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
-# nanoGPT's README command for a CPU (the issue's reference): 2000 iterations of a 0.8M-parameter model
+# nanoGPT's README command for a CPU (the issue's reference): 2000 iterations of a 0.8M-parameter
+# model
 REFERENCE = [
-    "config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=100",
-    "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
-    "--lr_decay_iters=2000", "--dropout=0.0", "--eval_interval=500",
-]  # fmt: skip
-# what nanoGPT's own train.py computes for that command on a CPU: float32 (its autocast is for CUDA only) and
-# F.scaled_dot_product_attention; "ref" instead runs the command with this repo's machine-aware choices
+    "config/train_shakespeare_char.py",
+    "--device=cpu",
+    "--compile=False",
+    "--eval_iters=20",
+    "--log_interval=100",
+    "--block_size=64",
+    "--batch_size=12",
+    "--n_layer=4",
+    "--n_head=4",
+    "--n_embd=128",
+    "--max_iters=2000",
+    "--lr_decay_iters=2000",
+    "--dropout=0.0",
+    "--eval_interval=500",
+]
+# what nanoGPT's own train.py computes for that command on a CPU: float32 (its autocast is for CUDA
+# only) and F.scaled_dot_product_attention; "ref" instead runs the command with this repo's
+# machine-aware choices
 NANOGPT = [*REFERENCE, "--dtype=float32", "--sdpa=true"]
 NAMED_CONFIGS = {
     "ref": REFERENCE,
     "nanogpt": NANOGPT,
     "fast": ["config/train_shakespeare_char_fast.py"],  # CPUs with native bf16
-    "fast_fp32": ["config/train_shakespeare_char_fast_fp32.py"],  # CPUs that train in float32 (AVX2)
+    "fast_fp32": [
+        "config/train_shakespeare_char_fast_fp32.py"
+    ],  # CPUs that train in float32 (AVX2)
 }
-# the speedrun frontier: the lowest full-val loss in 1, 1.5, 2, 5 and 10 minutes on a 2-core CPU (docs/training.md)
+# the speedrun frontier: the lowest full-val loss in 1, 1.5, 2, 5 and 10 minutes on a 2-core CPU
+# (docs/training.md)
 FRONTIER = [f"config/speedrun_{budget}.py" for budget in ("1min", "90s", "2min", "5min", "10min")]
 
 
@@ -91,22 +112,33 @@ class BenchConfig:
     new_tokens: int = 512  # sample: tokens to generate, per path
     cache: str = "both"  # sample: "both" | "on" | "off" | "quantized" (only the --quantize paths)
     quantize: str = "none"  # sample: "none", or int8, int4 or "int8,int4": adds those cached paths
-    plain: bool = False  # sample: adds model.generate on the unprepared model (the cache, plain nn.Linear)
-    shape: str = "gpt2"  # sample: "gpt2" (124M) | "gpt2-xl" (1.5B: 48 layers, 1600 wide, 25 heads), random weights
+    plain: bool = (
+        False  # sample: adds model.generate on the unprepared model (the cache, plain nn.Linear)
+    )
+    # sample: "gpt2" (124M) | "gpt2-xl" (1.5B: 48 layers, 1600 wide, 25 heads), random weights
+    shape: str = "gpt2"
     target: float = 1.88  # time_to_target: full-val-split loss to reach
     configs: str = "ref,fast"  # time_to_target: comma-separated names or config file paths
     repeats: int = 1  # time_to_target: interleaved runs of each config
-    plot: str = ""  # time_to_target: also draw each config's full-val loss against its wall minutes into this PNG
+    # time_to_target: also draw each config's full-val loss against its wall minutes into this PNG
+    plot: str = ""
     seed: int = 1337
 
 
 def split_args(argv):
-    """Bench flags go to BenchConfig, config files and everything else to TrainConfig; both are type-checked."""
+    """Bench flags go to BenchConfig, config files and everything else to TrainConfig; both are
+    type-checked."""
     bench_keys = {f.name for f in fields(BenchConfig)}
     bench_argv = [a for a in argv if a.startswith("--") and a[2:].partition("=")[0] in bench_keys]
     train_argv = [a for a in argv if a not in bench_argv]
     bench = parse_args(BenchConfig(), bench_argv)
-    if bench.iters < 1 or bench.warmup < 0 or bench.repeats < 1 or bench.prompt_len < 1 or bench.new_tokens < 1:
+    if (
+        bench.iters < 1
+        or bench.warmup < 0
+        or bench.repeats < 1
+        or bench.prompt_len < 1
+        or bench.new_tokens < 1
+    ):
         raise UserError("iters, repeats, prompt_len and new_tokens must be >= 1, warmup >= 0")
     if bench.cache not in ("both", "on", "off", "quantized"):
         raise UserError(f"--cache={bench.cache} must be both, on, off or quantized")
@@ -128,16 +160,19 @@ def peak_rss_mib():
 def bench_train(bench, train_argv):
     cfg = parse_args(TrainConfig(), train_argv)
     validate(cfg)
-    choices = hardware.training_choices(cfg.device, cfg.dtype, cfg.sdpa, cfg.n_embd)  # what train.py would choose, and why
+    # what train.py would choose, and why
+    choices = hardware.training_choices(cfg.device, cfg.dtype, cfg.sdpa, cfg.n_embd)
     # bench steps skip the GradScaler (float16 only; bf16 and fp32 need none)
     hw = hardware.setup(cfg.device, choices.dtype)
     device, dtype = hw.device, hw.dtype
-    try:  # the dataset's vocabulary if it is prepared, else GPT-2's: the tokens themselves are synthetic
+    # the dataset's vocabulary if it is prepared, else GPT-2's: the tokens themselves are synthetic
+    try:
         vocab_size = load_meta(data_dir_for(cfg.dataset))["vocab_size"]
     except UserError:
         vocab_size = GPTConfig.vocab_size
     torch.manual_seed(bench.seed)
-    model = new_model(cfg, vocab_size, choices.sdpa).to(device)  # --model_type=gru: the recurrent baseline's step
+    # --model_type=gru: the recurrent baseline's step
+    model = new_model(cfg, vocab_size, choices.sdpa).to(device)
     optimizer = build_optimizer(model, cfg, hw.device_type, choices.newton_schulz_dtype)
     step_model = torch.compile(model) if cfg.compile else model
     generator = torch.Generator().manual_seed(bench.seed)
@@ -171,14 +206,28 @@ def bench_train(bench, train_argv):
     tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
     return {
         "params_M": round(model.get_num_params() / 1e6, 3),
-        "device": device, "dtype": dtype, "compile": cfg.compile, "optimizer": cfg.optimizer,
-        "threads": torch.get_num_threads(), "tokens_per_iter": tokens_per_iter,
-        "ms_per_iter": round(dt * 1000, 2), "tok_per_s": round(tokens_per_iter / dt),
-        "cpu_ms_per_iter": round(statistics.median(cpu_times) * 1000, 2),  # this process's CPU time: what a busy machine does not add
-        "warmup_s": round(warmup_s, 2), "peak_tflops": round(peak / 1e12, 3),
-        "mfu": round(hardware.estimate_mfu(model, cfg.batch_size * cfg.gradient_accumulation_steps, dt, peak), 4),
-        "peak_rss_mib": round(peak_rss_mib()), "choices": asdict(choices),
-    }  # fmt: skip
+        "device": device,
+        "dtype": dtype,
+        "compile": cfg.compile,
+        "optimizer": cfg.optimizer,
+        "threads": torch.get_num_threads(),
+        "tokens_per_iter": tokens_per_iter,
+        "ms_per_iter": round(dt * 1000, 2),
+        "tok_per_s": round(tokens_per_iter / dt),
+        "cpu_ms_per_iter": round(
+            statistics.median(cpu_times) * 1000, 2
+        ),  # this process's CPU time: what a busy machine does not add
+        "warmup_s": round(warmup_s, 2),
+        "peak_tflops": round(peak / 1e12, 3),
+        "mfu": round(
+            hardware.estimate_mfu(
+                model, cfg.batch_size * cfg.gradient_accumulation_steps, dt, peak
+            ),
+            4,
+        ),
+        "peak_rss_mib": round(peak_rss_mib()),
+        "choices": asdict(choices),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -186,9 +235,10 @@ def bench_train(bench, train_argv):
 
 
 def read_bandwidth(device, mib=512, repeats=10):
-    """Bytes read per second by the best of `repeats` sums over a mib-MiB fp32 buffer, at torch's thread count: a
-    read-only stream, as a batch-1 token streams its weights (llama.cpp's and gpt-fast's numbers are fractions of
-    this kind of figure, not of a copy's read + written bytes). Written once first, so no page is the zero page."""
+    """Bytes read per second by the best of `repeats` sums over a mib-MiB fp32 buffer, at torch's
+    thread count: a read-only stream, as a batch-1 token streams its weights (llama.cpp's and
+    gpt-fast's numbers are fractions of this kind of figure, not of a copy's read + written bytes).
+    Written once first, so no page is the zero page."""
     buffer = torch.ones(mib * 2**18, device=device)
     buffer.sum()  # fault the pages in, wake the threads
     best = float("inf")
@@ -201,41 +251,65 @@ def read_bandwidth(device, mib=512, repeats=10):
 
 
 def weight_bytes_per_token(model):
-    """Bytes of weights one cached token reads: every parameter and buffer (int8/int4 weights, their scales and
-    offsets included) but the embedding tables (a lookup reads one row of each), attention masks and rotary tables
-    (rows again); a tied LM head counts once, as the head."""
+    """Bytes of weights one cached token reads: every parameter and buffer (int8/int4 weights, their
+    scales and offsets included) but the embedding tables (a lookup reads one row of each),
+    attention masks and rotary tables (rows again); a tied LM head counts once, as the head."""
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     head = getattr(model.lm_head, "weight", None)
     tables = {id(getattr(model, name, None)) for name in ("rope_cos", "rope_sin")}
-    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()] if t.dtype != torch.bool and id(t) not in tables}
-    return sum(t.numel() * t.element_size() for i, t in tensors.items() if i not in embeddings or t is head)
+    tensors = {
+        id(t): t
+        for t in [*model.parameters(), *model.buffers()]
+        if t.dtype != torch.bool and id(t) not in tables
+    }
+    return sum(
+        t.numel() * t.element_size() for i, t in tensors.items() if i not in embeddings or t is head
+    )
 
 
 def kv_bytes_per_token(config, prompt_len, new_tokens):
-    """Mean bytes of cached keys and values a token reads (fp32 cache, batch 1): every layer's keys and values at
-    the step's cache length, prompt_len + new_tokens / 2 on average."""
+    """Mean bytes of cached keys and values a token reads (fp32 cache, batch 1): every layer's keys
+    and values at the step's cache length, prompt_len + new_tokens / 2 on average."""
     return 2 * config.n_layer * (prompt_len + new_tokens / 2) * config.n_embd * 4
 
 
-SHAPES = {"gpt2": GPTConfig(), "gpt2-xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600)}  # 124M and 1.5B, random weights
+# 124M and 1.5B, random weights
+SHAPES = {
+    "gpt2": GPTConfig(),
+    "gpt2-xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600),
+}
 
 
 def sample_paths(bench, plain, dtype):
-    """name -> (model, use_cache). `cached` is sample.py's path in the decoding dtype, `int8`/`int4` its --quantize
-    ones, `generate` the plain model's model.generate with the cache (what a Python caller gets without
-    prepare_for_decoding), `uncached` nanoGPT's generate. A single path is prepared in place, not on a copy: GPT-2 XL
-    in fp32 is 6.2 GB."""
-    names = {"both": ["uncached", "cached"], "on": ["cached"], "off": ["uncached"], "quantized": []}[bench.cache]
-    names += [q for q in bench.quantize.split(",") if q != "none"] + (["generate"] if bench.plain else [])
+    """name -> (model, use_cache). `cached` is sample.py's path in the decoding dtype, `int8`/`int4`
+    its --quantize ones, `generate` the plain model's model.generate with the cache (what a Python
+    caller gets without prepare_for_decoding), `uncached` nanoGPT's generate. A single path is
+    prepared in place, not on a copy: GPT-2 XL in fp32 is 6.2 GB."""
+    names = {
+        "both": ["uncached", "cached"],
+        "on": ["cached"],
+        "off": ["uncached"],
+        "quantized": [],
+    }[bench.cache]
+    names += [q for q in bench.quantize.split(",") if q != "none"] + (
+        ["generate"] if bench.plain else []
+    )
     if not names:
-        raise UserError("--cache=quantized times only the --quantize paths: give --quantize=int8 or int4")
+        raise UserError(
+            "--cache=quantized times only the --quantize paths: give --quantize=int8 or int4"
+        )
     paths = {}
     for name in names:
         model = plain if len(names) == 1 else copy.deepcopy(plain)
         if name in ("uncached", "generate"):
             paths[name] = (model, name == "generate")
         else:
-            paths[name] = (prepare_for_decoding(model, "none" if name == "cached" else name, getattr(torch, dtype)), True)
+            paths[name] = (
+                prepare_for_decoding(
+                    model, "none" if name == "cached" else name, getattr(torch, dtype)
+                ),
+                True,
+            )
     return paths
 
 
@@ -244,32 +318,62 @@ def bench_sample(bench, train_argv):
     hw = hardware.setup(cfg.device, cfg.dtype, decoding=True)
     device, dtype = hw.device, hw.dtype
     torch.manual_seed(bench.seed)
-    plain = GPT(SHAPES[bench.shape]).to(device).eval()  # GPT-2 small (12 layers, 768 wide) or XL; 1024 context
+    # GPT-2 small (12 layers, 768 wide) or XL; 1024 context
+    plain = GPT(SHAPES[bench.shape]).to(device).eval()
     if bench.prompt_len + bench.new_tokens > plain.config.block_size:
-        raise UserError(f"prompt_len + new_tokens must be <= {plain.config.block_size}, the model's context")
-    prompt = torch.randint(plain.config.vocab_size, (1, bench.prompt_len), generator=torch.Generator().manual_seed(bench.seed))
-    result = {"shape": bench.shape, "params_M": round(plain.get_num_params() / 1e6, 3), "device": device, "dtype": dtype,
-              "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-              "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""), "prompt_len": bench.prompt_len,
-              "new_tokens": bench.new_tokens, "greedy": True, "load_avg_1_5_15_before": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+        raise UserError(
+            f"prompt_len + new_tokens must be <= {plain.config.block_size}, the model's context"
+        )
+    prompt = torch.randint(
+        plain.config.vocab_size,
+        (1, bench.prompt_len),
+        generator=torch.Generator().manual_seed(bench.seed),
+    )
+    result = {
+        "shape": bench.shape,
+        "params_M": round(plain.get_num_params() / 1e6, 3),
+        "device": device,
+        "dtype": dtype,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+        "prompt_len": bench.prompt_len,
+        "new_tokens": bench.new_tokens,
+        "greedy": True,
+        "load_avg_1_5_15_before": [round(x, 2) for x in os.getloadavg()],
+    }
     paths = sample_paths(bench, plain, dtype)
     kv_bytes = kv_bytes_per_token(plain.config, bench.prompt_len, bench.new_tokens)
-    times, fractions, outputs, bandwidths = {name: [] for name in paths}, {name: [] for name in paths}, {}, [read_bandwidth(device)]
+    times, fractions, outputs, bandwidths = (
+        {name: [] for name in paths},
+        {name: [] for name in paths},
+        {},
+        [read_bandwidth(device)],
+    )
     for r in range(bench.repeats):  # interleaved, so background load hits every path alike
         for name, (model, use_cache) in paths.items():
             print(f"run {r}: {name}, {bench.new_tokens} tokens...", file=sys.stderr)
             t0 = time.perf_counter()
             with hw.ctx:
-                outputs[name] = model.generate(prompt.to(device), bench.new_tokens, temperature=0, use_cache=use_cache)
+                outputs[name] = model.generate(
+                    prompt.to(device), bench.new_tokens, temperature=0, use_cache=use_cache
+                )
             hardware.sync(device)
             times[name].append(time.perf_counter() - t0)
-            assert outputs[name].shape == (1, bench.prompt_len + bench.new_tokens), outputs[name].shape
+            assert outputs[name].shape == (1, bench.prompt_len + bench.new_tokens), outputs[
+                name
+            ].shape
             # the read limit right beside this decode: measured before and after it, the higher
             bandwidths.append(read_bandwidth(device))
-            bytes_per_s = bench.new_tokens / times[name][-1] * (weight_bytes_per_token(model) + kv_bytes)
+            bytes_per_s = (
+                bench.new_tokens / times[name][-1] * (weight_bytes_per_token(model) + kv_bytes)
+            )
             fractions[name].append(bytes_per_s / max(bandwidths[-2:]))
     result["read_gb_per_s"] = round(statistics.median(bandwidths) / 1e9, 2)
-    result["read_gb_per_s_min_max"] = [round(min(bandwidths) / 1e9, 2), round(max(bandwidths) / 1e9, 2)]
+    result["read_gb_per_s_min_max"] = [
+        round(min(bandwidths) / 1e9, 2),
+        round(max(bandwidths) / 1e9, 2),
+    ]
     result["kv_bytes_per_token"] = round(kv_bytes)
     for name, (model, _) in paths.items():
         dt = statistics.median(times[name])
@@ -277,16 +381,26 @@ def bench_sample(bench, train_argv):
         result[f"{name}_tok_per_s"] = round(bench.new_tokens / dt, 2)
         if name != "uncached":
             result[f"{name}_weight_bytes_per_token"] = weight_bytes_per_token(model)
-            result[f"{name}_read_fraction"] = round(statistics.median(fractions[name]), 3)  # of the read limit
+            # of the read limit
+            result[f"{name}_read_fraction"] = round(statistics.median(fractions[name]), 3)
             result[f"{name}_read_fraction_best"] = round(max(fractions[name]), 3)
     if "cached" in paths and "uncached" in paths:
-        result["kv_cache_speedup"] = round(result["cached_tok_per_s"] / result["uncached_tok_per_s"], 2)
-        result["cached_equals_uncached"] = torch.equal(outputs["cached"], outputs["uncached"])  # greedy tokens
+        result["kv_cache_speedup"] = round(
+            result["cached_tok_per_s"] / result["uncached_tok_per_s"], 2
+        )
+        # greedy tokens
+        result["cached_equals_uncached"] = torch.equal(outputs["cached"], outputs["uncached"])
     for name in ("int8", "int4", "generate"):
         if "cached" in paths and name in paths:
-            result[f"{name}_speedup"] = round(result[f"{name}_tok_per_s"] / result["cached_tok_per_s"], 2)  # vs sample.py's path
+            # vs sample.py's path
+            result[f"{name}_speedup"] = round(
+                result[f"{name}_tok_per_s"] / result["cached_tok_per_s"], 2
+            )
             differs = (outputs[name] != outputs["cached"])[0, bench.prompt_len :].nonzero()
-            result[f"{name}_first_greedy_token_differing"] = differs[0].item() if len(differs) else None  # null: all equal
+            # null: all equal
+            result[f"{name}_first_greedy_token_differing"] = (
+                differs[0].item() if len(differs) else None
+            )
     result["load_avg_1_5_15_after"] = [round(x, 2) for x in os.getloadavg()]
     result["peak_rss_mib"] = round(peak_rss_mib())
     return result
@@ -301,19 +415,30 @@ def config_args(name):
         return NAMED_CONFIGS[name]
     if os.path.isfile(name) or os.path.isfile(os.path.join(ROOT, name)):  # train.py runs in ROOT
         return [name]
-    raise UserError(f"unknown config {name!r}: use {', '.join(NAMED_CONFIGS)}, frontier or a path to a config file")
+    raise UserError(
+        f"unknown config {name!r}: use {', '.join(NAMED_CONFIGS)}, frontier or a path to a config file"
+    )
 
 
 def run_train(args, out_dir):
-    """Run train.py with args into out_dir; (wall seconds, full-val-split loss of its checkpoint, its choices)."""
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), *args, f"--out_dir={out_dir}", "--progress=False"]
+    """Run train.py with args into out_dir; (wall seconds, full-val-split loss of its checkpoint,
+    its choices)."""
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "train.py"),
+        *args,
+        f"--out_dir={out_dir}",
+        "--progress=False",
+    ]
     env = {**os.environ, "WANDB_MODE": "offline"}
     t0 = time.perf_counter()
     trained = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if trained.returncode != 0:
         raise UserError(f"{' '.join(args)} failed:\n{trained.stderr.strip()[-2000:]}")
-    scored = subprocess.run([*cmd, "--eval_only=True"], cwd=ROOT, env=env, capture_output=True, text=True)
+    scored = subprocess.run(
+        [*cmd, "--eval_only=True"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     if scored.returncode != 0:
         raise UserError(f"evaluating {' '.join(args)} failed:\n{scored.stderr.strip()[-2000:]}")
     with open(os.path.join(out_dir, "eval.json")) as f:
@@ -323,36 +448,62 @@ def run_train(args, out_dir):
 
 
 def bench_time_to_target(bench, train_argv):
-    names = [config for n in bench.configs.split(",") if n for config in (FRONTIER if n == "frontier" else [n])]
+    names = [
+        config
+        for n in bench.configs.split(",")
+        if n
+        for config in (FRONTIER if n == "frontier" else [n])
+    ]
     runs = {name: [] for name in names}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-ttt-") as tmp:
         for r in range(bench.repeats):
             for name in names:  # interleaved, so a burst of background load hits every config alike
-                wall, loss, choices = run_train([*config_args(name), *train_argv], os.path.join(tmp, f"{name.replace('/', '_')}-{r}"))
-                print(f"{name} run {r}: {wall:.1f} s wall, full val loss {loss:.4f}", file=sys.stderr)
-                runs[name].append({"wall_s": round(wall, 2), "val_loss": round(loss, 4), "choices": choices})
-    result = {"target": bench.target, "definition": "wall time of `python train.py <config>` (all of it), "
-              "scored untimed on the full val split; null when its loss is above target",
-              "load_avg_1_5_15_before": [round(x, 2) for x in load_before], "configs": {}}  # fmt: skip
+                wall, loss, choices = run_train(
+                    [*config_args(name), *train_argv],
+                    os.path.join(tmp, f"{name.replace('/', '_')}-{r}"),
+                )
+                print(
+                    f"{name} run {r}: {wall:.1f} s wall, full val loss {loss:.4f}", file=sys.stderr
+                )
+                runs[name].append(
+                    {"wall_s": round(wall, 2), "val_loss": round(loss, 4), "choices": choices}
+                )
+    result = {
+        "target": bench.target,
+        "definition": "wall time of `python train.py <config>` (all of it), "
+        "scored untimed on the full val split; null when its loss is above target",
+        "load_avg_1_5_15_before": [round(x, 2) for x in load_before],
+        "configs": {},
+    }
     for name, rs in runs.items():
         reached = all(r["val_loss"] <= bench.target for r in rs)
         median = statistics.median(r["wall_s"] for r in rs)
-        result["configs"][name] = {"args": " ".join(config_args(name)), "runs": rs, "median_wall_s": median,
-                                   "time_to_target_s": median if reached else None}  # fmt: skip
+        result["configs"][name] = {
+            "args": " ".join(config_args(name)),
+            "runs": rs,
+            "median_wall_s": median,
+            "time_to_target_s": median if reached else None,
+        }
     if len(names) == 2:
         a, b = (result["configs"][n] for n in names)
-        result[f"speedup_{names[1]}_vs_{names[0]}"] = round(a["median_wall_s"] / b["median_wall_s"], 2)
+        result[f"speedup_{names[1]}_vs_{names[0]}"] = round(
+            a["median_wall_s"] / b["median_wall_s"], 2
+        )
     if bench.plot:
         plot_frontier(result["configs"], bench.target, bench.plot)
     return result
 
 
 def plot_frontier(configs, target, path):
-    """Full-val loss against wall minutes, one labelled point per config (its median run): docs/speedrun_frontier.png."""
+    """Full-val loss against wall minutes, one labelled point per config (its median run):
+    docs/speedrun_frontier.png."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
-    points = sorted((c["median_wall_s"] / 60, statistics.median(r["val_loss"] for r in c["runs"]), name) for name, c in configs.items())
+    points = sorted(
+        (c["median_wall_s"] / 60, statistics.median(r["val_loss"] for r in c["runs"]), name)
+        for name, c in configs.items()
+    )
     fig = Figure(figsize=(6, 4), layout="tight")
     ax = fig.add_subplot()
     ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
@@ -364,7 +515,7 @@ def plot_frontier(configs, target, path):
     ax.set_ylabel("loss on the whole val split")
     ax.legend()
     ax.grid(alpha=0.3)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -374,7 +525,12 @@ def bench_all(bench, train_argv):
     """Each part in its own process, so each peak RSS is its own."""
 
     def sub(*args):
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), *args], cwd=ROOT, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         if out.returncode != 0:
             raise UserError(f"bench.py {' '.join(args)} failed:\n{out.stderr.strip()[-2000:]}")
         return json.loads(out.stdout)
@@ -383,13 +539,20 @@ def bench_all(bench, train_argv):
     return {
         "train_ref": sub("train", *REFERENCE, *flags),
         "train_fast": sub("train", *NAMED_CONFIGS["fast"], *flags),
-        "train_gpt2_124m_block1024_batch1": sub("train", "--batch_size=1", "--gradient_accumulation_steps=1", "--iters=2", "--warmup=1"),
+        "train_gpt2_124m_block1024_batch1": sub(
+            "train", "--batch_size=1", "--gradient_accumulation_steps=1", "--iters=2", "--warmup=1"
+        ),
         "sample": sub("sample", *flags),
         "time_to_target": sub("time_to_target", *flags),
     }
 
 
-COMMANDS = {"train": bench_train, "sample": bench_sample, "time_to_target": bench_time_to_target, "all": bench_all}
+COMMANDS = {
+    "train": bench_train,
+    "sample": bench_sample,
+    "time_to_target": bench_time_to_target,
+    "all": bench_all,
+}
 
 
 def main():

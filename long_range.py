@@ -1,7 +1,8 @@
 """
-Did the model learn the notes' example? On the held-out sentences of data/long_range (regenerated from
-the seed in the checkpoint's meta.json), how often the word after "jumped" is the subject's sound, and
-which head's attention from "jumped" lands on the subject rather than on any other noun. Prints JSON.
+Did the model learn the notes' example? On the held-out sentences of data/long_range (regenerated
+from the seed in the checkpoint's meta.json), how often the word after "jumped" is the subject's
+sound, and which head's attention from "jumped" lands on the subject rather than on any other noun.
+Prints JSON.
 
     python long_range.py --out_dir=out-long-range
 
@@ -9,25 +10,26 @@ which head's attention from "jumped" lands on the subject rather than on any oth
 model that never looks past the distractors (0 by construction: every sentence has another animal in
 its clauses); "chance" is one sound in twelve.
 
-With --out_dirs, the notes' argument measured: does a recurrent network lose the subject that attention
-finds? For each model (the GPT and recurrent.py's GRU), accuracy by the distance in words from the subject to
-the verb and by the number of distractor animals, on sentences far longer than any in training, and the
-three words each puts first after the notes' sentence, as one table:
+With --out_dirs, the notes' argument measured: does a recurrent network lose the subject that
+attention finds? For each model (the GPT and recurrent.py's GRU), accuracy by the distance in words
+from the subject to the verb and by the number of distractor animals, on sentences far longer than
+any in training, and the three words each puts first after the notes' sentence, as one table:
 
     python long_range.py --out_dirs=out-long-range,out-long-range-gru --plot=True   # + docs/long_range_gru_vs_gpt.png
     python long_range.py --out_dirs=out-x --split=dev     # tuning: new sentences, never the test ones
 
-Its sentences (all on the (subject, nearest animal) pairs train never has, data/long_range/corpus.py):
+Its sentences (all on the (subject, nearest animal) pairs train never has,
+data/long_range/corpus.py):
   val            the val split above: the notes' sentence, sentences of train's lengths (1-3 clauses), and as
                  many longer than any train sentence (4-5 clauses)
   longer_K       --probe_sentences sentences of K clauses (6 to 128): subject-verb distances from ~40 words to
                  ~900, where train's longest is 32. A GPT sees block_size tokens: sentences whose verb lies
                  beyond are out of its reach (counted as n_beyond_context, not scored)
   all_animals_K  the same with every noun of the K clauses (1 to 128) an animal: the most distractors they hold
-by_distance scores val with the longer_K sentences (mixed distractors), and the all_animals_K sentences apart;
-by_distractor_animals scores them all (more animals come with longer sentences: compare all_animals_K with
-longer_K at one K for the distractors alone). --split=dev scores new sentences of 1-5 clauses from another
-random stream instead, for learning-rate sweeps.
+by_distance scores val with the longer_K sentences (mixed distractors), and the all_animals_K
+sentences apart; by_distractor_animals scores them all (more animals come with longer sentences:
+compare all_animals_K with longer_K at one K for the distractors alone). --split=dev scores new
+sentences of 1-5 clauses from another random stream instead, for learning-rate sweeps.
 """
 
 import json
@@ -38,16 +40,17 @@ from dataclasses import dataclass
 
 import torch
 
-from base import UserError, atomic_write
-from checkpoint import load_model
-from configurator import parse_args, run_cli
 from data.long_range.corpus import ANIMALS, NOTES_SENTENCE, SOUNDS, corpus, join_words, parse, probe
+from gptkit.base import UserError, save_figure
+from gptkit.checkpoint import load_model
+from gptkit.configurator import parse_args, run_cli
 from model import GPT
 
 LONGER_CLAUSES = (6, 8, 12, 16, 32, 64, 128)
 ANIMAL_CLAUSES = (1, 2, 3, 4, 5, 16, 32, 64, 128)
 DEV_CLAUSES = (1, 2, 3, 4, 5)
-# bins of the tables: [edge, next edge); fine where train's lengths end (distance 32) and a GPT's context (64), wide beyond
+# bins of the tables: [edge, next edge); fine where train's lengths end (distance 32) and a GPT's
+# context (64), wide beyond
 DISTANCE_EDGES = (0, 10, 20, 30, 40, 50, 60, 80, 100, 200, 400, 800, 1600)
 ANIMAL_EDGES = (1, 2, 3, 4, 5, 6, 8, 16, 32, 64, 128)
 
@@ -57,10 +60,15 @@ class EvaluateConfig:
     out_dir: str = "out-long-range"
     init_from: str = "resume"  # load_model's key: evaluate a checkpoint in out_dir
     device: str = "cpu"
-    out_dirs: str = ""  # checkpoints to compare in one table, comma-separated (then out_dir is not used)
-    split: str = "test"  # with out_dirs: "test", val and the probes; "dev", other sentences, for tuning
+    out_dirs: str = (
+        ""  # checkpoints to compare in one table, comma-separated (then out_dir is not used)
+    )
+    split: str = (
+        "test"  # with out_dirs: "test", val and the probes; "dev", other sentences, for tuning
+    )
     probe_sentences: int = 200  # with out_dirs: per clause count, in each probe (and in dev)
-    plot: bool = False  # with out_dirs: also write accuracy against distance, one line per model, to plot_path
+    # with out_dirs: also write accuracy against distance, one line per model, to plot_path
+    plot: bool = False
     plot_path: str = "docs/long_range_gru_vs_gpt.png"
 
 
@@ -70,12 +78,15 @@ def load(out_dir, device, init_from="resume"):
     with open(os.path.join(out_dir, "meta.json")) as f:
         generator = json.load(f).get("generator")
     if not generator:
-        raise UserError(f"{out_dir} was not trained on data/long_range (its meta.json has no generator)")
+        raise UserError(
+            f"{out_dir} was not trained on data/long_range (its meta.json has no generator)"
+        )
     return os.path.basename(os.path.normpath(out_dir)), model, tokenizer, generator
 
 
 def encode_prefix(tokenizer, sentence):
-    """Token ids of the sentence up to and including the verb: one token per word, so indices are words'."""
+    """Token ids of the sentence up to and including the verb: one token per word, so indices are
+    words'."""
     ids = tokenizer.encode(join_words(sentence.words[: sentence.verb + 1]))
     assert len(ids) == sentence.verb + 1, (sentence.text, len(ids))
     return ids
@@ -83,17 +94,19 @@ def encode_prefix(tokenizer, sentence):
 
 @torch.no_grad()
 def word_after_verb(model, tokenizer, sentences):
-    """The model's most likely word after the verb of each sentence, or None where the prefix is longer than a GPT's
-    context (a GRU reads any length)."""
+    """The model's most likely word after the verb of each sentence, or None where the prefix is
+    longer than a GPT's context (a GRU reads any length)."""
     limit = model.config.block_size if isinstance(model, GPT) else None
-    by_length = defaultdict(list)  # the model returns only the last position's logits: batch equal lengths
+    # the model returns only the last position's logits: batch equal lengths
+    by_length = defaultdict(list)
     for i, s in enumerate(sentences):
         by_length[s.verb + 1].append(i)
     words = [None] * len(sentences)
     for length, group in by_length.items():
         if limit is not None and length > limit:
             continue
-        logits, _ = model(torch.tensor([encode_prefix(tokenizer, sentences[i]) for i in group]))  # (B, 1, vocab)
+        # (B, 1, vocab)
+        logits, _ = model(torch.tensor([encode_prefix(tokenizer, sentences[i]) for i in group]))
         for i, token in zip(group, logits[:, -1].argmax(-1).tolist(), strict=True):
             words[i] = tokenizer.decode([token]).strip()
     return words
@@ -102,7 +115,9 @@ def word_after_verb(model, tokenizer, sentences):
 def continuation_accuracy(model, tokenizer, sentences):
     """Fraction of sentences whose most likely next word after the verb is the subject's sound."""
     words = word_after_verb(model, tokenizer, sentences)
-    return sum(w == SOUNDS[s.words[s.subject]] for w, s in zip(words, sentences, strict=True)) / len(sentences)
+    return sum(
+        w == SOUNDS[s.words[s.subject]] for w, s in zip(words, sentences, strict=True)
+    ) / len(sentences)
 
 
 def verb_attention(model, tokenizer, sentence):
@@ -112,8 +127,9 @@ def verb_attention(model, tokenizer, sentence):
 
 def subject_heads(model, tokenizer, sentences):
     """
-    Per head (n_layer, n_head): the fraction of sentences where the verb's weight on the subject beats its
-    weight on every distractor noun, and the mean weights on the subject and on the strongest distractor.
+    Per head (n_layer, n_head): the fraction of sentences where the verb's weight on the subject
+    beats its weight on every distractor noun, and the mean weights on the subject and on the
+    strongest distractor.
     """
     beats, on_subject, on_distractor = 0, 0, 0
     for s in sentences:
@@ -126,15 +142,19 @@ def subject_heads(model, tokenizer, sentences):
 
 
 def evaluate(model, tokenizer, sentences, longest_train):
-    """The numbers of the README: continuation accuracy (all, and on longer-than-train sentences), baselines, best head."""
+    """The numbers of the README: continuation accuracy (all, and on longer-than-train sentences),
+    baselines, best head."""
     model.eval()
     long = [s for s in sentences if len(s.words) > longest_train]
     result = {
         "n": len(sentences),
         "accuracy": continuation_accuracy(model, tokenizer, sentences),
         "n_longer_than_train": len(long),
-        "accuracy_longer_than_train": continuation_accuracy(model, tokenizer, long) if long else None,
-        "baseline_nearest_animal": sum(s.nearest_animal == s.words[s.subject] for s in sentences) / len(sentences),
+        "accuracy_longer_than_train": continuation_accuracy(model, tokenizer, long)
+        if long
+        else None,
+        "baseline_nearest_animal": sum(s.nearest_animal == s.words[s.subject] for s in sentences)
+        / len(sentences),
         "chance": 1 / len(ANIMALS),
     }
     if not hasattr(model, "attention_maps"):  # the GRU: no heads to look into
@@ -143,26 +163,33 @@ def evaluate(model, tokenizer, sentences, longest_train):
     layer, head = divmod(int(beats.argmax()), beats.shape[1])
     return result | {
         "best_head": {
-            "layer": layer + 1, "head": head + 1,  # 1-based, as attention.py's pictures number them
+            "layer": layer + 1,
+            "head": head + 1,  # 1-based, as attention_maps.py's pictures number them
             "subject_beats_every_distractor": round(beats[layer, head].item(), 4),
             "mean_weight_on_subject": round(on_subject[layer, head].item(), 4),
             "mean_weight_on_strongest_distractor": round(on_distractor[layer, head].item(), 4),
         },
         "notes_sentence": notes_sentence(model, tokenizer, layer, head),
-    }  # fmt: skip
+    }
 
 
 @torch.no_grad()
 def notes_sentence(model, tokenizer, layer=None, head=None):
-    """On the notes' sentence: the model's word after "jumped", and (given a head) its weights from "jumped" on each noun."""
+    """On the notes' sentence: the model's word after "jumped", and (given a head) its weights from
+    "jumped" on each noun."""
     sentence = parse(NOTES_SENTENCE)
     logits, _ = model(torch.tensor([encode_prefix(tokenizer, sentence)]))
-    result = {"text": NOTES_SENTENCE, "next_word": tokenizer.decode([logits[0, -1].argmax().item()]).strip()}
+    result = {
+        "text": NOTES_SENTENCE,
+        "next_word": tokenizer.decode([logits[0, -1].argmax().item()]).strip(),
+    }
     if layer is None:
         return result
     weights = verb_attention(model, tokenizer, sentence)[layer, head]
     nouns = [sentence.subject, *sentence.distractors]
-    return result | {"jumped_attends_to": {sentence.words[i]: round(weights[i].item(), 4) for i in nouns}}
+    return result | {
+        "jumped_attends_to": {sentence.words[i]: round(weights[i].item(), 4) for i in nouns}
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -175,7 +202,8 @@ def n_animals(sentence):
 
 
 def score(predictions, sentences, keep=lambda s: True):
-    """{n, accuracy} over the sentences kept, plus n_beyond_context for those a GPT cannot reach (None predictions)."""
+    """{n, accuracy} over the sentences kept, plus n_beyond_context for those a GPT cannot reach
+    (None predictions)."""
     pairs = [(p, s) for p, s in zip(predictions, sentences, strict=True) if keep(s)]
     scored = [p == SOUNDS[s.words[s.subject]] for p, s in pairs if p is not None]
     result = {"n": len(scored), "accuracy": round(sum(scored) / len(scored), 4) if scored else None}
@@ -185,14 +213,24 @@ def score(predictions, sentences, keep=lambda s: True):
 
 
 def wrong_answers(predictions, sentences):
-    """Where the wrong answers go: the nearest animal's sound (recency), another distractor animal's, or elsewhere."""
+    """Where the wrong answers go: the nearest animal's sound (recency), another distractor
+    animal's, or elsewhere."""
     counts = Counter()
     for p, s in zip(predictions, sentences, strict=True):
         if p is None or p == SOUNDS[s.words[s.subject]]:
             continue
         distractor_sounds = {SOUNDS[s.words[i]] for i in s.distractors if s.words[i] in SOUNDS}
-        counts["nearest_animal" if p == SOUNDS[s.nearest_animal] else "other_distractor" if p in distractor_sounds else "other"] += 1
-    return {"n_wrong": sum(counts.values()), **{k: counts[k] for k in ("nearest_animal", "other_distractor", "other")}}
+        counts[
+            "nearest_animal"
+            if p == SOUNDS[s.nearest_animal]
+            else "other_distractor"
+            if p in distractor_sounds
+            else "other"
+        ] += 1
+    return {
+        "n_wrong": sum(counts.values()),
+        **{k: counts[k] for k in ("nearest_animal", "other_distractor", "other")},
+    }
 
 
 @torch.no_grad()
@@ -201,24 +239,35 @@ def notes_top3(model, tokenizer):
     idx = torch.tensor([tokenizer.encode(NOTES_SENTENCE)])
     probs = torch.softmax(model(idx)[0][0, -1].float(), dim=-1)
     top = probs.topk(3)
-    return {tokenizer.decode([i]).strip(): round(p, 4) for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)}
+    return {
+        tokenizer.decode([i]).strip(): round(p, 4)
+        for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    }
 
 
 def sentence_sets(generator, split, n):
-    """{name: sentences} to score, and the longest train sentence (words) and subject-verb distance."""
+    """{name: sentences} to score, and the longest train sentence (words) and subject-verb
+    distance."""
     train, val = corpus(**generator)
     seed = generator["seed"]
-    longest = {"words": max(len(s.words) for s in train), "distance": max(s.verb - s.subject for s in train)}
+    longest = {
+        "words": max(len(s.words) for s in train),
+        "distance": max(s.verb - s.subject for s in train),
+    }
     if split == "dev":
         return {"dev": probe(seed, n, DEV_CLAUSES, salt="dev")}, longest
     sets = {"val": val}
     sets |= {f"longer_{k}": probe(seed, n, [k], salt="longer") for k in LONGER_CLAUSES}
-    sets |= {f"all_animals_{k}": probe(seed, n, [k], all_animals=True, salt="animals") for k in ANIMAL_CLAUSES}
+    sets |= {
+        f"all_animals_{k}": probe(seed, n, [k], all_animals=True, salt="animals")
+        for k in ANIMAL_CLAUSES
+    }
     return sets, longest
 
 
 def bin_of(value, edges):
-    """The label of the bin [edge, next edge) holding value: "10-19", or "1600+" past the last edge."""
+    """The label of the bin [edge, next edge) holding value: "10-19", or "1600+" past the last
+    edge."""
     low = max(e for e in edges if e <= value)
     high = next((e for e in edges if e > value), None)
     return f"{low}+" if high is None else str(low) if high == low + 1 else f"{low}-{high - 1}"
@@ -229,81 +278,153 @@ def distance(sentence):
 
 
 def binned(rows, label, sentences, predicted, key):
-    """rows[bin][label] = the score of the sentences in each bin (key(sentence) names it), bins in increasing order."""
+    """rows[bin][label] = the score of the sentences in each bin (key(sentence) names it), bins in
+    increasing order."""
     groups = defaultdict(list)
     for s in sentences:
         groups[key(s)].append(s)
     for name in sorted(groups, key=lambda name: int(name.split("-")[0].rstrip("+"))):
-        rows.setdefault(name, {})[label] = score([predicted[id(s)] for s in groups[name]], groups[name])
+        rows.setdefault(name, {})[label] = score(
+            [predicted[id(s)] for s in groups[name]], groups[name]
+        )
 
 
 def measure(cfg):
-    """The JSON table: per model, accuracy on each sentence set, by distance and by distractor animals."""
+    """The JSON table: per model, accuracy on each sentence set, by distance and by distractor
+    animals."""
     out_dirs = [d for d in cfg.out_dirs.split(",") if d]
     if not out_dirs:
         raise UserError("--out_dirs names no checkpoint")
     models = [load(d, cfg.device) for d in out_dirs]
     generators = {json.dumps(g, sort_keys=True) for *_, g in models}
     if len(generators) != 1:
-        raise UserError(f"the models were trained on different corpora ({', '.join(sorted(generators))}): compare models of one")
+        raise UserError(
+            f"the models were trained on different corpora ({', '.join(sorted(generators))}): compare models of one"
+        )
     sets, longest = sentence_sets(models[0][3], cfg.split, cfg.probe_sentences)
     everything = [s for sentences in sets.values() for s in sentences]
     by_distance = {  # mixed distractors (val and longer_K, or dev), and every noun an animal
-        "mixed": [s for name, sentences in sets.items() if not name.startswith("all_animals") for s in sentences],
-        "all_animals": [s for name, sentences in sets.items() if name.startswith("all_animals") for s in sentences],
+        "mixed": [
+            s
+            for name, sentences in sets.items()
+            if not name.startswith("all_animals")
+            for s in sentences
+        ],
+        "all_animals": [
+            s
+            for name, sentences in sets.items()
+            if name.startswith("all_animals")
+            for s in sentences
+        ],
     }
     table = {
-        "models": {label: {"kind": type(m).__name__, "parameters": m.get_num_params(), "block_size": m.config.block_size} for label, m, _, _ in models},
-        "split": cfg.split, "longest_train_sentence": longest, "chance": round(1 / len(ANIMALS), 4),
+        "models": {
+            label: {
+                "kind": type(m).__name__,
+                "parameters": m.get_num_params(),
+                "block_size": m.config.block_size,
+            }
+            for label, m, _, _ in models
+        },
+        "split": cfg.split,
+        "longest_train_sentence": longest,
+        "chance": round(1 / len(ANIMALS), 4),
         "sets": {name: {"n": len(s)} for name, s in sets.items()},
         "by_distance": {kind: {} for kind, sentences in by_distance.items() if sentences},
-        "by_distractor_animals": {}, "wrong_answers": {}, "notes_sentence": {},
-    }  # fmt: skip
+        "by_distractor_animals": {},
+        "wrong_answers": {},
+        "notes_sentence": {},
+    }
     if "val" in sets:
-        table["sets"]["val_longer_than_train"] = {"n": sum(len(s.words) > longest["words"] for s in sets["val"])}
+        table["sets"]["val_longer_than_train"] = {
+            "n": sum(len(s.words) > longest["words"] for s in sets["val"])
+        }
     for label, model, tokenizer, _ in models:
-        predictions = {name: word_after_verb(model, tokenizer, sentences) for name, sentences in sets.items()}
-        predicted = {id(s): p for name, sentences in sets.items() for s, p in zip(sentences, predictions[name], strict=True)}
+        predictions = {
+            name: word_after_verb(model, tokenizer, sentences) for name, sentences in sets.items()
+        }
+        predicted = {
+            id(s): p
+            for name, sentences in sets.items()
+            for s, p in zip(sentences, predictions[name], strict=True)
+        }
         for name, sentences in sets.items():
             table["sets"][name][label] = score(predictions[name], sentences)
         if "val" in sets:
-            longer = score(predictions["val"], sets["val"], lambda s: len(s.words) > longest["words"])
+            longer = score(
+                predictions["val"], sets["val"], lambda s: len(s.words) > longest["words"]
+            )
             table["sets"]["val_longer_than_train"][label] = longer
         for kind, rows in table["by_distance"].items():
-            binned(rows, label, by_distance[kind], predicted, lambda s: bin_of(distance(s), DISTANCE_EDGES))
-        binned(table["by_distractor_animals"], label, everything, predicted, lambda s: bin_of(n_animals(s), ANIMAL_EDGES))
-        table["wrong_answers"][label] = wrong_answers([predicted[id(s)] for s in everything], everything)
-        table["notes_sentence"][label] = {"text": NOTES_SENTENCE, "top3": notes_top3(model, tokenizer)}
+            binned(
+                rows,
+                label,
+                by_distance[kind],
+                predicted,
+                lambda s: bin_of(distance(s), DISTANCE_EDGES),
+            )
+        binned(
+            table["by_distractor_animals"],
+            label,
+            everything,
+            predicted,
+            lambda s: bin_of(n_animals(s), ANIMAL_EDGES),
+        )
+        table["wrong_answers"][label] = wrong_answers(
+            [predicted[id(s)] for s in everything], everything
+        )
+        table["notes_sentence"][label] = {
+            "text": NOTES_SENTENCE,
+            "top3": notes_top3(model, tokenizer),
+        }
     return table
 
 
 def plot(table, path):
-    """Accuracy against subject-verb distance (log scale), one line per model, dashed where every noun is an animal;
-    chance and the longest distance in training marked."""
+    """Accuracy against subject-verb distance (log scale), one line per model, dashed where every
+    noun is an animal; chance and the longest distance in training marked."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
     fig = Figure(figsize=(8, 4.5), layout="tight")
     ax = fig.add_subplot()
     for i, (label, info) in enumerate(table["models"].items()):
         for kind, rows in table["by_distance"].items():
-            points = [(bin_centre(name), row[label]["accuracy"]) for name, row in rows.items() if row[label]["accuracy"] is not None]
+            points = [
+                (bin_centre(name), row[label]["accuracy"])
+                for name, row in rows.items()
+                if row[label]["accuracy"] is not None
+            ]
             if not points:
                 continue
-            reach = f", {info['block_size']}-token context" if info["kind"] == "GPT" else ""  # the GRU reads on
+            # the GRU reads on
+            reach = f", {info['block_size']}-token context" if info["kind"] == "GPT" else ""
             name = f"{label} ({info['kind']}, {info['parameters'] / 1e3:.0f}K parameters{reach})"
-            style = dict(color=f"C{i}", zorder=10 - i)  # the first model on top, where lines overlap at 100%
-            style |= dict(marker="o", linestyle="-") if kind == "mixed" else dict(marker="x", linestyle="--")
-            ax.plot(*zip(*points, strict=True), label=name if kind == "mixed" else f"{label}, every noun an animal", **style)
+            # the first model on top, where lines overlap at 100%
+            style = dict(color=f"C{i}", zorder=10 - i)
+            style |= (
+                dict(marker="o", linestyle="-")
+                if kind == "mixed"
+                else dict(marker="x", linestyle="--")
+            )
+            ax.plot(
+                *zip(*points, strict=True),
+                label=name if kind == "mixed" else f"{label}, every noun an animal",
+                **style,
+            )
     ax.axhline(table["chance"], color="gray", linestyle=":", label="chance (1 in 12)")
-    ax.axvline(table["longest_train_sentence"]["distance"], color="gray", linestyle="-.", label="longest distance in training")
+    ax.axvline(
+        table["longest_train_sentence"]["distance"],
+        color="gray",
+        linestyle="-.",
+        label="longest distance in training",
+    )
     ax.set_xscale("log")
     ax.set_xlabel('distance from the subject to "jumped" (words)')
     ax.set_ylabel('the word after "jumped" is the subject\'s sound')
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(alpha=0.3)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    save_figure(fig, path)
 
 
 def bin_centre(name):

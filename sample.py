@@ -6,16 +6,17 @@ Generate text from a trained checkpoint, or from GPT-2's weights.
     python sample.py --out_dir=out-shakespeare-char --interactive   # type a prompt, Ctrl-D to quit
     python sample.py --init_from=path/to/hf_gpt2_dir --stream --output=samples.jsonl
 
-The tokenizer is the one the model was trained with (out_dir/meta.json), or GPT-2's for GPT-2 weights. A nanoGPT
-out_dir has none: its dataset's meta.pkl is read (--meta_pkl=PATH, or found where nanoGPT's sample.py looks), else GPT-2's.
-Same seed and settings give the same text, streamed (--stream, the default on a terminal) or not.
---num_samples=N runs the N samples as one batch (the weights are read once per token for all of them);
-sample i draws from its own generator seeded seed + i, so it is the same text as when sampled alone.
-Only a single sample is streamed; a batch's samples are printed when the batch is done.
---quantize=int8 samples with int8 weights, --quantize=int4 with 4-bit ones (decoding.prepare_for_decoding): fewer bytes
-to stream per token, more tokens/s on a CPU (docs/performance.md).
---output appends one JSON object per sample: prompt, text, tokens (the new token ids of text: see text_tokens),
-settings, decoding (the kernel the model's Linears ran, read from the prepared model) and tokens_per_s.
+The tokenizer is the one the model was trained with (out_dir/meta.json), or GPT-2's for GPT-2
+weights. A nanoGPT out_dir has none: its dataset's meta.pkl is read (--meta_pkl=PATH, or found where
+nanoGPT's sample.py looks), else GPT-2's. Same seed and settings give the same text, streamed
+(--stream, the default on a terminal) or not. --num_samples=N runs the N samples as one batch (the
+weights are read once per token for all of them); sample i draws from its own generator seeded seed
++ i, so it is the same text as when sampled alone. Only a single sample is streamed; a batch's
+samples are printed when the batch is done. --quantize=int8 samples with int8 weights,
+--quantize=int4 with 4-bit ones (decoding.prepare_for_decoding): fewer bytes to stream per token,
+more tokens/s on a CPU (docs/performance.md). --output appends one JSON object per sample: prompt,
+text, tokens (the new token ids of text: see text_tokens), settings, decoding (the kernel the
+model's Linears ran, read from the prepared model) and tokens_per_s.
 """
 
 import json
@@ -25,25 +26,36 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-import hardware
-from base import UserError
-from checkpoint import load_model
-from configurator import parse_args, run_cli
-from decoding import Int4Linear, Int8Linear, PackedLinear, check_quantize, prepare_for_decoding
-from sampling import check_sampling
+from gptkit import hardware
+from gptkit.base import UserError, checked
+from gptkit.checkpoint import load_model
+from gptkit.configurator import parse_args, run_cli
+from gptkit.decoding import (
+    Int4Linear,
+    Int8Linear,
+    PackedLinear,
+    check_quantize,
+    prepare_for_decoding,
+)
+from model import check_sampling
 
 
 @dataclass(frozen=True)
 class SampleConfig:
-    init_from: str = "resume"  # "resume" (from out_dir) | "gpt2" | "gpt2-medium" | ... | a Hugging Face GPT-2 directory
+    # "resume" (from out_dir) | "gpt2" | "gpt2-medium" | ... | a Hugging Face GPT-2 directory
+    init_from: str = "resume"
     out_dir: str = "out"
     start: str = "\n"  # the prompt, or "FILE:path" to read it from a file
     num_samples: int = 10
     max_new_tokens: int = 500
     temperature: float = 0.8  # 1.0 = the model's distribution, < 1 more conservative, 0 = greedy
     top_k: int = 200  # keep only the k most likely tokens
-    top_p: float = 1.0  # nucleus sampling: the smallest set of tokens holding this much probability; 1.0 = off
-    stop: str = ""  # end a sample when this string appears (it is not printed); "\\n" means a newline
+    top_p: float = (
+        1.0  # nucleus sampling: the smallest set of tokens holding this much probability; 1.0 = off
+    )
+    stop: str = (
+        ""  # end a sample when this string appears (it is not printed); "\\n" means a newline
+    )
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"
@@ -51,12 +63,14 @@ class SampleConfig:
     output: str = ""  # also write one JSON object per sample to this .jsonl file
     interactive: bool = False  # read prompts from stdin until Ctrl-D
     use_cache: bool = True  # the KV cache; False recomputes the whole context every token
-    quantize: str = "none"  # "none" | "int8" | "int4": int8 or 4-bit weights for every Linear and the LM head, for speed
-    meta_pkl: str = ""  # a nanoGPT out_dir's tokenizer, its dataset's meta.pkl ("": where nanoGPT's sample.py looks)
+    # "none" | "int8" | "int4": int8 or 4-bit weights for every Linear and the LM head, for speed
+    quantize: str = "none"
+    # a nanoGPT out_dir's tokenizer, its dataset's meta.pkl ("": where nanoGPT's sample.py looks)
+    meta_pkl: str = ""
 
 
 def validate(cfg):
-    check_sampling(cfg.temperature, cfg.top_k, cfg.top_p, flag="--")
+    checked(check_sampling, cfg.temperature, cfg.top_k, cfg.top_p, flag="--")
     if cfg.num_samples < 1 or cfg.max_new_tokens < 0:
         raise UserError("--num_samples must be >= 1 and --max_new_tokens >= 0")
     if cfg.stream.lower() not in ("auto", "true", "false"):
@@ -99,17 +113,23 @@ def encode_prompt(tokenizer, prompt, block_size):
 
 def generate_texts(model, tokenizer, ids, cfg, generators, ctx, on_text=None):
     """
-    [(text, new token ids)], one per generator: len(generators) continuations of ids, run as one batch.
-    Each row ends at its own stop string; with one generator, on_text gets text pieces as they are decided.
+    [(text, new token ids)], one per generator: len(generators) continuations of ids, run as one
+    batch. Each row ends at its own stop string; with one generator, on_text gets text pieces as
+    they are decided.
     """
     assert on_text is None or len(generators) == 1, "only a single sample is streamed"
     device = next(model.parameters()).device
     idx = torch.tensor([ids] * len(generators), dtype=torch.long, device=device)  # (N, T)
     new_ids, done, shown = [[] for _ in generators], [False] * len(generators), ""
     stream = model.generate_stream(
-        idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-        top_p=cfg.top_p if cfg.top_p < 1 else None, generator=list(generators), use_cache=cfg.use_cache,
-    )  # fmt: skip
+        idx,
+        cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p if cfg.top_p < 1 else None,
+        generator=list(generators),
+        use_cache=cfg.use_cache,
+    )
     with ctx:
         for tokens in stream:  # (N, 1)
             for row, token in enumerate(tokens[:, 0].tolist()):
@@ -121,9 +141,14 @@ def generate_texts(model, tokenizer, ids, cfg, generators, ctx, on_text=None):
                 text = tokenizer.decode(new_ids[row])
                 if cfg.stop and cfg.stop in text:
                     done[row] = True
-                elif on_text and not text.endswith("\ufffd"):  # wait for the rest of a split UTF-8 character
+                elif on_text and not text.endswith(
+                    "\ufffd"
+                ):  # wait for the rest of a split UTF-8 character
                     # hold back a possible start of the stop string, so it is never printed
-                    safe = len(text) - max((k for k in range(len(cfg.stop)) if k and text.endswith(cfg.stop[:k])), default=0)
+                    safe = len(text) - max(
+                        (k for k in range(len(cfg.stop)) if k and text.endswith(cfg.stop[:k])),
+                        default=0,
+                    )
                     on_text(text[len(shown) : safe])
                     shown = text[:safe]
             if all(done):
@@ -131,7 +156,9 @@ def generate_texts(model, tokenizer, ids, cfg, generators, ctx, on_text=None):
     results = []
     for ids_row in new_ids:
         text = tokenizer.decode(ids_row)
-        results.append((text[: text.index(cfg.stop)] if cfg.stop and cfg.stop in text else text, ids_row))
+        results.append(
+            (text[: text.index(cfg.stop)] if cfg.stop and cfg.stop in text else text, ids_row)
+        )
     if on_text:
         on_text(results[0][0][len(shown) :])
     return results
@@ -139,9 +166,10 @@ def generate_texts(model, tokenizer, ids, cfg, generators, ctx, on_text=None):
 
 def text_tokens(tokenizer, ids, text):
     """
-    The new token ids of a sample's text (its --output "tokens"): all of them when no stop string cut the text; when
-    one did, the fewest leading ids whose decoding starts with the text, so the stop string's own ids are left out
-    (a single id holding both the end of the text and the start of the stop string is kept).
+    The new token ids of a sample's text (its --output "tokens"): all of them when no stop string
+    cut the text; when one did, the fewest leading ids whose decoding starts with the text, so the
+    stop string's own ids are left out (a single id holding both the end of the text and the start
+    of the stop string is kept).
     """
     if tokenizer.decode(ids) == text:
         return ids
@@ -152,9 +180,9 @@ def text_tokens(tokenizer, ids, text):
 
 
 def decoding_path(model):
-    """What the model's Linears are once prepared for decoding, read from its modules (not from the flags that asked for
-    it): "Int8Linear", "Int4Linear", "PackedLinear(bfloat16)", "PackedLinear(float32)", or "Linear" (on a GPU, or without
-    oneDNN)."""
+    """What the model's Linears are once prepared for decoding, read from its modules (not from the
+    flags that asked for it): "Int8Linear", "Int4Linear", "PackedLinear(bfloat16)",
+    "PackedLinear(float32)", or "Linear" (on a GPU, or without oneDNN)."""
     kinds = set()
     for module in model.modules():
         if isinstance(module, PackedLinear):
@@ -172,7 +200,9 @@ def generate_text(model, tokenizer, ids, cfg, generator, ctx, on_text=None):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     # a bare --stream means --stream=true (the key is a string so that its default can be "auto")
-    cfg = parse_args(SampleConfig(), ["--stream=true" if arg == "--stream" else arg for arg in argv])
+    cfg = parse_args(
+        SampleConfig(), ["--stream=true" if arg == "--stream" else arg for arg in argv]
+    )
     validate(cfg)
     cfg = replace(cfg, stop=unescape(cfg.stop))
     hw = hardware.setup(cfg.device, cfg.dtype, decoding=True)
@@ -183,7 +213,9 @@ def main(argv=None):
     try:
         output = open(cfg.output, "a", encoding="utf-8") if cfg.output else None
     except OSError as e:
-        raise UserError(f"cannot open --output={cfg.output} ({e.strerror}); choose another file") from None
+        raise UserError(
+            f"cannot open --output={cfg.output} ({e.strerror}); choose another file"
+        ) from None
 
     def emit(piece):
         sys.stdout.write(piece)
@@ -193,23 +225,37 @@ def main(argv=None):
         """num_samples continuations of prompt on stdout (after the prompt itself when echo)."""
         ids = encode_prompt(tokenizer, prompt, model.config.block_size)
         # sample i has its own generator seeded seed + i: the same text in a batch as alone
-        generators = [torch.Generator(device=hw.device).manual_seed(cfg.seed + i) for i in range(num_samples)]
+        generators = [
+            torch.Generator(device=hw.device).manual_seed(cfg.seed + i) for i in range(num_samples)
+        ]
         streamed = stream and num_samples == 1
         if streamed and echo:
             emit(prompt)
         t0 = time.perf_counter()
-        samples = generate_texts(model, tokenizer, ids, cfg, generators, hw.ctx, emit if streamed else None)
+        samples = generate_texts(
+            model, tokenizer, ids, cfg, generators, hw.ctx, emit if streamed else None
+        )
         seconds = time.perf_counter() - t0
         for text, new_ids in samples:
-            print("" if streamed else (prompt if echo else "") + text)  # streamed text is already out
+            # streamed text is already out
+            print("" if streamed else (prompt if echo else "") + text)
             print("---------------")
             if output:
-                record = {"prompt": prompt, "text": text, "tokens": text_tokens(tokenizer, new_ids, text), "settings": asdict(cfg),
-                          "decoding": decoding, "tokens_per_s": len(new_ids) / max(seconds, 1e-9)}  # fmt: skip
+                record = {
+                    "prompt": prompt,
+                    "text": text,
+                    "tokens": text_tokens(tokenizer, new_ids, text),
+                    "settings": asdict(cfg),
+                    "decoding": decoding,
+                    "tokens_per_s": len(new_ids) / max(seconds, 1e-9),
+                }
                 output.write(json.dumps(record) + "\n")
                 output.flush()
         n_tokens = sum(len(new_ids) for _, new_ids in samples)
-        print(f"{n_tokens} tokens in {seconds:.2f} s: {n_tokens / max(seconds, 1e-9):.1f} tokens/s", file=sys.stderr)
+        print(
+            f"{n_tokens} tokens in {seconds:.2f} s: {n_tokens / max(seconds, 1e-9):.1f} tokens/s",
+            file=sys.stderr,
+        )
 
     try:
         if cfg.interactive:
@@ -223,7 +269,9 @@ def main(argv=None):
                     break
                 try:
                     run(unescape(prompt) or "\n", 1, echo=False)
-                except UserError as e:  # e.g. a character the model has never seen: say so, ask again
+                except (
+                    UserError
+                ) as e:  # e.g. a character the model has never seen: say so, ask again
                     print(f"error: {e}", file=sys.stderr)
         else:
             run(read_prompt(cfg.start), cfg.num_samples, echo=True)

@@ -1,9 +1,9 @@
-# The CPU speedrun frontier, 90 seconds: the lowest full-val loss on Tiny Shakespeare characters we reached within
-# 90 seconds of wall time on a 2-core CPU with native bf16 (the whole command, start-up included; docs/training.md):
-#     python train.py config/speedrun_90s.py
-#     python bench.py time_to_target --configs=config/speedrun_90s.py
-# The fast config's recipe (config/train_shakespeare_char_fast.py: Muon, value embeddings, U-net skips, a
-# sequence-length warmup), run for as many steps as the budget holds.
+# The CPU speedrun frontier, 90 seconds: the lowest full-val loss on Tiny Shakespeare characters we
+# reached within 90 seconds of wall time on a 2-core CPU with native bf16 (the whole command,
+# start-up included; docs/training.md): python train.py config/speedrun_90s.py python bench.py
+# time_to_target --configs=config/speedrun_90s.py The fast config's recipe
+# (config/train_shakespeare_char_fast.py: Muon, value embeddings, U-net skips, a sequence-length
+# warmup), run for as many steps as the budget holds.
 out_dir = "out-speedrun-90s"
 dataset = "shakespeare_char"
 device = "cpu"
@@ -35,7 +35,9 @@ warmup_iters = 0
 min_lr = 3e-4
 seq_warmup_iters = 266  # 65% of the run on windows of 32, then 64 tokens, as the fast config
 
-eval_interval = 410  # one estimate at the start and one at the end; score fully with --eval_only=True
+eval_interval = (
+    410  # one estimate at the start and one at the end; score fully with --eval_only=True
+)
 eval_iters = 2
 log_interval = 50
 always_save_checkpoint = False

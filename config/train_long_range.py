@@ -1,12 +1,14 @@
-# The notes' example, learned: a small GPT on generated sentences where the word after "jumped" depends
-# only on the subject, behind clauses full of other nouns. python data/long_range/prepare.py, then
-# python train.py config/train_long_range.py (about 2 minutes on a 2-core CPU), then
-# python attention.py --out_dir=out-long-range
+# The notes' example, learned: a small GPT on generated sentences where the word after "jumped"
+# depends only on the subject, behind clauses full of other nouns. python
+# data/long_range/prepare.py, then python train.py config/train_long_range.py (about 2 minutes on a
+# 2-core CPU), then python attention_maps.py --out_dir=out-long-range
 out_dir = "out-long-range"
 eval_interval = 500
 eval_iters = 20
 log_interval = 100
-always_save_checkpoint = True  # val holds longer sentences than train: its loss is no guide to the task
+always_save_checkpoint = (
+    True  # val holds longer sentences than train: its loss is no guide to the task
+)
 
 dataset = "long_range"
 gradient_accumulation_steps = 1

@@ -1,4 +1,5 @@
-"""Shared fixtures: a prepared Tiny Shakespeare (the repo's copy, never the network) and a tiny trained run."""
+"""Shared fixtures: a prepared Tiny Shakespeare (the repo's copy, never the network) and a tiny
+trained run."""
 
 import fcntl
 import os
@@ -25,17 +26,31 @@ TINY = [
 ]
 
 
-# `make test` hands whole files to whichever pytest-xdist worker is free, in this order: the longest first (measured), so
-# no long file starts last while the other core idles (files not named keep their place, after these); the torchrun
-# files apart, since they take turns (one_torchrun_file_at_a_time).
-LONGEST_FIRST = ["test_long_range.py", "test_bench.py", "test_fsdp.py", "test_outdir.py", "test_data.py", "test_train.py",
-                 "test_ddp.py", "test_resume.py", "test_resume_settings.py", "test_train_wiring.py", "test_recurrent.py",
-                 "test_ddp_resume.py", "test_nanogpt.py"]  # fmt: skip
+# `make test` hands whole files to whichever pytest-xdist worker is free, in this order: the longest
+# first (measured), so no long file starts last while the other core idles (files not named keep
+# their place, after these); the torchrun files apart, since they take turns
+# (one_torchrun_file_at_a_time).
+LONGEST_FIRST = [
+    "test_long_range.py",
+    "test_bench.py",
+    "test_fsdp.py",
+    "test_outdir.py",
+    "test_data.py",
+    "test_train.py",
+    "test_ddp.py",
+    "test_resume.py",
+    "test_resume_settings.py",
+    "test_train_wiring.py",
+    "test_recurrent.py",
+    "test_ddp_resume.py",
+    "test_nanogpt.py",
+]
 
 
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+    # stable: a file's tests keep their order
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 TORCHRUN_FILES = ("test_ddp", "test_ddp_resume", "test_fsdp")
@@ -43,8 +58,9 @@ TORCHRUN_FILES = ("test_ddp", "test_ddp_resume", "test_fsdp")
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torchrun_file_at_a_time(request, tmp_path_factory):
-    """The files that launch torchrun take turns (a lock shared by `make test`'s workers), as they did before the suite
-    ran on every core: two gloo jobs at once is a setting the suite never meant to test."""
+    """The files that launch torchrun take turns (a lock shared by `make test`'s workers), as they
+    did before the suite ran on every core: two gloo jobs at once is a setting the suite never meant
+    to test."""
     if request.module.__name__ not in TORCHRUN_FILES:
         yield
         return
@@ -54,19 +70,43 @@ def one_torchrun_file_at_a_time(request, tmp_path_factory):
 
 
 def run_script(*args, env=None, check=True, timeout=300):
-    """Run a repo script as a user would, in a subprocess; returns CompletedProcess with text output."""
-    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", **(env or {})}
-    result = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=full_env, timeout=timeout)
+    """Run a repo script as a user would, in a subprocess; returns CompletedProcess with text
+    output."""
+    full_env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
+    result = subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{args} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        raise AssertionError(
+            f"{args} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
     return result
 
 
 def start_until(path, *args):
-    """Start a repo script like run_script but in the background: its Popen (text output) once `path` exists.
-    With keep_last, a run's ckpt_NNNNNN.pt appears only once that checkpoint is complete."""
+    """Start a repo script like run_script but in the background: its Popen (text output) once
+    `path` exists. With keep_last, a run's ckpt_NNNNNN.pt appears only once that checkpoint is
+    complete."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not path.exists():
         assert proc.poll() is None, proc.communicate()
@@ -81,13 +121,21 @@ def torchrun_ranks(proc):
 
 
 def train_args(data_dir, out_dir, *extra):
-    return ["train.py", f"--dataset={data_dir}", f"--out_dir={out_dir}", *TINY, "--progress=False", *extra]
+    return [
+        "train.py",
+        f"--dataset={data_dir}",
+        f"--out_dir={out_dir}",
+        *TINY,
+        "--progress=False",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="session")
 def char_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("shakespeare_char")
-    run_script("data/shakespeare_char/prepare.py", f"--out_dir={out}")  # no --input: the repo's own Tiny Shakespeare
+    # no --input: the repo's own Tiny Shakespeare
+    run_script("data/shakespeare_char/prepare.py", f"--out_dir={out}")
     return out
 
 
@@ -95,16 +143,25 @@ def char_data(tmp_path_factory):
 def tiny_run(char_data, tmp_path_factory):
     """A 60-iteration run on Tiny Shakespeare characters: its out_dir."""
     out = tmp_path_factory.mktemp("tiny_run")
-    args = ["--max_iters=60", "--eval_interval=30", "--eval_iters=5", "--log_interval=10", "--learning_rate=3e-3",
-            "--warmup_iters=5", "--lr_decay_iters=60", "--dtype=float32"]  # fmt: skip
+    args = [
+        "--max_iters=60",
+        "--eval_interval=30",
+        "--eval_iters=5",
+        "--log_interval=10",
+        "--learning_rate=3e-3",
+        "--warmup_iters=5",
+        "--lr_decay_iters=60",
+        "--dtype=float32",
+    ]
     run_script(*train_args(char_data, out, *args))
     return out
 
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """Run a module's tiny in-process models on one thread: on a busy 2-core machine two OpenMP threads
-    spin-wait for each other and make tiny forward passes ~100x slower (measured: 13 s vs 0.07 s)."""
+    """Run a module's tiny in-process models on one thread: on a busy 2-core machine two OpenMP
+    threads spin-wait for each other and make tiny forward passes ~100x slower (measured: 13 s vs
+    0.07 s)."""
     import torch
 
     before = torch.get_num_threads()
@@ -115,20 +172,26 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def char_checkpoint(tmp_path_factory):
-    """An out_dir as train.py leaves it (ckpt.pt + meta.json) for an untrained tiny char model: instant to make."""
+    """An out_dir as train.py leaves it (ckpt.pt + meta.json) for an untrained tiny char model:
+    instant to make."""
     import json
 
     import torch
 
-    from data.tokenizer import CharTokenizer
+    from gptkit.tokenizer import CharTokenizer
     from model import GPT, GPTConfig
 
     out = tmp_path_factory.mktemp("char_checkpoint")
     tokenizer = CharTokenizer.from_text(SHAKESPEARE.read_text(encoding="utf-8"))
     torch.manual_seed(0)
-    config = GPTConfig(block_size=32, vocab_size=tokenizer.vocab_size, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    config = GPTConfig(
+        block_size=32, vocab_size=tokenizer.vocab_size, n_layer=2, n_head=2, n_embd=32, dropout=0.0
+    )
     model_args = {f: getattr(config, f) for f in config.__dataclass_fields__}
-    torch.save({"model": GPT(config).state_dict(), "model_args": model_args, "iter_num": 0}, out / "ckpt.pt")
+    torch.save(
+        {"model": GPT(config).state_dict(), "model_args": model_args, "iter_num": 0},
+        out / "ckpt.pt",
+    )
     (out / "meta.json").write_text(json.dumps(tokenizer.meta()))
     return out
 
@@ -138,19 +201,23 @@ def gpt2_hf_dir(tmp_path_factory):
     """A tiny random GPT-2 (vocab 50257) saved in Hugging Face format."""
     import torch
 
+    from gptkit.pretrained import save_pretrained
     from model import GPT, GPTConfig
-    from pretrained import save_pretrained
 
     root = tmp_path_factory.mktemp("gpt2_hf")
     torch.manual_seed(0)
-    save_pretrained(GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=2, n_head=2, n_embd=16, bias=True)), root / "model")
+    save_pretrained(
+        GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=2, n_head=2, n_embd=16, bias=True)),
+        root / "model",
+    )
     return root / "model"
 
 
 @pytest.fixture
 def cli(capsys):
-    """Run a script's main(argv) in this process, through run_cli as `python script.py` does: (exit code, stdout, stderr)."""
-    from configurator import run_cli
+    """Run a script's main(argv) in this process, through run_cli as `python script.py` does: (exit
+    code, stdout, stderr)."""
+    from gptkit.configurator import run_cli
 
     def run(main, *args):
         capsys.readouterr()
@@ -168,13 +235,18 @@ def cli(capsys):
 # ----------------------------------------------------------------------------------------------------
 # Training tests (test_train.py, test_resume.py, test_faults.py, test_wandb.py, test_ddp.py)
 
-# Tiny models gain nothing from threads; on a shared 2-core machine extra threads only spin (100x slower).
+# Tiny models gain nothing from threads; on a shared 2-core machine extra threads only spin (100x
+# slower).
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def train(data_dir, out_dir, *extra, env=None, check=True):
     """train.py on the tiny model in float32 (bit-exact on CPU), one thread."""
-    return run_script(*train_args(data_dir, out_dir, "--dtype=float32", *extra), env={**ONE_THREAD, **(env or {})}, check=check)
+    return run_script(
+        *train_args(data_dir, out_dir, "--dtype=float32", *extra),
+        env={**ONE_THREAD, **(env or {})},
+        check=check,
+    )
 
 
 def read_jsonl(path):
@@ -184,7 +256,8 @@ def read_jsonl(path):
 
 
 def run_train_main(argv, monkeypatch, capsys):
-    """train.main() in this process, through run_cli as the script does: (exit code, stdout, stderr lines)."""
+    """train.main() in this process, through run_cli as the script does: (exit code, stdout, stderr
+    lines)."""
     import train as train_module
 
     monkeypatch.setattr(sys, "argv", ["train.py", *map(str, argv)])
@@ -215,9 +288,18 @@ SWITCHES = {
     "softcap": dict(logit_softcap=1.0),  # beyond the notes, as the next ones
     "value_embeds": dict(value_embeds=True),
     "unet": dict(unet=True, n_layer=3),  # one skip (layer 0 -> layer 2) around a middle layer
-    "all": dict(bias=False, norm="rmsnorm", pos="rope", mlp="relu2", qk_norm=True, tie_weights=False, logit_softcap=1.0,
-                value_embeds=True, unet=True),
-}  # fmt: skip
+    "all": dict(
+        bias=False,
+        norm="rmsnorm",
+        pos="rope",
+        mlp="relu2",
+        qk_norm=True,
+        tie_weights=False,
+        logit_softcap=1.0,
+        value_embeds=True,
+        unet=True,
+    ),
+}
 
 
 def tiny_gpt(seed=0, **overrides):
@@ -226,9 +308,15 @@ def tiny_gpt(seed=0, **overrides):
     from model import GPT, GPTConfig
 
     torch.manual_seed(seed)
-    config = GPTConfig(**{**dict(block_size=12, vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=16, dropout=0.0), **overrides})
+    config = GPTConfig(
+        **{
+            **dict(block_size=12, vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=16, dropout=0.0),
+            **overrides,
+        }
+    )
     model = GPT(config).eval()
-    with torch.no_grad():  # larger weights than GPT-2's init, so logits are far from uniform and greedy picks are clear
+    # larger weights than GPT-2's init, so logits are far from uniform and greedy picks are clear
+    with torch.no_grad():
         for p in model.parameters():
             p.mul_(4.0 if p.dim() >= 2 else 1.0)
     return model

@@ -1,4 +1,4 @@
-"""attention.py: tokens grouped into words, word-level weights, and the pictures it draws."""
+"""attention_maps.py: tokens grouped into words, word-level weights, and the pictures it draws."""
 
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import attention
-from data.tokenizer import CharTokenizer, GPT2Tokenizer
+import attention_maps as attention
+from gptkit.tokenizer import CharTokenizer, GPT2Tokenizer
 from model import GPT, GPTConfig
 
 
@@ -29,11 +29,17 @@ def test_word_attention_on_a_hand_made_matrix():
     attn[3, :4] = [0.1, 0.1, 0.6, 0.2]
     attn[4, :5] = [0.0, 0.5, 0.0, 0.25, 0.25]
     attn[5, :6] = [0.1, 0.1, 0.1, 0.1, 0.1, 0.5]
-    expected = np.array([
-        [1.0, 0.0, 0.0],  # "the": its two tokens put everything on "the"
-        [0.5, 0.5, 0.0],  # "cat": 0.2 + 0.3 on "the" (summed over its key tokens)
-        [(0.2 + 0.5 + 0.2) / 3, (0.6 + 0.0 + 0.1) / 3, (0.2 + 0.5 + 0.7) / 3],  # "sat": mean of its 3 query tokens
-    ])  # fmt: skip
+    expected = np.array(
+        [
+            [1.0, 0.0, 0.0],  # "the": its two tokens put everything on "the"
+            [0.5, 0.5, 0.0],  # "cat": 0.2 + 0.3 on "the" (summed over its key tokens)
+            [
+                (0.2 + 0.5 + 0.2) / 3,
+                (0.6 + 0.0 + 0.1) / 3,
+                (0.2 + 0.5 + 0.7) / 3,
+            ],  # "sat": mean of its 3 query tokens
+        ]
+    )
     np.testing.assert_allclose(attention.word_attention(attn, word_of_token, 3), expected)
 
 
@@ -64,7 +70,9 @@ def test_gpt2_sub_words_group_into_words(gpt2_hf_dir):
     text = "the cat that was sitting on the mat, jumped"
     tokenizer = GPT2Tokenizer()
     ids = tokenizer.encode(text)
-    word_of_token, labels = attention.group_tokens(text, attention.token_spans(tokenizer, ids, text), attention.split_words(text))
+    word_of_token, labels = attention.group_tokens(
+        text, attention.token_spans(tokenizer, ids, text), attention.split_words(text)
+    )
     assert labels == ["the", "cat", "that", "was", "sitting", "on", "the", "mat", ",", "jumped"]
     pieces = {}
     for token, word in zip(ids, word_of_token, strict=True):
@@ -77,7 +85,8 @@ def test_pictures_are_written_and_not_blank(char_checkpoint, tmp_path, cli):
 
     code, out, err = cli(attention.main, f"--out_dir={char_checkpoint}", f"--save_dir={tmp_path}")
     assert code == 0, err
-    # the notes' sentence has 70 characters, the model's context 32: the first words are dropped, with a warning
+    # the notes' sentence has 70 characters, the model's context 32: the first words are dropped,
+    # with a warning
     assert "warning:" in err and "dropping its first words" in err
     paths = [tmp_path / "attention_heads.png", tmp_path / "attention_jumped.png"]
     assert out.splitlines() == [f"wrote {p}" for p in paths]
@@ -91,10 +100,18 @@ def test_pictures_are_written_and_not_blank(char_checkpoint, tmp_path, cli):
 
 def test_json_has_word_level_weights(char_checkpoint, tmp_path, cli):
     text = "to be, or not to be"
-    code, out, err = cli(attention.main, f"--out_dir={char_checkpoint}", f"--save_dir={tmp_path}", f"--text={text}",
-                         "--query=or", "--format=json")  # fmt: skip
+    code, out, err = cli(
+        attention.main,
+        f"--out_dir={char_checkpoint}",
+        f"--save_dir={tmp_path}",
+        f"--text={text}",
+        "--query=or",
+        "--format=json",
+    )
     assert code == 0, err
-    assert out.strip() == f"wrote {tmp_path / 'attention.json'}" and not list(tmp_path.glob("*.png"))
+    assert out.strip() == f"wrote {tmp_path / 'attention.json'}" and not list(
+        tmp_path.glob("*.png")
+    )
     result = json.loads((tmp_path / "attention.json").read_text())
     assert result["words"] == ["to", "be", ",", "or", "not", "to", "be"]
     assert result["tokens_per_word"] == [2, 3, 1, 3, 4, 3, 3]  # a word owns the space before it
@@ -115,7 +132,9 @@ def test_json_has_word_level_weights(char_checkpoint, tmp_path, cli):
 
 
 def test_a_hugging_face_gpt2_directory(gpt2_hf_dir, tmp_path, cli):
-    code, out, err = cli(attention.main, f"--init_from={gpt2_hf_dir}", f"--save_dir={tmp_path}", "--format=json")
+    code, out, err = cli(
+        attention.main, f"--init_from={gpt2_hf_dir}", f"--save_dir={tmp_path}", "--format=json"
+    )
     assert code == 0, err
     result = json.loads((tmp_path / "attention.json").read_text())
     assert result["text"] == attention.NOTES_SENTENCE and result["words"][-1] == "jumped"
@@ -123,9 +142,17 @@ def test_a_hugging_face_gpt2_directory(gpt2_hf_dir, tmp_path, cli):
 
 
 def test_query_not_in_the_text_is_one_clear_line(char_checkpoint, tmp_path, cli):
-    code, out, err = cli(attention.main, f"--out_dir={char_checkpoint}", f"--save_dir={tmp_path}", "--text=the cat sat", "--query=dog")
+    code, out, err = cli(
+        attention.main,
+        f"--out_dir={char_checkpoint}",
+        f"--save_dir={tmp_path}",
+        "--text=the cat sat",
+        "--query=dog",
+    )
     assert code == 2
-    assert err.strip().splitlines() == ["error: --query='dog' is not a word of the text; its words are: the cat sat"]
+    assert err.strip().splitlines() == [
+        "error: --query='dog' is not a word of the text; its words are: the cat sat"
+    ]
     assert not list(tmp_path.iterdir())
 
 
@@ -133,4 +160,6 @@ def test_no_checkpoint_is_one_clear_line(tmp_path, cli):
     code, out, err = cli(attention.main, f"--out_dir={tmp_path}")
     assert code == 2
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: no checkpoint at") and "ckpt.pt" in lines[0]
+    assert (
+        len(lines) == 1 and lines[0].startswith("error: no checkpoint at") and "ckpt.pt" in lines[0]
+    )

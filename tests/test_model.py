@@ -1,4 +1,5 @@
-"""The GPT of model.py: causality, architecture switches, KV-cache generation, sampling, attention maps, bad input."""
+"""The GPT of model.py: causality, architecture switches, KV-cache generation, sampling, attention
+maps, bad input."""
 
 import math
 
@@ -7,11 +8,10 @@ import torch
 from conftest import SWITCHES, VOCAB, all_logits, tiny_gpt
 from torch.testing import assert_close
 
-from hardware import estimate_mfu
-from model import GPT, GPTConfig, KVCache
-from pretrained import crop_block_size
-from sampling import sample_next
-from train_config import configure_adamw
+from gptkit.hardware import estimate_mfu
+from gptkit.pretrained import crop_block_size
+from gptkit.train_config import configure_adamw
+from model import GPT, GPTConfig, KVCache, sample_next
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,12 +28,16 @@ def test_switch_shapes_and_parameters(switch):
     assert (model.lm_head.weight is model.transformer.wte.weight) == cfg.tie_weights
     block = model.transformer.h[0]
     assert (block.attn.q_norm is not None) == cfg.qk_norm
-    assert (block.attn.c_attn.bias is not None) == cfg.bias and (block.mlp.c_fc.bias is not None) == cfg.bias
+    assert (block.attn.c_attn.bias is not None) == cfg.bias and (
+        block.mlp.c_fc.bias is not None
+    ) == cfg.bias
     assert type(block.ln_1).__name__ == {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm"}[cfg.norm]
     assert (block.mlp.act is None) == (cfg.mlp == "relu2")
     gpt2 = tiny_gpt()
     head = 0 if cfg.tie_weights else VOCAB * 16
-    assert model.get_num_params() > 0 and (switch != "untied" or model.get_num_params() == gpt2.get_num_params() + head)
+    assert model.get_num_params() > 0 and (
+        switch != "untied" or model.get_num_params() == gpt2.get_num_params() + head
+    )
     if switch == "value_embeds":  # one (vocab, C) table per layer
         assert model.get_num_params() == gpt2.get_num_params() + 2 * VOCAB * 16
     if switch == "unet":  # one weight per skip
@@ -43,7 +47,8 @@ def test_switch_shapes_and_parameters(switch):
 def test_value_embeds_and_unet_at_zero_are_the_plain_gpt_and_change_it_otherwise():
     plain = tiny_gpt(n_layer=4)
     levers = tiny_gpt(n_layer=4, value_embeds=True, unet=True)
-    levers.load_state_dict(plain.state_dict(), strict=False)  # the shared weights; ve tables and skip weights stay
+    # the shared weights; ve tables and skip weights stay
+    levers.load_state_dict(plain.state_dict(), strict=False)
     idx = torch.randint(0, VOCAB, (2, 12))
     with torch.no_grad():
         levers.skip_weights.zero_()
@@ -68,7 +73,8 @@ def test_causality_future_tokens_never_change_past_logits(switch):
         changed[:, t + 1 :] = torch.randint(0, VOCAB, (2, 11 - t), generator=gen)
         new_logits = all_logits(model, changed)
         assert_close(new_logits[:, : t + 1], logits[:, : t + 1], rtol=0, atol=1e-5)
-        assert not torch.allclose(new_logits[:, t + 1 :], logits[:, t + 1 :])  # the future does matter
+        # the future does matter
+        assert not torch.allclose(new_logits[:, t + 1 :], logits[:, t + 1 :])
 
 
 @pytest.mark.parametrize("switch", SWITCHES)
@@ -82,7 +88,8 @@ def test_sdpa_and_explicit_paths_agree_in_the_whole_gpt(switch):
 
 
 def stepwise_logits(model, prompt, tokens, use_cache):
-    """Per-step next-token logits while feeding `tokens` after `prompt`, the way generate_stream does."""
+    """Per-step next-token logits while feeding `tokens` after `prompt`, the way generate_stream
+    does."""
     caches = model.new_kv_caches() if use_cache else None
     idx, steps = prompt, []
     for token in tokens.unbind(dim=1):
@@ -101,10 +108,15 @@ def assert_kv_cache_matches_recompute(model, prompt_len, new):
     assert torch.equal(model.generate(prompt, new, top_k=1), greedy)  # top_k=1 is greedy too
     # sampled tokens vary more than a random model's greedy ones, which soon repeat one token
     sampled = model.generate(prompt, new, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(model.generate(prompt, new, generator=torch.Generator().manual_seed(3), use_cache=False), sampled)
+    assert torch.equal(
+        model.generate(prompt, new, generator=torch.Generator().manual_seed(3), use_cache=False),
+        sampled,
+    )
     tokens = sampled[:, prompt_len:]
     with_cache = stepwise_logits(model, prompt, tokens, use_cache=True)
-    assert_close(with_cache, stepwise_logits(model, prompt, tokens, use_cache=False), rtol=0, atol=1e-4)
+    assert_close(
+        with_cache, stepwise_logits(model, prompt, tokens, use_cache=False), rtol=0, atol=1e-4
+    )
     # and both are the plain forward pass over the last block_size tokens
     for step in range(new):
         context = torch.cat([prompt, tokens[:, :step]], dim=1)[:, -model.config.block_size :]
@@ -113,11 +125,14 @@ def assert_kv_cache_matches_recompute(model, prompt_len, new):
 
 @pytest.mark.parametrize("switch", SWITCHES)
 def test_kv_cache_greedy_tokens_and_logits_equal_recompute(switch):
-    assert_kv_cache_matches_recompute(tiny_gpt(**SWITCHES[switch]), prompt_len=4, new=12)  # 16 tokens: outgrows block_size=12
+    # 16 tokens: outgrows block_size=12
+    assert_kv_cache_matches_recompute(tiny_gpt(**SWITCHES[switch]), prompt_len=4, new=12)
 
 
 @pytest.mark.parametrize("switch", ["gpt2", "rope"])
-@pytest.mark.parametrize("prompt_len,new", [(1, 11), (12, 3)])  # fills the cache exactly; starts full
+@pytest.mark.parametrize(
+    "prompt_len,new", [(1, 11), (12, 3)]
+)  # fills the cache exactly; starts full
 def test_kv_cache_at_the_block_size_edges(switch, prompt_len, new):
     assert_kv_cache_matches_recompute(tiny_gpt(**SWITCHES[switch]), prompt_len, new)
 
@@ -130,7 +145,8 @@ def test_logit_softcap_bounds_the_logits_and_is_tanh_of_the_uncapped_ones():
     assert uncapped.abs().max() > 0.5  # the cap has something to do
     assert all_logits(capped, idx).abs().max() < 0.5
     assert_close(all_logits(capped, idx), 0.5 * torch.tanh(uncapped / 0.5))
-    assert_close(capped.next_token_logits(idx), 0.5 * torch.tanh(uncapped[:, -1] / 0.5))  # sampling sees the cap too
+    # sampling sees the cap too
+    assert_close(capped.next_token_logits(idx), 0.5 * torch.tanh(uncapped[:, -1] / 0.5))
     with pytest.raises(ValueError, match="logit_softcap=-1.0 must be >= 0"):
         GPTConfig(logit_softcap=-1.0)
 
@@ -139,13 +155,18 @@ def test_zero_init_proj_zeroes_only_the_output_projections():
     torch.manual_seed(0)
     default = GPT(GPTConfig(block_size=12, vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=16))
     torch.manual_seed(0)
-    zeroed = GPT(GPTConfig(block_size=12, vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=16, zero_init_proj=True))
+    zeroed = GPT(
+        GPTConfig(
+            block_size=12, vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=16, zero_init_proj=True
+        )
+    )
     for (name, p), q in zip(default.named_parameters(), zeroed.parameters(), strict=True):
         if name.endswith("c_proj.weight"):
             assert not q.any() and p.any(), name
         else:
             assert torch.equal(p, q), name  # every other weight is what the default draws
-    # every block starts as the identity: a position's logits depend on its own token only (and its position)
+    # every block starts as the identity: a position's logits depend on its own token only (and its
+    # position)
     idx = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(5))
     changed = idx.clone()
     changed[:, :6] = (idx[:, :6] + 1) % VOCAB
@@ -160,7 +181,13 @@ def test_kv_cache_prefills_once_then_feeds_one_token_per_step():
     assert [c.length for c in caches] == [6, 6]
     model.next_token_logits(torch.cat([idx, idx[:, :1]], dim=1), caches)
     assert [c.length for c in caches] == [7, 7]
-    assert isinstance(caches[0], KVCache) and caches[0].k.shape == (1, 2, 12, 8)  # (B, nh, block_size, hs)
+    # (B, nh, block_size, hs)
+    assert isinstance(caches[0], KVCache) and caches[0].k.shape == (
+        1,
+        2,
+        12,
+        8,
+    )
 
 
 def test_sampling_is_reproducible_with_a_generator():
@@ -168,7 +195,9 @@ def test_sampling_is_reproducible_with_a_generator():
     prompt = torch.zeros(3, 1, dtype=torch.long)
 
     def sample(seed, **kw):
-        return model.generate(prompt, 12, temperature=1.5, generator=torch.Generator().manual_seed(seed), **kw)
+        return model.generate(
+            prompt, 12, temperature=1.5, generator=torch.Generator().manual_seed(seed), **kw
+        )
 
     assert torch.equal(sample(1), sample(1))
     assert not torch.equal(sample(1), sample(2))
@@ -177,12 +206,22 @@ def test_sampling_is_reproducible_with_a_generator():
 
 
 @pytest.mark.parametrize("temperature, top_k, top_p", [(1.5, None, None), (0.8, 5, 0.9)])
-def test_a_batch_with_one_generator_per_row_samples_what_each_row_samples_alone(temperature, top_k, top_p):
+def test_a_batch_with_one_generator_per_row_samples_what_each_row_samples_alone(
+    temperature, top_k, top_p
+):
     model = tiny_gpt()
     prompt = torch.randint(0, VOCAB, (1, 3), generator=torch.Generator().manual_seed(0))
     kwargs = dict(temperature=temperature, top_k=top_k, top_p=top_p)
-    batch = model.generate(prompt.expand(4, -1), 10, generator=[torch.Generator().manual_seed(7 + i) for i in range(4)], **kwargs)
-    alone = [model.generate(prompt, 10, generator=torch.Generator().manual_seed(7 + i), **kwargs) for i in range(4)]
+    batch = model.generate(
+        prompt.expand(4, -1),
+        10,
+        generator=[torch.Generator().manual_seed(7 + i) for i in range(4)],
+        **kwargs,
+    )
+    alone = [
+        model.generate(prompt, 10, generator=torch.Generator().manual_seed(7 + i), **kwargs)
+        for i in range(4)
+    ]
     assert torch.equal(batch, torch.cat(alone))
     assert len({tuple(row.tolist()) for row in batch}) > 1  # the rows really are different draws
 
@@ -197,7 +236,8 @@ def test_generate_stream_yields_the_tokens_generate_returns():
 
 
 def test_top_k_and_top_p_never_sample_outside_the_allowed_set():
-    probs = torch.tensor([[0.05, 0.5, 0.15, 0.3], [0.3, 0.05, 0.15, 0.5]])  # two rows, different orders
+    # two rows, different orders
+    probs = torch.tensor([[0.05, 0.5, 0.15, 0.3], [0.3, 0.05, 0.15, 0.5]])
     logits = probs.log().repeat(2000, 1)  # (4000, 4)
     gen = torch.Generator().manual_seed(0)
     # nucleus 0.7: 0.5 alone is not enough, 0.5 + 0.3 is -> the tokens with 0.5 and 0.3 only
@@ -207,7 +247,8 @@ def test_top_k_and_top_p_never_sample_outside_the_allowed_set():
     assert abs(share - 0.5 / 0.8) < 0.04  # renormalized within the nucleus
     top2 = sample_next(logits, top_k=2, generator=gen).view(2000, 2)
     assert set(top2[:, 0].tolist()) == {1, 3} and set(top2[:, 1].tolist()) == {3, 0}
-    assert set(sample_next(logits, top_p=0.45, generator=gen).view(2000, 2)[:, 0].tolist()) == {1}  # top token always kept
+    # top token always kept
+    assert set(sample_next(logits, top_p=0.45, generator=gen).view(2000, 2)[:, 0].tolist()) == {1}
     wide = sample_next(logits, top_p=0.99, generator=gen).view(2000, 2)
     assert set(wide[:, 0].tolist()) == {0, 1, 2, 3}
     # top_p=1 is no filter at all: the same draws as without top_p
@@ -225,13 +266,17 @@ def test_temperature_zero_is_argmax_and_bad_sampling_options_are_rejected():
 
 
 def attention_weights_of_forward(model, idx):
-    """Each layer's attention weights during the forward pass itself, from hooks on every block's attention."""
+    """Each layer's attention weights during the forward pass itself, from hooks on every block's
+    attention."""
     weights = []
 
     def hook(attn, args, kwargs, output):
-        weights.append(attn.forward(*args, **{**kwargs, "return_weights": True})[1])  # forward: not the hook again
+        # forward: not the hook again
+        weights.append(attn.forward(*args, **{**kwargs, "return_weights": True})[1])
 
-    handles = [block.attn.register_forward_hook(hook, with_kwargs=True) for block in model.transformer.h]
+    handles = [
+        block.attn.register_forward_hook(hook, with_kwargs=True) for block in model.transformer.h
+    ]
     with torch.no_grad():
         model(idx)
     for handle in handles:
@@ -246,7 +291,8 @@ def test_attention_maps(switch):
     maps = model.attention_maps(idx)
     n_layer = model.config.n_layer
     assert maps.shape == (n_layer, 2, 9, 9)  # (n_layer, n_head, T, T)
-    assert_close(maps, attention_weights_of_forward(model, idx[None]))  # the weights the model really used
+    # the weights the model really used
+    assert_close(maps, attention_weights_of_forward(model, idx[None]))
     assert_close(maps.sum(dim=-1), torch.ones(n_layer, 2, 9))
     assert torch.all(maps.triu(diagonal=1) == 0)
     assert maps[0, 0, 0, 0] == 1  # the first token can only look at itself
@@ -289,7 +335,10 @@ def test_crop_block_size_keeps_the_function_on_short_inputs(switch):
     assert_close(all_logits(model, idx), before)
     with pytest.raises(ValueError, match="block_size=6"):
         model(torch.zeros(1, 7, dtype=torch.long))
-    assert torch.equal(model.generate(idx, 4, temperature=0), model.generate(idx, 4, temperature=0, use_cache=False))
+    assert torch.equal(
+        model.generate(idx, 4, temperature=0),
+        model.generate(idx, 4, temperature=0, use_cache=False),
+    )
 
 
 def test_optimizer_decays_matrices_only_and_covers_every_parameter_once():
@@ -297,7 +346,9 @@ def test_optimizer_decays_matrices_only_and_covers_every_parameter_once():
     optimizer = configure_adamw(model, 0.1, 1e-3, (0.9, 0.95), "cpu")
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(
+        p.dim() < 2 for p in no_decay["params"]
+    )
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
@@ -305,4 +356,6 @@ def test_estimate_mfu_follows_the_palm_formula():
     model = tiny_gpt()
     n, cfg = model.get_num_params(), model.config
     flops_per_iter = (6 * n + 12 * cfg.n_layer * cfg.block_size * cfg.n_embd) * cfg.block_size * 4
-    assert estimate_mfu(model, 4, dt=0.5, peak_flops=1e9) == pytest.approx(flops_per_iter / 0.5 / 1e9)
+    assert estimate_mfu(model, 4, dt=0.5, peak_flops=1e9) == pytest.approx(
+        flops_per_iter / 0.5 / 1e9
+    )

@@ -1,8 +1,9 @@
 """
-Coming from nanoGPT (nanogpt.py, data/nanogpt.py): its checkpoints sample, evaluate and resume here, its meta.pkl is read without running
-anything, its data folders train and its config files parse. Every nanoGPT file here is made the way nanoGPT's own code
-writes it (a condensed copy of its model.py and train.py below: same modules, same names, same saved dict), and each
-foreign file gets one line, exit 2, and nothing written.
+Coming from nanoGPT (gptkit/nanogpt.py, gptkit/nanogpt.py): its checkpoints sample, evaluate and
+resume here, its meta.pkl is read without running anything, its data folders train and its config
+files parse. Every nanoGPT file here is made the way nanoGPT's own code writes it (a condensed copy
+of its model.py and train.py below: same modules, same names, same saved dict), and each foreign
+file gets one line, exit 2, and nothing written.
 """
 
 import json
@@ -19,19 +20,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from conftest import ONE_THREAD, SHAKESPEARE, run_script, run_train_main
 
-import attention
-import checkpoint
-import nanogpt
+import attention_maps as attention
 import sample
-from base import UserError
-from configurator import ConfigError, parse_overrides
-from data import nanogpt as data_nanogpt
-from data.tokenizer import GPT2Tokenizer
-from train_config import TrainConfig, configure_adamw
+from gptkit import checkpoint, nanogpt
+from gptkit import nanogpt as data_nanogpt
+from gptkit.base import UserError
+from gptkit.configurator import ConfigError, parse_overrides
+from gptkit.tokenizer import GPT2Tokenizer
+from gptkit.train_config import TrainConfig, configure_adamw
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process tiny models
 
-TEXT = SHAKESPEARE.read_text(encoding="utf-8")[:200_000]  # enough for a 2-layer model to learn something in 40 steps
+# enough for a 2-layer model to learn something in 40 steps
+TEXT = SHAKESPEARE.read_text(encoding="utf-8")[:200_000]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -64,8 +65,16 @@ class NanoAttention(nn.Module):
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.attn_dropout, self.resid_dropout = nn.Dropout(config.dropout), nn.Dropout(config.dropout)
-        self.n_head, self.n_embd, self.dropout, self.flash = config.n_head, config.n_embd, config.dropout, flash
+        self.attn_dropout, self.resid_dropout = (
+            nn.Dropout(config.dropout),
+            nn.Dropout(config.dropout),
+        )
+        self.n_head, self.n_embd, self.dropout, self.flash = (
+            config.n_head,
+            config.n_embd,
+            config.dropout,
+            flash,
+        )
         if not flash:  # nanoGPT on PyTorch < 2.0: the mask is a persistent buffer, saved in ckpt.pt
             mask = torch.tril(torch.ones(config.block_size, config.block_size))
             self.register_buffer("bias", mask.view(1, 1, config.block_size, config.block_size))
@@ -73,12 +82,17 @@ class NanoAttention(nn.Module):
     def forward(self, x):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        k, q, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (k, q, v))  # (B, nh, T, hs)
+        # (B, nh, T, hs)
+        k, q, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (k, q, v))
         if self.flash:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0, is_causal=True)
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0, is_causal=True
+            )
         else:
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-            att = self.attn_dropout(F.softmax(att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf")), dim=-1))
+            att = self.attn_dropout(
+                F.softmax(att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf")), dim=-1)
+            )
             y = att @ v
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
@@ -112,13 +126,15 @@ class NanoGPT(nn.Module):
     def __init__(self, config, flash=True):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([NanoBlock(config, flash) for _ in range(config.n_layer)]),
-            ln_f=NanoLayerNorm(config.n_embd, bias=config.bias),
-        ))  # fmt: skip
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([NanoBlock(config, flash) for _ in range(config.n_layer)]),
+                ln_f=NanoLayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight
         self.apply(self._init_weights)
@@ -139,39 +155,99 @@ class NanoGPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))  # all positions (nanoGPT: only the last without targets)
-        loss = None if targets is None else F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        # all positions (nanoGPT: only the last without targets)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = (
+            None
+            if targets is None
+            else F.cross_entropy(
+                logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
+            )
+        )
         return logits, loss
 
     def configure_optimizers(self, weight_decay, learning_rate, betas):
         param_dict = {pn: p for pn, p in self.named_parameters() if p.requires_grad}
         optim_groups = [
-            {"params": [p for p in param_dict.values() if p.dim() >= 2], "weight_decay": weight_decay},
+            {
+                "params": [p for p in param_dict.values() if p.dim() >= 2],
+                "weight_decay": weight_decay,
+            },
             {"params": [p for p in param_dict.values() if p.dim() < 2], "weight_decay": 0.0},
         ]
         return torch.optim.AdamW(optim_groups, lr=learning_rate, betas=betas)
 
 
 # ----------------------------------------------------------------------------------------------------
-# nanoGPT's data/*/prepare.py and train.py, condensed: a checkout with data/<name>/ and out-<name>/ckpt.pt
+# nanoGPT's data/*/prepare.py and train.py, condensed: a checkout with data/<name>/ and
+# out-<name>/ckpt.pt
 
-# the keys of nanoGPT train.py's `config` (its globals of type int, float, bool, str), with its defaults
+# the keys of nanoGPT train.py's `config` (its globals of type int, float, bool, str), with its
+# defaults
 NANOGPT_DEFAULTS = dict(
-    out_dir="out", eval_interval=2000, log_interval=1, eval_iters=200, eval_only=False, always_save_checkpoint=True,
-    init_from="scratch", wandb_log=False, wandb_project="owt", wandb_run_name="gpt2", dataset="openwebtext",
-    gradient_accumulation_steps=5 * 8, batch_size=12, block_size=1024, n_layer=12, n_head=12, n_embd=768, dropout=0.0,
-    bias=False, learning_rate=6e-4, max_iters=600000, weight_decay=1e-1, beta1=0.9, beta2=0.95, grad_clip=1.0,
-    decay_lr=True, warmup_iters=2000, lr_decay_iters=600000, min_lr=6e-5, backend="nccl", device="cuda",
-    dtype="bfloat16", compile=True,
-)  # fmt: skip
+    out_dir="out",
+    eval_interval=2000,
+    log_interval=1,
+    eval_iters=200,
+    eval_only=False,
+    always_save_checkpoint=True,
+    init_from="scratch",
+    wandb_log=False,
+    wandb_project="owt",
+    wandb_run_name="gpt2",
+    dataset="openwebtext",
+    gradient_accumulation_steps=5 * 8,
+    batch_size=12,
+    block_size=1024,
+    n_layer=12,
+    n_head=12,
+    n_embd=768,
+    dropout=0.0,
+    bias=False,
+    learning_rate=6e-4,
+    max_iters=600000,
+    weight_decay=1e-1,
+    beta1=0.9,
+    beta2=0.95,
+    grad_clip=1.0,
+    decay_lr=True,
+    warmup_iters=2000,
+    lr_decay_iters=600000,
+    min_lr=6e-5,
+    backend="nccl",
+    device="cuda",
+    dtype="bfloat16",
+    compile=True,
+)
 
-# nanoGPT's config/train_shakespeare_char.py with a model small enough for a test (the issue's 2L/4H/64d)
+# nanoGPT's config/train_shakespeare_char.py with a model small enough for a test (the issue's
+# 2L/4H/64d)
 SMALL_RUN = dict(
-    out_dir="out-shakespeare-char", eval_interval=20, eval_iters=10, log_interval=10, always_save_checkpoint=False,
-    wandb_project="shakespeare-char", wandb_run_name="mini-gpt", dataset="shakespeare_char", gradient_accumulation_steps=1,
-    batch_size=8, block_size=32, n_layer=2, n_head=4, n_embd=64, dropout=0.0, learning_rate=1e-3, max_iters=40,
-    lr_decay_iters=100, min_lr=1e-4, beta2=0.99, warmup_iters=5, device="cpu", compile=False, dtype="float32",
-)  # fmt: skip
+    out_dir="out-shakespeare-char",
+    eval_interval=20,
+    eval_iters=10,
+    log_interval=10,
+    always_save_checkpoint=False,
+    wandb_project="shakespeare-char",
+    wandb_run_name="mini-gpt",
+    dataset="shakespeare_char",
+    gradient_accumulation_steps=1,
+    batch_size=8,
+    block_size=32,
+    n_layer=2,
+    n_head=4,
+    n_embd=64,
+    dropout=0.0,
+    learning_rate=1e-3,
+    max_iters=40,
+    lr_decay_iters=100,
+    min_lr=1e-4,
+    beta2=0.99,
+    warmup_iters=5,
+    device="cpu",
+    compile=False,
+    dtype="float32",
+)
 
 
 def prepare_char(data_dir, text):
@@ -181,22 +257,32 @@ def prepare_char(data_dir, text):
     stoi = {ch: i for i, ch in enumerate(chars)}
     itos = {i: ch for i, ch in enumerate(chars)}
     n = len(text)
-    np.array([stoi[c] for c in text[: int(n * 0.9)]], dtype=np.uint16).tofile(os.path.join(data_dir, "train.bin"))
-    np.array([stoi[c] for c in text[int(n * 0.9) :]], dtype=np.uint16).tofile(os.path.join(data_dir, "val.bin"))
+    np.array([stoi[c] for c in text[: int(n * 0.9)]], dtype=np.uint16).tofile(
+        os.path.join(data_dir, "train.bin")
+    )
+    np.array([stoi[c] for c in text[int(n * 0.9) :]], dtype=np.uint16).tofile(
+        os.path.join(data_dir, "val.bin")
+    )
     with open(os.path.join(data_dir, "meta.pkl"), "wb") as f:
         pickle.dump({"vocab_size": len(chars), "itos": itos, "stoi": stoi}, f)
 
 
 def prepare_gpt2(data_dir, text):
-    """nanoGPT's data/shakespeare/prepare.py: tiktoken's gpt2 encode_ordinary (here from the repo's own BPE files)."""
+    """nanoGPT's data/shakespeare/prepare.py: tiktoken's gpt2 encode_ordinary (here from the repo's
+    own BPE files)."""
     os.makedirs(data_dir, exist_ok=True)
     n, enc = len(text), GPT2Tokenizer().enc
-    np.array(enc.encode_ordinary(text[: int(n * 0.9)]), dtype=np.uint16).tofile(os.path.join(data_dir, "train.bin"))
-    np.array(enc.encode_ordinary(text[int(n * 0.9) :]), dtype=np.uint16).tofile(os.path.join(data_dir, "val.bin"))
+    np.array(enc.encode_ordinary(text[: int(n * 0.9)]), dtype=np.uint16).tofile(
+        os.path.join(data_dir, "train.bin")
+    )
+    np.array(enc.encode_ordinary(text[int(n * 0.9) :]), dtype=np.uint16).tofile(
+        os.path.join(data_dir, "val.bin")
+    )
 
 
 def nanogpt_train(checkout, settings, flash=True, compiled=False, resume=False):
-    """nanoGPT's train.py on one CPU process: {iter: val loss} of its evaluations; ckpt.pt as it saves it."""
+    """nanoGPT's train.py on one CPU process: {iter: val loss} of its evaluations; ckpt.pt as it
+    saves it."""
     cfg = {**NANOGPT_DEFAULTS, **settings}
     g = type("G", (), cfg)  # its globals, read as g.key
     out_dir, data_dir = checkout / g.out_dir, checkout / "data" / g.dataset
@@ -206,15 +292,27 @@ def nanogpt_train(checkout, settings, flash=True, compiled=False, resume=False):
     def get_batch(split):
         data = np.memmap(data_dir / f"{split}.bin", dtype=np.uint16, mode="r")
         ix = torch.randint(len(data) - g.block_size, (g.batch_size,))
-        x = torch.stack([torch.from_numpy((data[i : i + g.block_size]).astype(np.int64)) for i in ix])
-        y = torch.stack([torch.from_numpy((data[i + 1 : i + 1 + g.block_size]).astype(np.int64)) for i in ix])
+        x = torch.stack(
+            [torch.from_numpy((data[i : i + g.block_size]).astype(np.int64)) for i in ix]
+        )
+        y = torch.stack(
+            [torch.from_numpy((data[i + 1 : i + 1 + g.block_size]).astype(np.int64)) for i in ix]
+        )
         return x, y
 
     iter_num, best_val_loss = 0, 1e9
     meta_path = data_dir / "meta.pkl"
-    meta_vocab_size = pickle.load(open(meta_path, "rb"))["vocab_size"] if meta_path.exists() else None
+    meta_vocab_size = (
+        pickle.load(open(meta_path, "rb"))["vocab_size"] if meta_path.exists() else None
+    )
     model_args = dict(
-        n_layer=g.n_layer, n_head=g.n_head, n_embd=g.n_embd, block_size=g.block_size, bias=g.bias, vocab_size=None, dropout=g.dropout
+        n_layer=g.n_layer,
+        n_head=g.n_head,
+        n_embd=g.n_embd,
+        block_size=g.block_size,
+        bias=g.bias,
+        vocab_size=None,
+        dropout=g.dropout,
     )
     if not resume:
         model_args["vocab_size"] = meta_vocab_size if meta_vocab_size is not None else 50304
@@ -229,7 +327,8 @@ def nanogpt_train(checkout, settings, flash=True, compiled=False, resume=False):
     optimizer = model.configure_optimizers(g.weight_decay, g.learning_rate, (g.beta1, g.beta2))
     if resume:
         optimizer.load_state_dict(ckpt["optimizer"])
-    raw_model = torch.compile(model) if compiled else model  # nanoGPT saves the compiled wrapper's keys: _orig_mod.
+    # nanoGPT saves the compiled wrapper's keys: _orig_mod.
+    raw_model = torch.compile(model) if compiled else model
 
     @torch.no_grad()
     def estimate_loss():
@@ -249,7 +348,9 @@ def nanogpt_train(checkout, settings, flash=True, compiled=False, resume=False):
         if it > g.lr_decay_iters:
             return g.min_lr
         decay_ratio = (it - g.warmup_iters) / (g.lr_decay_iters - g.warmup_iters)
-        return g.min_lr + 0.5 * (1.0 + math.cos(math.pi * decay_ratio)) * (g.learning_rate - g.min_lr)
+        return g.min_lr + 0.5 * (1.0 + math.cos(math.pi * decay_ratio)) * (
+            g.learning_rate - g.min_lr
+        )
 
     evals = {}
     X, Y = get_batch("train")
@@ -263,8 +364,14 @@ def nanogpt_train(checkout, settings, flash=True, compiled=False, resume=False):
             if losses["val"] < best_val_loss or g.always_save_checkpoint:
                 best_val_loss = losses["val"]
                 if iter_num > 0:
-                    checkpoint = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "model_args": model_args,
-                                  "iter_num": iter_num, "best_val_loss": best_val_loss, "config": cfg}  # fmt: skip
+                    checkpoint = {
+                        "model": raw_model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "model_args": model_args,
+                        "iter_num": iter_num,
+                        "best_val_loss": best_val_loss,
+                        "config": cfg,
+                    }
                     torch.save(checkpoint, out_dir / "ckpt.pt")
         _, loss = model(X, Y)
         X, Y = get_batch("train")
@@ -280,12 +387,16 @@ def nanogpt_train(checkout, settings, flash=True, compiled=False, resume=False):
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory):
-    """A nanoGPT checkout after `python data/shakespeare_char/prepare.py && python train.py config/train_shakespeare_char.py`
-    (a small model, 40 iterations): ({iter: val loss}, its path)."""
+    """A nanoGPT checkout after `python data/shakespeare_char/prepare.py && python train.py
+    config/train_shakespeare_char.py` (a small model, 40 iterations): ({iter: val loss}, its
+    path)."""
     root = tmp_path_factory.mktemp("nanoGPT")
     prepare_char(root / "data" / "shakespeare_char", TEXT)
     evals = nanogpt_train(root, SMALL_RUN)
-    assert (root / "out-shakespeare-char" / "ckpt.pt").exists() and evals[40] < evals[0] - 0.5, evals  # it learned
+    # it learned
+    assert (root / "out-shakespeare-char" / "ckpt.pt").exists() and evals[40] < evals[0] - 0.5, (
+        evals
+    )
     return evals, root
 
 
@@ -319,10 +430,15 @@ def one_error_line(code, err, *fragments):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("flash, compiled", [(True, False), (False, False), (True, True)], ids=["flash", "mask_buffer", "orig_mod"])
+@pytest.mark.parametrize(
+    "flash, compiled",
+    [(True, False), (False, False), (True, True)],
+    ids=["flash", "mask_buffer", "orig_mod"],
+)
 def test_nanogpt_checkpoint_is_the_same_model_and_the_same_adamw(flash, compiled, bias, tmp_path):
-    """Logits equal nanoGPT's, and three AdamW steps from its saved state land on the same weights: its two parameter
-    groups map onto ours by name. Older runs saved the causal mask (`attn.bias`); compiled ones `_orig_mod.` keys."""
+    """Logits equal nanoGPT's, and three AdamW steps from its saved state land on the same weights:
+    its two parameter groups map onto ours by name. Older runs saved the causal mask (`attn.bias`);
+    compiled ones `_orig_mod.` keys."""
     settings = {**SMALL_RUN, "max_iters": 20, "eval_interval": 10, "eval_iters": 2, "bias": bias}
     prepare_char(tmp_path / "data" / "shakespeare_char", TEXT[:20_000])
     nanogpt_train(tmp_path, settings, flash=flash, compiled=compiled)
@@ -334,8 +450,12 @@ def test_nanogpt_checkpoint_is_the_same_model_and_the_same_adamw(flash, compiled
     ref, ckpt = reference(path, flash)
     ours_ckpt = checkpoint.load_checkpoint(path)
     ours = checkpoint.model_from_checkpoint(ours_ckpt).eval()
-    assert ours_ckpt["iter_num"] == 20 and ours_ckpt["best_val_loss"] == pytest.approx(ckpt["best_val_loss"].item())
-    idx = torch.randint(0, ours.config.vocab_size, (3, 32), generator=torch.Generator().manual_seed(0))
+    assert ours_ckpt["iter_num"] == 20 and ours_ckpt["best_val_loss"] == pytest.approx(
+        ckpt["best_val_loss"].item()
+    )
+    idx = torch.randint(
+        0, ours.config.vocab_size, (3, 32), generator=torch.Generator().manual_seed(0)
+    )
     torch.testing.assert_close(ours(idx, idx)[0], ref(idx)[0])
 
     ref_opt = ref.configure_optimizers(0.1, 1e-3, (0.9, 0.99))
@@ -343,7 +463,9 @@ def test_nanogpt_checkpoint_is_the_same_model_and_the_same_adamw(flash, compiled
     our_opt = configure_adamw(ours, 0.1, 1e-3, (0.9, 0.99), "cpu")
     our_opt.load_state_dict(ours_ckpt["optimizer"])
     for step in range(3):
-        x = torch.randint(0, ours.config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(step))
+        x = torch.randint(
+            0, ours.config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(step)
+        )
         for model, opt in ((ref, ref_opt), (ours, our_opt)):
             model(x, x.roll(-1, 1))[1].backward()
             opt.step()
@@ -353,14 +475,26 @@ def test_nanogpt_checkpoint_is_the_same_model_and_the_same_adamw(flash, compiled
         torch.testing.assert_close(p, ref_params[name], msg=name)
 
 
-def test_sample_on_a_nanogpt_out_dir_finds_its_meta_pkl_and_matches_its_model(checkout, tmp_path, cli):
-    """sample.py --out_dir=<nanoGPT's out dir>: the tokenizer from data/<dataset>/meta.pkl of the checkout beside it
-    (where nanoGPT's sample.py looks), and greedy text token for token what nanoGPT's model gives."""
+def test_sample_on_a_nanogpt_out_dir_finds_its_meta_pkl_and_matches_its_model(
+    checkout, tmp_path, cli
+):
+    """sample.py --out_dir=<nanoGPT's out dir>: the tokenizer from data/<dataset>/meta.pkl of the
+    checkout beside it (where nanoGPT's sample.py looks), and greedy text token for token what
+    nanoGPT's model gives."""
     _, root = checkout
     out_dir = root / "out-shakespeare-char"
     before = listing(root)
-    code, out, err = cli(sample.main, f"--out_dir={out_dir}", "--start=ROMEO:", "--temperature=0", "--max_new_tokens=30",
-                         "--num_samples=1", "--stream=false", "--device=cpu", "--dtype=float32")  # fmt: skip
+    code, out, err = cli(
+        sample.main,
+        f"--out_dir={out_dir}",
+        "--start=ROMEO:",
+        "--temperature=0",
+        "--max_new_tokens=30",
+        "--num_samples=1",
+        "--stream=false",
+        "--device=cpu",
+        "--dtype=float32",
+    )
     assert code == 0, err
     text = out.split("\n---------------")[0]
 
@@ -372,41 +506,81 @@ def test_sample_on_a_nanogpt_out_dir_finds_its_meta_pkl_and_matches_its_model(ch
     assert text == "".join(meta["itos"][i] for i in ids)
     assert listing(root) == before  # sampling writes nothing
 
-    # out_dir elsewhere: the meta.pkl is not where nanoGPT looks, so it must be named (a 65-token model is not GPT-2's)
+    # out_dir elsewhere: the meta.pkl is not where nanoGPT looks, so it must be named (a 65-token
+    # model is not GPT-2's)
     moved = tmp_path / "moved"
     shutil.copytree(out_dir, moved)
     code, _, err = cli(sample.main, f"--out_dir={moved}", "--start=ROMEO:", "--device=cpu")
     one_error_line(code, err, "nanoGPT model of", "--meta_pkl=PATH")
     meta_pkl = root / "data" / "shakespeare_char" / "meta.pkl"
-    code, out2, err = cli(sample.main, f"--out_dir={moved}", f"--meta_pkl={meta_pkl}", "--start=ROMEO:", "--temperature=0",
-                          "--max_new_tokens=30", "--num_samples=1", "--stream=false", "--device=cpu", "--dtype=float32")  # fmt: skip
+    code, out2, err = cli(
+        sample.main,
+        f"--out_dir={moved}",
+        f"--meta_pkl={meta_pkl}",
+        "--start=ROMEO:",
+        "--temperature=0",
+        "--max_new_tokens=30",
+        "--num_samples=1",
+        "--stream=false",
+        "--device=cpu",
+        "--dtype=float32",
+    )
     assert code == 0 and out2 == out, err
 
 
 def test_attention_on_a_nanogpt_out_dir(checkout, tmp_path, cli):
     out_dir = checkout[1] / "out-shakespeare-char"
     code, out, err = cli(
-        attention.main, f"--out_dir={out_dir}", "--text=the cat sat", "--query=sat", "--format=json", f"--save_dir={tmp_path}"
+        attention.main,
+        f"--out_dir={out_dir}",
+        "--text=the cat sat",
+        "--query=sat",
+        "--format=json",
+        f"--save_dir={tmp_path}",
     )
     assert code == 0, err
     assert "attention.json" in out and json.loads((tmp_path / "attention.json").read_text())
 
 
 def test_gpt2_bpe_without_meta_pkl(tmp_path, cli):
-    """A nanoGPT run on GPT-2 BPE (data/openwebtext, no meta.pkl; vocab padded to 50304): sampled with GPT-2's BPE."""
-    settings = {**SMALL_RUN, "dataset": "openwebtext", "out_dir": "out", "n_layer": 1, "n_head": 2, "n_embd": 16,
-                "max_iters": 2, "eval_interval": 1, "eval_iters": 1, "batch_size": 2, "always_save_checkpoint": True}  # fmt: skip
+    """A nanoGPT run on GPT-2 BPE (data/openwebtext, no meta.pkl; vocab padded to 50304): sampled
+    with GPT-2's BPE."""
+    settings = {
+        **SMALL_RUN,
+        "dataset": "openwebtext",
+        "out_dir": "out",
+        "n_layer": 1,
+        "n_head": 2,
+        "n_embd": 16,
+        "max_iters": 2,
+        "eval_interval": 1,
+        "eval_iters": 1,
+        "batch_size": 2,
+        "always_save_checkpoint": True,
+    }
     prepare_gpt2(tmp_path / "data" / "openwebtext", TEXT[:20_000])
     nanogpt_train(tmp_path, settings)
     path = tmp_path / "out" / "ckpt.pt"
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["model_args"]["vocab_size"] == 50304
-    ckpt["model"]["lm_head.weight"][50257:] = 0  # as training leaves them: the padding is never the likeliest token
+    ckpt["model"]["lm_head.weight"][50257:] = (
+        0  # as training leaves them: the padding is never the likeliest token
+    )
     torch.save(ckpt, path)
-    shutil.rmtree(tmp_path / "data")  # no data folder at all: nanoGPT's sample.py assumes GPT-2 BPE then
+    # no data folder at all: nanoGPT's sample.py assumes GPT-2 BPE then
+    shutil.rmtree(tmp_path / "data")
 
-    code, out, err = cli(sample.main, f"--out_dir={tmp_path / 'out'}", "--start=Hello", "--temperature=0", "--max_new_tokens=8",
-                         "--num_samples=1", "--stream=false", "--device=cpu", "--dtype=float32")  # fmt: skip
+    code, out, err = cli(
+        sample.main,
+        f"--out_dir={tmp_path / 'out'}",
+        "--start=Hello",
+        "--temperature=0",
+        "--max_new_tokens=8",
+        "--num_samples=1",
+        "--stream=false",
+        "--device=cpu",
+        "--dtype=float32",
+    )
     assert code == 0, err
     assert "GPT-2 BPE, as nanoGPT's sample.py" in err
     enc = GPT2Tokenizer().enc
@@ -421,85 +595,157 @@ def test_gpt2_bpe_without_meta_pkl(tmp_path, cli):
 # train.py: --eval_only and --init_from=resume on nanoGPT's out_dir, and its data folders
 
 
-def test_eval_only_on_a_nanogpt_out_dir_takes_its_dataset_and_matches_its_model(checkout, tmp_path, monkeypatch, capsys):
+def test_eval_only_on_a_nanogpt_out_dir_takes_its_dataset_and_matches_its_model(
+    checkout, tmp_path, monkeypatch, capsys
+):
     root = copy_checkout(checkout, tmp_path)
     out_dir = root / "out-shakespeare-char"
-    code, stdout, err = run_train_main([f"--out_dir={out_dir}", "--eval_only=True", "--device=cpu", "--dtype=float32"], monkeypatch, capsys)
+    code, stdout, err = run_train_main(
+        [f"--out_dir={out_dir}", "--eval_only=True", "--device=cpu", "--dtype=float32"],
+        monkeypatch,
+        capsys,
+    )
     assert code == 0, err
     result = json.loads(stdout.strip().splitlines()[-1])
 
-    # nanoGPT's model on the same tokens: val.bin in non-overlapping block_size windows, every token predicted once
+    # nanoGPT's model on the same tokens: val.bin in non-overlapping block_size windows, every token
+    # predicted once
     ref, _ = reference(out_dir / "ckpt.pt")
-    val = torch.from_numpy(np.fromfile(root / "data" / "shakespeare_char" / "val.bin", dtype=np.uint16).astype(np.int64))
-    nats = sum(F.cross_entropy(ref(val[None, s : s + 32][:, : len(val) - 1 - s])[0][0], val[s + 1 : s + 33], reduction="sum").item()
-               for s in range(0, len(val) - 1, 32))  # fmt: skip
+    val = torch.from_numpy(
+        np.fromfile(root / "data" / "shakespeare_char" / "val.bin", dtype=np.uint16).astype(
+            np.int64
+        )
+    )
+    nats = sum(
+        F.cross_entropy(
+            ref(val[None, s : s + 32][:, : len(val) - 1 - s])[0][0],
+            val[s + 1 : s + 33],
+            reduction="sum",
+        ).item()
+        for s in range(0, len(val) - 1, 32)
+    )
     assert result["iter"] == 40 and result["tokens"] == len(val) - 1
     assert result["loss"] == pytest.approx(nats / (len(val) - 1), abs=1e-5)
-    assert (out_dir / "ckpt.pt").read_bytes() == (checkout[1] / "out-shakespeare-char" / "ckpt.pt").read_bytes()
+    assert (out_dir / "ckpt.pt").read_bytes() == (
+        checkout[1] / "out-shakespeare-char" / "ckpt.pt"
+    ).read_bytes()
 
 
 def test_resume_continues_the_nanogpt_run_and_writes_our_format(checkout, tmp_path):
-    """--init_from=resume on nanoGPT's out_dir: its iteration, best val loss, AdamW state and config (dataset beside the
-    out_dir, learning-rate schedule, batch size), fresh RNG state, said in one line; its loss goes on from where the
-    nanoGPT run stopped, as nanoGPT's own resume does; the checkpoint written back is ours."""
+    """--init_from=resume on nanoGPT's out_dir: its iteration, best val loss, AdamW state and config
+    (dataset beside the out_dir, learning-rate schedule, batch size), fresh RNG state, said in one
+    line; its loss goes on from where the nanoGPT run stopped, as nanoGPT's own resume does; the
+    checkpoint written back is ours."""
     evals, _ = checkout
     root = copy_checkout(checkout, tmp_path)
     out_dir = root / "out-shakespeare-char"
-    result = run_script("train.py", "--init_from=resume", f"--out_dir={out_dir}", "--max_iters=60", "--device=cpu",
-                        "--dtype=float32", "--progress=False", env=ONE_THREAD)  # fmt: skip
+    result = run_script(
+        "train.py",
+        "--init_from=resume",
+        f"--out_dir={out_dir}",
+        "--max_iters=60",
+        "--device=cpu",
+        "--dtype=float32",
+        "--progress=False",
+        env=ONE_THREAD,
+    )
     notes = [line for line in result.stdout.splitlines() if "is nanoGPT's" in line]
     assert notes == [
         f"{out_dir / 'ckpt.pt'} is nanoGPT's: continuing its run at iter 40 (best val loss {evals[40]:.4f}) with its config and "
         "AdamW state, fresh RNG state (nanoGPT saves none); checkpoints are written back in this project's format"
     ]
-    # its schedule and log_interval: step 50 (index 49) at warmup 5, cosine from 1e-3 to min_lr 1e-4 at 100
+    # its schedule and log_interval: step 50 (index 49) at warmup 5, cosine from 1e-3 to min_lr 1e-4
+    # at 100
     lr = 1e-4 + 0.5 * (1 + math.cos(math.pi * (49 - 5) / 95)) * (1e-3 - 1e-4)
     logged = [line for line in result.stdout.splitlines() if line.startswith("iter ")]
-    assert [line.split(":")[0] for line in logged] == ["iter 50", "iter 60"] and f"lr {lr:.2e}," in logged[0], logged
+    assert [line.split(":")[0] for line in logged] == [
+        "iter 50",
+        "iter 60",
+    ] and f"lr {lr:.2e}," in logged[0], logged
 
     metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["iter"] for m in metrics] == [60]
-    # nanoGPT's own resume of the same checkpoint to iter 60 (other batches, so within noise of ours)
+    # nanoGPT's own resume of the same checkpoint to iter 60 (other batches, so within noise of
+    # ours)
     nano_root = copy_checkout(checkout, tmp_path / "nano")
     nano = nanogpt_train(nano_root, {**SMALL_RUN, "max_iters": 60}, resume=True)
-    assert metrics[0]["val_loss"] < evals[40] and metrics[0]["val_loss"] == pytest.approx(nano[60], abs=0.1), (metrics, nano, evals)
+    assert metrics[0]["val_loss"] < evals[40] and metrics[0]["val_loss"] == pytest.approx(
+        nano[60], abs=0.1
+    ), (metrics, nano, evals)
 
     written = torch.load(out_dir / "ckpt.pt", weights_only=True)
-    assert written["iter_num"] == 60 and written["rng"] is not None and written["model_args"]["mlp"] == "gelu_exact"
+    assert (
+        written["iter_num"] == 60
+        and written["rng"] is not None
+        and written["model_args"]["mlp"] == "gelu_exact"
+    )
     assert written["best_val_loss"] == pytest.approx(metrics[0]["val_loss"])
     config = json.loads((out_dir / "config.json").read_text())
-    assert config["dataset"] == str(root / "data" / "shakespeare_char") and config["batch_size"] == 8 and config["beta2"] == 0.99
+    assert (
+        config["dataset"] == str(root / "data" / "shakespeare_char")
+        and config["batch_size"] == 8
+        and config["beta2"] == 0.99
+    )
     vocab = pickle.load(open(root / "data" / "shakespeare_char" / "meta.pkl", "rb"))["itos"]
-    assert json.loads((out_dir / "meta.json").read_text())["chars"] == [vocab[i] for i in range(len(vocab))]
+    assert json.loads((out_dir / "meta.json").read_text())["chars"] == [
+        vocab[i] for i in range(len(vocab))
+    ]
 
 
 def test_nanogpt_data_folder_trains_without_preparing(checkout, tmp_path):
-    """--dataset=<nanoGPT's data/<name>> (train.bin, val.bin, meta.pkl; no meta.json) trains; out_dir's meta.json then
-    holds its characters, in its ids, and sample.py reads them."""
+    """--dataset=<nanoGPT's data/<name>> (train.bin, val.bin, meta.pkl; no meta.json) trains;
+    out_dir's meta.json then holds its characters, in its ids, and sample.py reads them."""
     data_dir = checkout[1] / "data" / "shakespeare_char"
     out = tmp_path / "out"
-    run_script("train.py", f"--dataset={data_dir}", f"--out_dir={out}", "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16",
-               "--batch_size=4", "--gradient_accumulation_steps=1", "--max_iters=10", "--eval_interval=10", "--eval_iters=2",
-               "--device=cpu", "--dtype=float32", "--progress=False", env=ONE_THREAD)  # fmt: skip
+    run_script(
+        "train.py",
+        f"--dataset={data_dir}",
+        f"--out_dir={out}",
+        "--n_layer=1",
+        "--n_head=2",
+        "--n_embd=16",
+        "--block_size=16",
+        "--batch_size=4",
+        "--gradient_accumulation_steps=1",
+        "--max_iters=10",
+        "--eval_interval=10",
+        "--eval_iters=2",
+        "--device=cpu",
+        "--dtype=float32",
+        "--progress=False",
+        env=ONE_THREAD,
+    )
     meta = json.loads((out / "meta.json").read_text())
     itos = pickle.load(open(data_dir / "meta.pkl", "rb"))["itos"]
     assert meta["tokenizer"] == "char" and meta["chars"] == [itos[i] for i in range(len(itos))]
     assert not (data_dir / "meta.json").exists()
 
 
-def test_eval_gpt2_config_evaluates_gpt2_weights_on_a_gpt2_data_folder(gpt2_hf_dir, tmp_path, monkeypatch, capsys):
-    """nanoGPT's config/eval_gpt2.py (eval_only with init_from GPT-2) evaluates GPT-2's weights, here a local tiny copy,
-    on a nanoGPT GPT-2 BPE data folder (data/shakespeare: .bin files, no meta.pkl)."""
+def test_eval_gpt2_config_evaluates_gpt2_weights_on_a_gpt2_data_folder(
+    gpt2_hf_dir, tmp_path, monkeypatch, capsys
+):
+    """nanoGPT's config/eval_gpt2.py (eval_only with init_from GPT-2) evaluates GPT-2's weights,
+    here a local tiny copy, on a nanoGPT GPT-2 BPE data folder (data/shakespeare: .bin files, no
+    meta.pkl)."""
     data_dir, config = tmp_path / "shakespeare", tmp_path / "eval_gpt2.py"
     prepare_gpt2(data_dir, TEXT[:20_000])
     config.write_text(NANOGPT_CONFIGS["eval_gpt2.py"])
-    args = [config, f"--init_from={gpt2_hf_dir}", f"--dataset={data_dir}", f"--out_dir={tmp_path / 'out'}", "--block_size=64",
-            "--device=cpu", "--dtype=float32"]  # fmt: skip
+    args = [
+        config,
+        f"--init_from={gpt2_hf_dir}",
+        f"--dataset={data_dir}",
+        f"--out_dir={tmp_path / 'out'}",
+        "--block_size=64",
+        "--device=cpu",
+        "--dtype=float32",
+    ]
     code, stdout, err = run_train_main(args, monkeypatch, capsys)
     assert code == 0, err
     result = json.loads(stdout.strip().splitlines()[-1])
     assert result["iter"] == 0 and 9 < result["loss"] < 12  # ln(50257) = 10.8: random weights
-    assert err == [f"{data_dir} has no meta.json or meta.pkl: read as nanoGPT's GPT-2 BPE tokens (uint16)"]
+    assert err == [
+        f"{data_dir} has no meta.json or meta.pkl: read as nanoGPT's GPT-2 BPE tokens (uint16)"
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -518,13 +764,19 @@ class Payload:
 
 def test_meta_pkl_reads_nanogpt_vocabulary_in_every_protocol(tmp_path):
     chars = sorted(set(TEXT))
-    meta = {"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": {c: i for i, c in enumerate(chars)}}
+    meta = {
+        "vocab_size": len(chars),
+        "itos": dict(enumerate(chars)),
+        "stoi": {c: i for i, c in enumerate(chars)},
+    }
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
         path = tmp_path / f"meta{protocol}.pkl"
         path.write_bytes(pickle.dumps(meta, protocol=protocol))
         assert data_nanogpt.read_meta_pkl(path) == meta
     tokenizer = data_nanogpt.meta_tokenizer(meta)
-    assert tokenizer.encode("ROMEO:") == [meta["stoi"][c] for c in "ROMEO:"] and tokenizer.decode(range(10, 20)) == "".join(chars[10:20])
+    assert tokenizer.encode("ROMEO:") == [meta["stoi"][c] for c in "ROMEO:"] and tokenizer.decode(
+        range(10, 20)
+    ) == "".join(chars[10:20])
 
 
 @pytest.mark.parametrize("protocol", [0, 2, pickle.DEFAULT_PROTOCOL])
@@ -537,7 +789,9 @@ def test_malicious_meta_pkl_is_refused_and_never_runs(protocol, checkout, tmp_pa
         data_nanogpt.read_meta_pkl(evil)
     # through sample.py, as --meta_pkl
     shutil.copytree(checkout[1] / "out-shakespeare-char", tmp_path / "moved")
-    code, out, err = cli(sample.main, f"--out_dir={tmp_path / 'moved'}", f"--meta_pkl={evil}", "--device=cpu")
+    code, out, err = cli(
+        sample.main, f"--out_dir={tmp_path / 'moved'}", f"--meta_pkl={evil}", "--device=cpu"
+    )
     one_error_line(code, err, str(evil), "holds more than plain")
     assert out == "" and not marker.exists()
     pickle.load(open(evil, "rb"))  # the payload is live: plain pickle.load would have run it
@@ -548,16 +802,35 @@ def test_malicious_meta_pkl_is_refused_and_never_runs(protocol, checkout, tmp_pa
     "content, message",
     [
         (b"not a pickle at all", "is not a readable pickle"),
-        (pickle.dumps({"vocab_size": 2, "itos": {0: "a", 1: "b"}, "stoi": {"a": 0, "b": 1}})[:-9], "is not a readable pickle"),
-        (pickle.dumps({"vocab_size": 2, "itos": ["a", "b"], "stoi": {"a": 0, "b": 1}}), "holds more than plain"),  # a list
-        (pickle.dumps({"vocab_size": 2.0, "itos": {0: "a", 1: "b"}, "stoi": {"a": 0, "b": 1}}), "holds more than plain"),
-        (pickle.dumps({"vocab_size": 3, "itos": {0: "a", 1: "b"}, "stoi": {"a": 0, "b": 1}}), "is not nanoGPT's meta.pkl"),
-        (pickle.dumps({"vocab_size": 2, "itos": {0: "a", 1: "b"}, "stoi": {"a": 1, "b": 0}}), "is not nanoGPT's meta.pkl"),
+        (
+            pickle.dumps({"vocab_size": 2, "itos": {0: "a", 1: "b"}, "stoi": {"a": 0, "b": 1}})[
+                :-9
+            ],
+            "is not a readable pickle",
+        ),
+        (
+            pickle.dumps({"vocab_size": 2, "itos": ["a", "b"], "stoi": {"a": 0, "b": 1}}),
+            "holds more than plain",
+        ),  # a list
+        (
+            pickle.dumps({"vocab_size": 2.0, "itos": {0: "a", 1: "b"}, "stoi": {"a": 0, "b": 1}}),
+            "holds more than plain",
+        ),
+        (
+            pickle.dumps({"vocab_size": 3, "itos": {0: "a", 1: "b"}, "stoi": {"a": 0, "b": 1}}),
+            "is not nanoGPT's meta.pkl",
+        ),
+        (
+            pickle.dumps({"vocab_size": 2, "itos": {0: "a", 1: "b"}, "stoi": {"a": 1, "b": 0}}),
+            "is not nanoGPT's meta.pkl",
+        ),
         (pickle.dumps({"itos": {0: "a"}}), "is not nanoGPT's meta.pkl"),
     ],
     ids=["garbage", "truncated", "list", "float", "wrong_size", "stoi_not_inverse", "missing_keys"],
 )
-def test_meta_pkl_that_is_not_nanogpts_plain_dict_is_refused_in_one_line(content, message, tmp_path):
+def test_meta_pkl_that_is_not_nanogpts_plain_dict_is_refused_in_one_line(
+    content, message, tmp_path
+):
     path = tmp_path / "meta.pkl"
     path.write_bytes(content)
     with pytest.raises(UserError, match=message) as e:
@@ -573,42 +846,77 @@ def foreign_checkpoints(model_state):
     return {
         "bare_state_dict": model_state,  # torch.save(model.state_dict()), as many scripts do
         "other_trainer": {"state_dict": model_state, "epoch": 3},
-        "nanogpt_args_other_weights": {"model": {"w": torch.zeros(2)}, "optimizer": {}, "iter_num": 1, "best_val_loss": 1.0,
-                                       "model_args": dict(n_layer=1, n_head=1, n_embd=8, block_size=8, bias=False, vocab_size=5, dropout=0.0)},
-    }  # fmt: skip
+        "nanogpt_args_other_weights": {
+            "model": {"w": torch.zeros(2)},
+            "optimizer": {},
+            "iter_num": 1,
+            "best_val_loss": 1.0,
+            "model_args": dict(
+                n_layer=1, n_head=1, n_embd=8, block_size=8, bias=False, vocab_size=5, dropout=0.0
+            ),
+        },
+    }
 
 
 @pytest.mark.parametrize("kind", ["bare_state_dict", "other_trainer", "nanogpt_args_other_weights"])
-def test_foreign_checkpoint_gets_one_line_everywhere_and_nothing_is_written(kind, checkout, tmp_path, monkeypatch, capsys, cli):
+def test_foreign_checkpoint_gets_one_line_everywhere_and_nothing_is_written(
+    kind, checkout, tmp_path, monkeypatch, capsys, cli
+):
     state = torch.load(checkout[1] / "out-shakespeare-char" / "ckpt.pt", weights_only=True)["model"]
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     torch.save(foreign_checkpoints(state)[kind], out_dir / "ckpt.pt")
     before = listing(tmp_path)
-    message = "neither this project's checkpoint nor nanoGPT's" if kind != "nanogpt_args_other_weights" else "not its weights"
+    message = (
+        "neither this project's checkpoint nor nanoGPT's"
+        if kind != "nanogpt_args_other_weights"
+        else "not its weights"
+    )
     code, _, err = cli(sample.main, f"--out_dir={out_dir}", "--device=cpu")
     one_error_line(code, err, str(out_dir / "ckpt.pt"), message)
     data_dir = checkout[1] / "data" / "shakespeare_char"
-    for extra in (["--init_from=resume"], ["--eval_only=True"], ["--init_from=resume", "--block_size=16"]):
-        code, _, err = run_train_main([f"--out_dir={out_dir}", f"--dataset={data_dir}", "--device=cpu", *extra], monkeypatch, capsys)
+    for extra in (
+        ["--init_from=resume"],
+        ["--eval_only=True"],
+        ["--init_from=resume", "--block_size=16"],
+    ):
+        code, _, err = run_train_main(
+            [f"--out_dir={out_dir}", f"--dataset={data_dir}", "--device=cpu", *extra],
+            monkeypatch,
+            capsys,
+        )
         one_error_line(code, err, message)
     assert listing(tmp_path) == before
 
 
 def bad_bins(data_dir):
     return {
-        "odd_length": lambda: (data_dir / "val.bin").write_bytes((data_dir / "val.bin").read_bytes() + b"\x00"),
-        "id_outside_vocab": lambda: np.array([1, 2, 70, 3] * 500, dtype=np.uint16).tofile(data_dir / "val.bin"),
-        "int64_ids": lambda: np.array(np.fromfile(data_dir / "train.bin", dtype=np.uint16)).astype(np.int64).tofile(data_dir / "train.bin"),
+        "odd_length": lambda: (data_dir / "val.bin").write_bytes(
+            (data_dir / "val.bin").read_bytes() + b"\x00"
+        ),
+        "id_outside_vocab": lambda: np.array([1, 2, 70, 3] * 500, dtype=np.uint16).tofile(
+            data_dir / "val.bin"
+        ),
+        "int64_ids": lambda: (
+            np.array(np.fromfile(data_dir / "train.bin", dtype=np.uint16))
+            .astype(np.int64)
+            .tofile(data_dir / "train.bin")
+        ),
     }
 
 
 @pytest.mark.parametrize(
     "damage, message",
-    [("odd_length", "not a whole number of uint16 tokens"), ("id_outside_vocab", "holds token id 70, outside the vocabulary of 62"),
-     ("int64_ids", "looks like ids wider than 16 bits"), ("malicious_meta_pkl", "holds more than plain")],
-)  # fmt: skip
-def test_foreign_data_folder_gets_one_line_and_nothing_is_written(damage, message, checkout, tmp_path, monkeypatch, capsys):
+    [
+        ("odd_length", "not a whole number of uint16 tokens"),
+        ("id_outside_vocab", "holds token id 70, outside the vocabulary of 62"),
+        ("int64_ids", "looks like ids wider than 16 bits"),
+        ("malicious_meta_pkl", "holds more than plain"),
+    ],
+)
+def test_foreign_data_folder_gets_one_line_and_nothing_is_written(
+    damage, message, checkout, tmp_path, monkeypatch, capsys
+):
     data_dir = tmp_path / "data"
     shutil.copytree(checkout[1] / "data" / "shakespeare_char", data_dir)
     marker = tmp_path / "code_ran"
@@ -618,7 +926,13 @@ def test_foreign_data_folder_gets_one_line_and_nothing_is_written(damage, messag
         bad_bins(data_dir)[damage]()
     before = listing(tmp_path)
     out_dir = tmp_path / "out"
-    args = [f"--dataset={data_dir}", f"--out_dir={out_dir}", "--device=cpu", "--dtype=float32", "--block_size=16"]
+    args = [
+        f"--dataset={data_dir}",
+        f"--out_dir={out_dir}",
+        "--device=cpu",
+        "--dtype=float32",
+        "--block_size=16",
+    ]
     code, _, err = run_train_main(args, monkeypatch, capsys)
     one_error_line(code, err, message)
     assert listing(tmp_path) == before and not out_dir.exists() and not marker.exists()
@@ -728,13 +1042,20 @@ learning_rate = 3e-5
 decay_lr = False
 """,
 }
-for size in ("medium", "large", "xl"):  # eval_gpt2_{medium,large,xl}.py differ only in init_from (and comments)
-    NANOGPT_CONFIGS[f"eval_gpt2_{size}.py"] = NANOGPT_CONFIGS["eval_gpt2.py"].replace("'gpt2'", f"'gpt2-{size}'")
+for size in (
+    "medium",
+    "large",
+    "xl",
+):  # eval_gpt2_{medium,large,xl}.py differ only in init_from (and comments)
+    NANOGPT_CONFIGS[f"eval_gpt2_{size}.py"] = NANOGPT_CONFIGS["eval_gpt2.py"].replace(
+        "'gpt2'", f"'gpt2-{size}'"
+    )
 
 
 @pytest.mark.parametrize("name", [n for n in NANOGPT_CONFIGS if n != "finetune_shakespeare.py"])
 def test_nanogpt_config_files_are_taken_as_they_are(name, tmp_path):
-    """Each parses to what nanoGPT's exec of it sets (the test may run it: it is the test's own text)."""
+    """Each parses to what nanoGPT's exec of it sets (the test may run it: it is the test's own
+    text)."""
     path = tmp_path / name
     path.write_text(NANOGPT_CONFIGS[name])
     executed = {}
@@ -754,13 +1075,22 @@ def test_finetune_shakespeare_config_names_every_line_it_cannot_take(tmp_path, m
     )
     code, _, err = run_train_main([path], monkeypatch, capsys)
     one_error_line(code, err, ":1:", ":8:")
-    path.write_text(NANOGPT_CONFIGS["finetune_shakespeare.py"].replace("import time\n", "").replace("'ft-' + str(time.time())", "'ft'"))
-    assert parse_overrides(TrainConfig(), [str(path)])["wandb_run_name"] == "ft"  # with the two lines fixed, the rest is taken
+    path.write_text(
+        NANOGPT_CONFIGS["finetune_shakespeare.py"]
+        .replace("import time\n", "")
+        .replace("'ft-' + str(time.time())", "'ft'")
+    )
+    # with the two lines fixed, the rest is taken
+    assert parse_overrides(TrainConfig(), [str(path)])["wandb_run_name"] == "ft"
 
 
 def test_every_nanogpt_setting_is_carried_or_set_here():
-    """nanoGPT's train.py keys: CARRIED on resume (ours, same type) or NOT_CARRIED (machine and command keys)."""
+    """nanoGPT's train.py keys: CARRIED on resume (ours, same type) or NOT_CARRIED (machine and
+    command keys)."""
     ours = {f.name: type(f.default) for f in fields(TrainConfig)}
     assert set(NANOGPT_DEFAULTS) == set(nanogpt.CARRIED) | set(nanogpt.NOT_CARRIED)
-    assert all(ours[key] is kind and type(NANOGPT_DEFAULTS[key]) is kind for key, kind in nanogpt.CARRIED.items())
+    assert all(
+        ours[key] is kind and type(NANOGPT_DEFAULTS[key]) is kind
+        for key, kind in nanogpt.CARRIED.items()
+    )
     assert set(nanogpt.NOT_CARRIED) <= set(ours)

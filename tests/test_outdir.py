@@ -1,4 +1,5 @@
-"""out_dir belongs to one run at a time: the overwrite refusal, the lock (real processes), the resume check."""
+"""out_dir belongs to one run at a time: the overwrite refusal, the lock (real processes), the
+resume check."""
 
 import json
 import os
@@ -11,14 +12,27 @@ import time
 import torch
 from conftest import ONE_THREAD, ROOT, read_jsonl, run_script, train, train_args
 
-ARGS = ["--eval_interval=10", "--eval_iters=2", "--log_interval=1000", "--learning_rate=3e-3", "--warmup_iters=5"]
+ARGS = [
+    "--eval_interval=10",
+    "--eval_iters=2",
+    "--log_interval=1000",
+    "--learning_rate=3e-3",
+    "--warmup_iters=5",
+]
 FOREVER = "--max_iters=1000000"  # a run that trains until it is stopped
 
 
 def start(char_data, out, *extra):
     args = train_args(char_data, out, "--dtype=float32", *ARGS, *extra)
     env = {**os.environ, **ONE_THREAD}
-    return subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_until(condition, procs, what):
@@ -31,7 +45,8 @@ def wait_until(condition, procs, what):
 
 
 def run_files(out):
-    """{name: bytes} of what a run leaves in out_dir, but the lock file (whose pid is the last holder's)."""
+    """{name: bytes} of what a run leaves in out_dir, but the lock file (whose pid is the last
+    holder's)."""
     return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
 
 
@@ -41,7 +56,9 @@ def copy_run(tiny_run, out):
 
 
 def assert_one_error_line(result, expected):
-    assert result.returncode == 2 and result.stderr.strip().splitlines() == [f"error: {expected}"], result.stderr
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: {expected}"
+    ], result.stderr
 
 
 def test_a_new_run_never_replaces_a_checkpoint_unless_told_to(char_data, tiny_run, tmp_path):
@@ -51,7 +68,9 @@ def test_a_new_run_never_replaces_a_checkpoint_unless_told_to(char_data, tiny_ru
     best = torch.load(out / "ckpt.pt", weights_only=True)["best_val_loss"]
     (tmp_path / "hf").mkdir()  # a Hugging Face directory to start from: refused before it is read
     for init_from in ("scratch", tmp_path / "hf"):
-        result = train(char_data, out, *ARGS, "--max_iters=4", f"--init_from={init_from}", check=False)
+        result = train(
+            char_data, out, *ARGS, "--max_iters=4", f"--init_from={init_from}", check=False
+        )
         assert_one_error_line(
             result,
             f"{out} already holds a checkpoint (iter 60, best val loss {best:.4f}): continue it with --init_from=resume, "
@@ -61,7 +80,12 @@ def test_a_new_run_never_replaces_a_checkpoint_unless_told_to(char_data, tiny_ru
 
     train(char_data, out, *ARGS, "--max_iters=4", "--eval_interval=2", "--overwrite=True")
     assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] == 4
-    assert [m["iter"] for m in read_jsonl(out / "metrics.jsonl")] == [0, 2, 4]  # the old run's rows are gone
+    # the old run's rows are gone
+    assert [m["iter"] for m in read_jsonl(out / "metrics.jsonl")] == [
+        0,
+        2,
+        4,
+    ]
     assert not (out / "ckpt_000060.pt").exists()  # the old run's numbered checkpoints too
 
 
@@ -85,7 +109,8 @@ def test_two_runs_started_at_once_one_trains_the_other_stops_at_the_lock(char_da
         f"error: out_dir {tmp_path} is in use by another training run (pid {winner.pid}); wait for it to end, or choose another --out_dir"
     ]
     assert winner.returncode == 128 + signal.SIGTERM, winner_out
-    # everything in out_dir is the winner's: its seed in config.json and the checkpoint, one row per evaluation
+    # everything in out_dir is the winner's: its seed in config.json and the checkpoint, one row per
+    # evaluation
     winner_seed = json.loads((tmp_path / "config.json").read_text())["seed"]
     assert winner_seed == 1 + procs.index(winner)
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
@@ -100,29 +125,48 @@ def test_readers_need_no_lock_and_kill_9_leaves_no_stale_lock(char_data, tmp_pat
     try:
         wait_until(lambda: (tmp_path / "ckpt.pt").exists(), [holder], "checkpoint")
         assert (tmp_path / ".lock").read_text().strip() == str(holder.pid)
-        holder.send_signal(signal.SIGSTOP)  # paused, it keeps the lock and leaves the CPU to the readers
+        # paused, it keeps the lock and leaves the CPU to the readers
+        holder.send_signal(signal.SIGSTOP)
         # while it holds the lock: sample.py and eval_only read the checkpoint, and take no lock
-        sampled = run_script("sample.py", f"--out_dir={tmp_path}", "--num_samples=1", "--max_new_tokens=10", "--device=cpu", env=ONE_THREAD)
+        sampled = run_script(
+            "sample.py",
+            f"--out_dir={tmp_path}",
+            "--num_samples=1",
+            "--max_new_tokens=10",
+            "--device=cpu",
+            env=ONE_THREAD,
+        )
         assert sampled.stdout.strip()
         train(char_data, tmp_path, "--eval_only=True")
         assert json.loads((tmp_path / "eval.json").read_text())["iter"] >= 10
-        assert holder.poll() is None and (tmp_path / ".lock").read_text().strip() == str(holder.pid)  # undisturbed
+        # undisturbed
+        assert holder.poll() is None and (tmp_path / ".lock").read_text().strip() == str(holder.pid)
     finally:
         holder.kill()  # SIGKILL: no handler runs, nothing is cleaned up
     holder.communicate(timeout=60)
     assert holder.returncode == -signal.SIGKILL
 
-    # the OS dropped the dead run's lock: a resume runs (with max_iters, a key that may change on resume)
+    # the OS dropped the dead run's lock: a resume runs (with max_iters, a key that may change on
+    # resume)
     iter_num = torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"]
     train(char_data, tmp_path, *ARGS, "--init_from=resume", f"--max_iters={iter_num + 10}")
     assert read_jsonl(tmp_path / "metrics.jsonl")[-1]["iter"] == iter_num + 10
 
 
-def test_resume_refuses_settings_the_checkpoint_fixes_and_applies_those_that_may_change(char_data, tiny_run, tmp_path):
+def test_resume_refuses_settings_the_checkpoint_fixes_and_applies_those_that_may_change(
+    char_data, tiny_run, tmp_path
+):
     out = copy_run(tiny_run, tmp_path / "out")
     before = run_files(out)
     result = train(
-        char_data, out, "--init_from=resume", "--max_iters=62", "--n_layer=1", "--block_size=64", "--weight_decay=0.5", check=False
+        char_data,
+        out,
+        "--init_from=resume",
+        "--max_iters=62",
+        "--n_layer=1",
+        "--block_size=64",
+        "--weight_decay=0.5",
+        check=False,
     )
     assert_one_error_line(
         result,
@@ -132,25 +176,53 @@ def test_resume_refuses_settings_the_checkpoint_fixes_and_applies_those_that_may
     )
     assert run_files(out) == before
 
-    # no model keys given: the defaults (n_layer=12, ...) are not the user's and do not count; dropout, a shorter
-    # block_size and max_iters may change, and dropout is applied
-    args = [f"--dataset={char_data}", f"--out_dir={out}", "--init_from=resume", "--max_iters=62", "--eval_interval=2",
-            "--eval_iters=2", "--block_size=16", "--batch_size=8", "--gradient_accumulation_steps=1", "--dropout=0.1",
-            "--device=cpu", "--dtype=float32", "--progress=False"]  # fmt: skip
+    # no model keys given: the defaults (n_layer=12, ...) are not the user's and do not count;
+    # dropout, a shorter block_size and max_iters may change, and dropout is applied
+    args = [
+        f"--dataset={char_data}",
+        f"--out_dir={out}",
+        "--init_from=resume",
+        "--max_iters=62",
+        "--eval_interval=2",
+        "--eval_iters=2",
+        "--block_size=16",
+        "--batch_size=8",
+        "--gradient_accumulation_steps=1",
+        "--dropout=0.1",
+        "--device=cpu",
+        "--dtype=float32",
+        "--progress=False",
+    ]
     run_script("train.py", *args, env=ONE_THREAD)
     checkpoint = torch.load(out / "ckpt.pt", weights_only=True)
     assert checkpoint["iter_num"] == 62
-    assert {k: checkpoint["model_args"][k] for k in ("n_layer", "n_embd", "block_size", "dropout")} == dict(
-        n_layer=2, n_embd=32, block_size=32, dropout=0.1
-    )
+    assert {
+        k: checkpoint["model_args"][k] for k in ("n_layer", "n_embd", "block_size", "dropout")
+    } == dict(n_layer=2, n_embd=32, block_size=32, dropout=0.1)
 
 
 def test_resume_and_eval_only_without_block_size_keep_the_runs_own(char_data, tiny_run, tmp_path):
-    """TrainConfig's default block_size (1024) is longer than the run's (32): the run's own is used."""
+    """TrainConfig's default block_size (1024) is longer than the run's (32): the run's own is
+    used."""
     out = copy_run(tiny_run, tmp_path / "out")
-    args = [f"--dataset={char_data}", f"--out_dir={out}", "--eval_iters=2", "--batch_size=8", "--gradient_accumulation_steps=1",
-            "--device=cpu", "--dtype=float32", "--progress=False"]  # fmt: skip
-    run_script("train.py", *args, "--init_from=resume", "--max_iters=62", "--eval_interval=2", env=ONE_THREAD)
+    args = [
+        f"--dataset={char_data}",
+        f"--out_dir={out}",
+        "--eval_iters=2",
+        "--batch_size=8",
+        "--gradient_accumulation_steps=1",
+        "--device=cpu",
+        "--dtype=float32",
+        "--progress=False",
+    ]
+    run_script(
+        "train.py",
+        *args,
+        "--init_from=resume",
+        "--max_iters=62",
+        "--eval_interval=2",
+        env=ONE_THREAD,
+    )
     last = read_jsonl(out / "metrics.jsonl")[-1]
     assert last["iter"] == 62 and last["tokens"] == 62 * 8 * 32
     run_script("train.py", *args, "--eval_only=True", env=ONE_THREAD)

@@ -1,4 +1,5 @@
-"""GPT-2 weights in and out of model.py, checked against transformers' GPT2LMHeadModel (offline, random weights)."""
+"""GPT-2 weights in and out of model.py, checked against transformers' GPT2LMHeadModel (offline,
+random weights)."""
 
 import json
 import shutil
@@ -9,17 +10,20 @@ from conftest import run_script
 from safetensors.torch import load_file, save_file
 from torch.testing import assert_close
 
+from gptkit.pretrained import from_pretrained, save_pretrained
 from model import GPT, GPTConfig
-from pretrained import from_pretrained, save_pretrained
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # small and odd on purpose: 3 heads of 16, a vocabulary and context that are not powers of two
-HF_CONFIG = dict(n_layer=3, n_head=3, n_embd=48, vocab_size=101, n_positions=37, bos_token_id=0, eos_token_id=0)
+HF_CONFIG = dict(
+    n_layer=3, n_head=3, n_embd=48, vocab_size=101, n_positions=37, bos_token_id=0, eos_token_id=0
+)
 
 
 def randomize_(model, seed):
-    """Every parameter random, biases and norm gains included, so a tensor loaded wrongly always shows."""
+    """Every parameter random, biases and norm gains included, so a tensor loaded wrongly always
+    shows."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -52,13 +56,19 @@ def our_logits(model, idx):
 
 def test_transformers_checkpoint_loads_with_identical_logits(hf_model_dir, idx):
     hf, directory = hf_model_dir
-    assert "transformer.h.0.attn.c_attn.weight" in load_file(directory / "model.safetensors")  # transformers 5 keeps the prefix
+    # transformers 5 keeps the prefix
+    assert "transformer.h.0.attn.c_attn.weight" in load_file(directory / "model.safetensors")
     ours = from_pretrained(str(directory)).eval()
-    assert ours.config == GPTConfig(block_size=37, vocab_size=101, n_layer=3, n_head=3, n_embd=48, dropout=0.0, bias=True)
+    assert ours.config == GPTConfig(
+        block_size=37, vocab_size=101, n_layer=3, n_head=3, n_embd=48, dropout=0.0, bias=True
+    )
     with torch.no_grad():
         expected = hf(idx).logits
     assert (our_logits(ours, idx) - expected).abs().max().item() < 1e-4
-    assert torch.equal(ours.generate(idx[:, :5], 8, temperature=0), hf.generate(idx[:, :5], max_new_tokens=8, do_sample=False))
+    assert torch.equal(
+        ours.generate(idx[:, :5], 8, temperature=0),
+        hf.generate(idx[:, :5], max_new_tokens=8, do_sample=False),
+    )
 
 
 @pytest.mark.parametrize("variant", [{}, dict(bias=False), dict(tie_weights=False)])
@@ -66,9 +76,16 @@ def test_our_save_pretrained_loads_in_transformers(variant, idx, tmp_path):
     from transformers import GPT2LMHeadModel
 
     torch.manual_seed(0)
-    ours = randomize_(GPT(GPTConfig(block_size=37, vocab_size=101, n_layer=3, n_head=3, n_embd=48, **variant)), seed=2).eval()
+    ours = randomize_(
+        GPT(GPTConfig(block_size=37, vocab_size=101, n_layer=3, n_head=3, n_embd=48, **variant)),
+        seed=2,
+    ).eval()
     save_pretrained(ours, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]  # no temp files left
+    # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
     hf, info = GPT2LMHeadModel.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     with torch.no_grad():
@@ -80,8 +97,9 @@ def test_our_save_pretrained_loads_in_transformers(variant, idx, tmp_path):
 
 
 def test_hub_name_loads_from_the_hugging_face_cache_offline(hf_model_dir, idx, tmp_path):
-    """from_pretrained("gpt2") runs the real huggingface_hub.snapshot_download against a cache laid out as
-    the hub does it, holding a tiny model in the hub file's own key naming (no "transformer." prefix, mask buffers)."""
+    """from_pretrained("gpt2") runs the real huggingface_hub.snapshot_download against a cache laid
+    out as the hub does it, holding a tiny model in the hub file's own key naming (no "transformer."
+    prefix, mask buffers)."""
     hf, directory = hf_model_dir
     cache = tmp_path / "hub"
     repo = cache / "models--openai-community--gpt2"
@@ -91,7 +109,10 @@ def test_hub_name_loads_from_the_hugging_face_cache_offline(hf_model_dir, idx, t
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     shutil.copy(directory / "config.json", snapshot / "config.json")
-    tensors = {k.removeprefix("transformer."): v for k, v in load_file(directory / "model.safetensors").items()}
+    tensors = {
+        k.removeprefix("transformer."): v
+        for k, v in load_file(directory / "model.safetensors").items()
+    }
     for i in range(3):
         tensors[f"h.{i}.attn.bias"] = torch.tril(torch.ones(37, 37)).view(1, 1, 37, 37)
     save_file(tensors, snapshot / "model.safetensors")
@@ -103,12 +124,19 @@ def test_hub_name_loads_from_the_hugging_face_cache_offline(hf_model_dir, idx, t
         "try:\n    from_pretrained('gpt2-medium')\nexcept UserError as e:\n    print(type(e).__name__, e)\n"
     )
     env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = run_script("-c", code, tmp_path / "idx.safetensors", tmp_path / "logits.safetensors", env=env)
+    result = run_script(
+        "-c", code, tmp_path / "idx.safetensors", tmp_path / "logits.safetensors", env=env
+    )
     with torch.no_grad():
         expected = hf(idx).logits
-    assert (load_file(tmp_path / "logits.safetensors")["logits"] - expected).abs().max().item() < 1e-4
-    # a model that is not in the cache, offline: a UserError (one line from the CLIs) saying what happened
-    assert result.stdout.startswith("UserError cannot get openai-community/gpt2-medium from the Hugging Face hub: ")
+    assert (
+        load_file(tmp_path / "logits.safetensors")["logits"] - expected
+    ).abs().max().item() < 1e-4
+    # a model that is not in the cache, offline: a UserError (one line from the CLIs) saying what
+    # happened
+    assert result.stdout.startswith(
+        "UserError cannot get openai-community/gpt2-medium from the Hugging Face hub: "
+    )
     assert "HF_HUB_OFFLINE" in result.stdout and len(result.stdout.strip().splitlines()) == 1
 
 
@@ -137,14 +165,19 @@ def test_checkpoints_we_cannot_compute_are_rejected(hf_model_dir, tmp_path):
     _, directory = hf_model_dir
     shutil.copy(directory / "config.json", tmp_path / "config.json")
     tensors = load_file(directory / "model.safetensors")
-    save_file({k: v for k, v in tensors.items() if k != "transformer.ln_f.bias"}, tmp_path / "model.safetensors")
+    save_file(
+        {k: v for k, v in tensors.items() if k != "transformer.ln_f.bias"},
+        tmp_path / "model.safetensors",
+    )
     with pytest.raises(ValueError, match="no tensor ln_f.bias"):
         from_pretrained(str(tmp_path))
     config = json.loads((directory / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "activation_function": "relu"}))
     with pytest.raises(ValueError, match="activation_function='relu' is not supported"):
         from_pretrained(str(tmp_path))
-    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "n_embd"}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({k: v for k, v in config.items() if k != "n_embd"})
+    )
     with pytest.raises(ValueError, match="has no n_embd"):
         from_pretrained(str(tmp_path))
 

@@ -1,5 +1,6 @@
-"""recurrent.py: the GRU baseline itself (shapes, causality, state-carrying generation), and that train.py, sample.py and
-checkpoints take it as they take the GPT (model_type="gru"), an exact resume included."""
+"""recurrent.py: the GRU baseline itself (shapes, causality, state-carrying generation), and that
+train.py, sample.py and checkpoints take it as they take the GPT (model_type="gru"), an exact resume
+included."""
 
 import json
 import shutil
@@ -8,16 +9,25 @@ from dataclasses import fields
 
 import pytest
 import torch
-from conftest import ROOT, TINY, read_jsonl, run_script, run_train_main, start_until, train, train_args
+from conftest import (
+    ROOT,
+    TINY,
+    read_jsonl,
+    run_script,
+    run_train_main,
+    start_until,
+    train,
+    train_args,
+)
 
-import attention
-import checkpoint
+import attention_maps as attention
 import sample
-from base import UserError
-from configurator import parse_args
+from gptkit import checkpoint
+from gptkit.base import UserError, checked
+from gptkit.configurator import parse_args
+from gptkit.train_config import TrainConfig, model_config, new_model
 from model import GPT, GPTConfig
 from recurrent import GRULM, GRUConfig
-from train_config import TrainConfig, model_config, new_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process tiny models
 
@@ -26,7 +36,9 @@ V = 23
 
 def tiny_gru(seed=0, **overrides):
     torch.manual_seed(seed)
-    return GRULM(GRUConfig(**{"block_size": 16, "vocab_size": V, "n_layer": 2, "n_embd": 12, **overrides})).eval()
+    return GRULM(
+        GRUConfig(**{"block_size": 16, "vocab_size": V, "n_layer": 2, "n_embd": 12, **overrides})
+    ).eval()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -38,7 +50,11 @@ def test_forward_shapes_and_loss(n_layer, tie_weights):
     model = tiny_gru(n_layer=n_layer, tie_weights=tie_weights)
     idx = torch.randint(V, (3, 10))
     logits, loss = model(idx, idx)
-    assert logits.shape == (3, 10, V) and loss.shape == () and loss.item() == pytest.approx(torch.log(torch.tensor(V)).item(), rel=0.1)
+    assert (
+        logits.shape == (3, 10, V)
+        and loss.shape == ()
+        and loss.item() == pytest.approx(torch.log(torch.tensor(V)).item(), rel=0.1)
+    )
     last, no_loss = model(idx)
     assert last.shape == (3, 1, V) and no_loss is None
     torch.testing.assert_close(last, logits[:, -1:])
@@ -47,7 +63,8 @@ def test_forward_shapes_and_loss(n_layer, tie_weights):
 
 
 def test_a_gru_reads_past_block_size():
-    """block_size is the training windows' length: unlike the GPT's context, no limit on what the GRU reads."""
+    """block_size is the training windows' length: unlike the GPT's context, no limit on what the
+    GRU reads."""
     model = tiny_gru()
     assert model(torch.randint(V, (1, 3 * model.config.block_size)))[0].shape == (1, 1, V)
 
@@ -94,8 +111,12 @@ def test_sampling_is_seeded_and_each_row_draws_as_if_alone():
     idx = torch.randint(V, (1, 3))
     gens = lambda *seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
     batch = model.generate(idx.repeat(2, 1), 20, temperature=1.0, top_k=10, generator=gens(5, 6))
-    assert torch.equal(batch[0], model.generate(idx, 20, temperature=1.0, top_k=10, generator=gens(5))[0])
-    assert torch.equal(batch[1], model.generate(idx, 20, temperature=1.0, top_k=10, generator=gens(6))[0])
+    assert torch.equal(
+        batch[0], model.generate(idx, 20, temperature=1.0, top_k=10, generator=gens(5))[0]
+    )
+    assert torch.equal(
+        batch[1], model.generate(idx, 20, temperature=1.0, top_k=10, generator=gens(6))[0]
+    )
     assert not torch.equal(batch[0], batch[1])
     stream = list(model.generate_stream(idx, 5, temperature=1.0, top_p=0.9, generator=gens(5)))
     assert len(stream) == 5 and all(t.shape == (1, 1) for t in stream)
@@ -103,49 +124,82 @@ def test_sampling_is_seeded_and_each_row_draws_as_if_alone():
 
 @pytest.mark.parametrize("bad", [{"n_embd": 0}, {"n_layer": 0}, {"dropout": 1.0}])
 def test_config_checks(bad):
-    with pytest.raises(UserError):
+    # recurrent.py, as model.py, raises ValueError; checked() turns it into the UserError a script
+    # prints in one line
+    with pytest.raises(ValueError):
         GRUConfig(**{"vocab_size": V, **bad})
-    with pytest.raises(UserError, match="temperature"):
+    with pytest.raises(UserError):
+        checked(GRUConfig, **{"vocab_size": V, **bad})
+    with pytest.raises(ValueError, match="temperature"):
         next(tiny_gru().generate_stream(torch.zeros(1, 1, dtype=torch.long), 1, temperature=-1))
 
 
 def test_train_config_builds_a_gru_from_the_same_keys():
     cfg = TrainConfig(model_type="gru", n_layer=2, n_embd=24, bias=True, dropout=0.1, block_size=32)
-    assert model_config(cfg, vocab_size=65, sdpa=True) == GRUConfig(block_size=32, vocab_size=65, n_layer=2, n_embd=24, dropout=0.1)
-    assert {f.name for f in fields(GRUConfig)} <= {f.name for f in fields(TrainConfig)}  # no key of its own to drift
-    assert isinstance(model_config(TrainConfig(n_layer=2), vocab_size=65, sdpa=False), GPTConfig)  # the default is the GPT
+    assert model_config(cfg, vocab_size=65, sdpa=True) == GRUConfig(
+        block_size=32, vocab_size=65, n_layer=2, n_embd=24, dropout=0.1
+    )
+    # no key of its own to drift
+    assert {f.name for f in fields(GRUConfig)} <= {f.name for f in fields(TrainConfig)}
+    # the default is the GPT
+    assert isinstance(model_config(TrainConfig(n_layer=2), vocab_size=65, sdpa=False), GPTConfig)
 
 
 def test_the_shipped_gru_config_has_about_the_gpts_parameter_count():
-    """config/train_long_range_gru.py against config/train_long_range.py, on the long-range corpus's 489 tokens."""
-    configs = [parse_args(TrainConfig(), [str(ROOT / "config" / name)]) for name in ("train_long_range.py", "train_long_range_gru.py")]
+    """config/train_long_range_gru.py against config/train_long_range.py, on the long-range corpus's
+    489 tokens."""
+    configs = [
+        parse_args(TrainConfig(), [str(ROOT / "config" / name)])
+        for name in ("train_long_range.py", "train_long_range_gru.py")
+    ]
     gpt, gru = (new_model(c, vocab_size=489, sdpa=False) for c in configs)
-    assert type(gru) is GRULM and gru.get_num_params() == 130_704 and gpt.get_num_params() == 129_920
+    assert (
+        type(gru) is GRULM and gru.get_num_params() == 130_704 and gpt.get_num_params() == 129_920
+    )
 
 
 def test_a_checkpoint_without_model_type_is_a_gpt_and_model_type_picks_the_class():
     gpt_config = GPTConfig(block_size=8, vocab_size=V, n_layer=1, n_head=1, n_embd=8)
-    old = {"model": GPT(gpt_config).state_dict(), "model_args": {f.name: getattr(gpt_config, f.name) for f in fields(GPTConfig)}}
+    old = {
+        "model": GPT(gpt_config).state_dict(),
+        "model_args": {f.name: getattr(gpt_config, f.name) for f in fields(GPTConfig)},
+    }
     assert type(checkpoint.model_from_checkpoint(old, sdpa=False)) is GPT
     gru = tiny_gru()
     saved = {
         "model": gru.state_dict(),
-        "model_args": {"model_type": "gru", **{f.name: getattr(gru.config, f.name) for f in fields(GRUConfig)}},
+        "model_args": {
+            "model_type": "gru",
+            **{f.name: getattr(gru.config, f.name) for f in fields(GRUConfig)},
+        },
     }
-    loaded = checkpoint.model_from_checkpoint(saved, sdpa=True, dropout=0.2).eval()  # sdpa: an attention kernel, not the GRU's
+    loaded = checkpoint.model_from_checkpoint(
+        saved, sdpa=True, dropout=0.2
+    ).eval()  # sdpa: an attention kernel, not the GRU's
     assert type(loaded) is GRULM and loaded.config.dropout == 0.2
     idx = torch.randint(V, (1, 6))
     assert torch.equal(loaded(idx)[0], gru(idx)[0])
 
 
 # ----------------------------------------------------------------------------------------------------
-# train.py, checkpoints, sample.py, attention.py
+# train.py, checkpoints, sample.py, attention_maps.py
 
 GRU = ["--model_type=gru", "--bias=True"]
-# as tests/test_resume.py: dropout > 0 (two layers: the GRU's own dropout between them too) so the RNG state must be
-# restored, 2 micro-steps so accumulation resumes, keep_last so ckpt_000020.pt marks a complete iter-20 checkpoint
-RESUME = ["--max_iters=50", "--eval_interval=10", "--eval_iters=4", "--log_interval=10", "--learning_rate=3e-3",
-          "--warmup_iters=5", "--lr_decay_iters=50", "--dropout=0.1", "--gradient_accumulation_steps=2", "--keep_last=20"]  # fmt: skip
+# as tests/test_resume.py: dropout > 0 (two layers: the GRU's own dropout between them too) so the
+# RNG state must be restored, 2 micro-steps so accumulation resumes, keep_last so ckpt_000020.pt
+# marks a complete iter-20 checkpoint
+RESUME = [
+    "--max_iters=50",
+    "--eval_interval=10",
+    "--eval_iters=4",
+    "--log_interval=10",
+    "--learning_rate=3e-3",
+    "--warmup_iters=5",
+    "--lr_decay_iters=50",
+    "--dropout=0.1",
+    "--gradient_accumulation_steps=2",
+    "--keep_last=20",
+]
 COMPARED = ("iter", "train_loss", "val_loss", "lr", "tokens")
 
 
@@ -170,30 +224,48 @@ def test_train_py_trains_a_gru_and_its_checkpoint_says_so(gru_run):
     assert json.loads((gru_run / "config.json").read_text())["model_type"] == "gru"
 
 
-def test_sigkill_then_resume_matches_the_uninterrupted_gru_run_bit_for_bit(char_data, gru_run, tmp_path):
-    proc = start_until(tmp_path / "ckpt_000020.pt", *train_args(char_data, tmp_path, "--dtype=float32", *GRU, *RESUME))
+def test_sigkill_then_resume_matches_the_uninterrupted_gru_run_bit_for_bit(
+    char_data, gru_run, tmp_path
+):
+    proc = start_until(
+        tmp_path / "ckpt_000020.pt",
+        *train_args(char_data, tmp_path, "--dtype=float32", *GRU, *RESUME),
+    )
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
     checkpoint_iter = torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"]
-    assert 20 <= checkpoint_iter < 50, f"the interruption came too late (checkpoint at {checkpoint_iter})"
-    train(char_data, tmp_path, *RESUME, "--init_from=resume")  # no --model_type: the checkpoint's own
-    assert metrics(tmp_path) == metrics(gru_run)  # == on floats: bit for bit, before and after the kill
+    assert 20 <= checkpoint_iter < 50, (
+        f"the interruption came too late (checkpoint at {checkpoint_iter})"
+    )
+    # no --model_type: the checkpoint's own
+    train(char_data, tmp_path, *RESUME, "--init_from=resume")
+    # == on floats: bit for bit, before and after the kill
+    assert metrics(tmp_path) == metrics(gru_run)
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "gru"
 
 
-def test_resume_refuses_another_model_type(char_data, gru_run, char_checkpoint, tmp_path, monkeypatch, capsys):
-    """char_checkpoint: a GPT's, from before model_type was recorded. Copies: a resume takes out_dir's lock first."""
+def test_resume_refuses_another_model_type(
+    char_data, gru_run, char_checkpoint, tmp_path, monkeypatch, capsys
+):
+    """char_checkpoint: a GPT's, from before model_type was recorded. Copies: a resume takes
+    out_dir's lock first."""
     for run, saved, given in ((gru_run, "gru", "gpt"), (char_checkpoint, "gpt", "gru")):
         out_dir = shutil.copytree(run, tmp_path / saved)
         argv = train_args(char_data, out_dir, "--init_from=resume", f"--model_type={given}")[1:]
         code, _, err = run_train_main(argv, monkeypatch, capsys)
-        assert code == 2 and len(err) == 1 and f"model_type: checkpoint {saved!r} vs given {given!r}" in err[0], err
+        assert (
+            code == 2
+            and len(err) == 1
+            and f"model_type: checkpoint {saved!r} vs given {given!r}" in err[0]
+        ), err
 
 
 @pytest.mark.parametrize("bad", [["--optimizer=muon"], ["--init_from=gpt2"]])
 def test_what_only_a_gpt_has_is_refused_in_one_line(char_data, tmp_path, bad, monkeypatch, capsys):
-    code, _, err = run_train_main(train_args(char_data, tmp_path / "out", *GRU, *bad)[1:], monkeypatch, capsys)
+    code, _, err = run_train_main(
+        train_args(char_data, tmp_path / "out", *GRU, *bad)[1:], monkeypatch, capsys
+    )
     assert code == 2 and err == [
         "error: model_type=gru trains with optimizer=adamw, from scratch or resume, without fsdp (those are the GPT's)"
     ]
@@ -201,25 +273,48 @@ def test_what_only_a_gpt_has_is_refused_in_one_line(char_data, tmp_path, bad, mo
 
 
 def test_sample_py_samples_a_gru(gru_run, cli):
-    args = [f"--out_dir={gru_run}", "--device=cpu", "--dtype=float32", "--start=ROMEO:", "--max_new_tokens=40", "--stream=false"]
+    args = [
+        f"--out_dir={gru_run}",
+        "--device=cpu",
+        "--dtype=float32",
+        "--start=ROMEO:",
+        "--max_new_tokens=40",
+        "--stream=false",
+    ]
     code, first, err = cli(sample.main, *args, "--num_samples=2", "--seed=7")
     assert code == 0 and err.startswith("80 tokens in "), err
     assert cli(sample.main, *args, "--num_samples=2", "--seed=7")[1] == first  # seeded
     texts = [block.removeprefix("ROMEO:") for block in first.split("---------------\n")[:2]]
     assert texts[0] != texts[1] and all(len(t) > 20 for t in texts)
-    greedy = [cli(sample.main, *args, "--temperature=0", f"--use_cache={cache}")[1] for cache in (True, False)]
+    greedy = [
+        cli(sample.main, *args, "--temperature=0", f"--use_cache={cache}")[1]
+        for cache in (True, False)
+    ]
     assert greedy[0] == greedy[1]  # the carried hidden state gives what reading it all again gives
-    code, _, err = cli(sample.main, *args, "--quantize=int8")  # the decoding kernels take the GRU's Linears (its head)
+    # the decoding kernels take the GRU's Linears (its head)
+    code, _, err = cli(sample.main, *args, "--quantize=int8")
     assert code == 0, err
 
 
 def test_bench_py_times_a_gru_step(char_data):
-    result = run_script("bench.py", "train", f"--dataset={char_data}", *TINY, *GRU, "--iters=2", "--warmup=1")
+    result = run_script(
+        "bench.py", "train", f"--dataset={char_data}", *TINY, *GRU, "--iters=2", "--warmup=1"
+    )
     out = json.loads(result.stdout)
-    expected = GRULM(GRUConfig(block_size=32, vocab_size=65, n_layer=2, n_embd=32)).get_num_params()  # Tiny Shakespeare: 65 characters
-    assert out["params_M"] == round(expected / 1e6, 3) and out["cpu_ms_per_iter"] > 0 and out["optimizer"] == "adamw"
+    expected = GRULM(
+        GRUConfig(block_size=32, vocab_size=65, n_layer=2, n_embd=32)
+    ).get_num_params()  # Tiny Shakespeare: 65 characters
+    assert (
+        out["params_M"] == round(expected / 1e6, 3)
+        and out["cpu_ms_per_iter"] > 0
+        and out["optimizer"] == "adamw"
+    )
 
 
 def test_attention_py_says_a_gru_has_no_attention(gru_run, cli):
     code, _, err = cli(attention.main, f"--out_dir={gru_run}", "--format=json")
-    assert code == 2 and err.strip() == f"error: {gru_run} holds a recurrent model (GRULM): it has no attention to show"
+    assert (
+        code == 2
+        and err.strip()
+        == f"error: {gru_run} holds a recurrent model (GRULM): it has no attention to show"
+    )

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from conftest import SHAKESPEARE, run_script, train_args
 
+from gptkit.train_config import configure_adamw
 from model import GPT, GPTConfig
-from train_config import configure_adamw
 
 
 def tiny_config(**kw):
@@ -48,7 +48,8 @@ def test_tiny_model_overfits_one_batch():
 def test_prepare_shakespeare_char(char_data):
     meta = json.loads((char_data / "meta.json").read_text())
     assert meta["vocab_size"] == 65 and meta["tokenizer"] == "char" and len(meta["chars"]) == 65
-    assert meta["source"] == "Tiny Shakespeare"  # the default input: the sha256-checked copy in the repo, no network
+    # the default input: the sha256-checked copy in the repo, no network
+    assert meta["source"] == "Tiny Shakespeare"
     n = len(SHAKESPEARE.read_text(encoding="utf-8"))
     train = np.fromfile(char_data / "train.bin", dtype=np.uint16)
     val = np.fromfile(char_data / "val.bin", dtype=np.uint16)
@@ -75,7 +76,14 @@ def test_train_lowers_val_loss_and_writes_contract_files(tiny_run):
 
 
 def test_sample_is_reproducible_by_seed(tiny_run, tmp_path):
-    args = ["sample.py", f"--out_dir={tiny_run}", "--start=ROMEO:", "--num_samples=2", "--max_new_tokens=60", "--device=cpu"]
+    args = [
+        "sample.py",
+        f"--out_dir={tiny_run}",
+        "--start=ROMEO:",
+        "--num_samples=2",
+        "--max_new_tokens=60",
+        "--device=cpu",
+    ]
     first = run_script(*args, "--seed=1").stdout
     again = run_script(*args, "--seed=1").stdout
     other = run_script(*args, "--seed=2").stdout

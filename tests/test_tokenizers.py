@@ -1,9 +1,16 @@
-"""One Tokenizer interface (encode, decode, vocab_size, eot) over char, GPT-2 (tiktoken, offline) and our own BPE."""
+"""One Tokenizer interface (encode, decode, vocab_size, eot) over char, GPT-2 (tiktoken, offline)
+and our own BPE."""
 
 import pytest
 from conftest import SHAKESPEARE
 
-from data.tokenizer import BPETokenizer, CharTokenizer, GPT2Tokenizer, load_tokenizer, new_tokenizer
+from gptkit.tokenizer import (
+    BPETokenizer,
+    CharTokenizer,
+    GPT2Tokenizer,
+    load_tokenizer,
+    new_tokenizer,
+)
 
 UNICODE = [
     "héllo wörld, ça va? naïve façade, Ångström",
@@ -47,7 +54,8 @@ def test_gpt2_round_trips_any_unicode(gpt2, text):
 @pytest.mark.parametrize("text", UNICODE)
 def test_bpe_round_trips_any_unicode(bpe, text):
     ids = bpe.encode(text)
-    assert bpe.decode(ids) == text  # byte-level: emoji never seen in training still encode, as bytes
+    # byte-level: emoji never seen in training still encode, as bytes
+    assert bpe.decode(ids) == text
     assert all(0 <= i < bpe.vocab_size for i in ids)
     assert bpe.eot not in ids  # "<|endoftext|>" in the text is text, not the separator
 
@@ -55,7 +63,8 @@ def test_bpe_round_trips_any_unicode(bpe, text):
 def test_bpe_learns_the_corpus(bpe, shakespeare):
     assert bpe.vocab_size == 512 and bpe.eot is not None
     sample = shakespeare[-20_000:]
-    assert len(bpe.encode(sample)) < 0.6 * len(sample.encode("utf-8"))  # merges compress the text it was trained on
+    # merges compress the text it was trained on
+    assert len(bpe.encode(sample)) < 0.6 * len(sample.encode("utf-8"))
 
 
 def test_bpe_saved_and_loaded_encodes_the_same(bpe, tmp_path, shakespeare):
@@ -97,7 +106,11 @@ def test_meta_rebuilds_the_same_tokenizer(kind, shakespeare, tmp_path):
         tok.save(str(tmp_path / "tokenizer.json"))
     rebuilt = load_tokenizer(tok.meta(), tmp_path)
     text = shakespeare[-1000:]
-    assert type(rebuilt) is type(tok) and rebuilt.vocab_size == tok.vocab_size and rebuilt.eot == tok.eot
+    assert (
+        type(rebuilt) is type(tok)
+        and rebuilt.vocab_size == tok.vocab_size
+        and rebuilt.eot == tok.eot
+    )
     assert rebuilt.encode(text) == tok.encode(text)
 
 

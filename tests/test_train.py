@@ -1,4 +1,5 @@
-"""train.py: config and its errors, precision, optimizer and schedule, observability, eval_only, finetuning, compile prefixes."""
+"""train.py: config and its errors, precision, optimizer and schedule, observability, eval_only,
+finetuning, compile prefixes."""
 
 import json
 import math
@@ -13,15 +14,14 @@ import torch
 import torch.nn.functional as F
 from conftest import ONE_THREAD, ROOT, read_jsonl, run_script, run_train_main, train, train_args
 
-import checkpoint
-import hardware
-from configurator import parse_args
-from data.loader import BatchLoader
-from hardware import cpu_has_fast_bf16, pick_dtype, precision
+from gptkit import checkpoint, hardware
+from gptkit.configurator import parse_args
+from gptkit.hardware import cpu_has_fast_bf16, pick_dtype, precision
+from gptkit.loader import BatchLoader
+from gptkit.pretrained import crop_block_size, from_pretrained, save_pretrained
+from gptkit.train_config import TrainConfig, configure_adamw, model_config, validate
 from model import GPT, GPTConfig
-from pretrained import crop_block_size, from_pretrained, save_pretrained
 from train import get_lr, seq_len
-from train_config import TrainConfig, configure_adamw, model_config, validate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process tiny models
 
@@ -38,15 +38,25 @@ def config_error(argv, monkeypatch, capsys):
 def test_config_file_errors_name_the_file_line_and_key(tmp_path, monkeypatch, capsys):
     path = tmp_path / "cfg.py"
     path.write_text("batch_size = 4\nlearning_rte = 1e-3\n")
-    assert config_error([path], monkeypatch, capsys) == f"error: {path}: unknown config key 'learning_rte'; did you mean learning_rate?"
+    assert (
+        config_error([path], monkeypatch, capsys)
+        == f"error: {path}: unknown config key 'learning_rte'; did you mean learning_rate?"
+    )
     path.write_text("dropout = 0.1\nn_layer = 2.5\n")
-    assert config_error([path], monkeypatch, capsys) == f"error: {path}: n_layer=2.5 should be int, like the default 12"
+    assert (
+        config_error([path], monkeypatch, capsys)
+        == f"error: {path}: n_layer=2.5 should be int, like the default 12"
+    )
     path.write_text("batch_size = 4\n\nn_layer = = 3\n")
     assert config_error([path], monkeypatch, capsys).startswith(f"error: {path}:3: syntax error")
     path.write_text("import os\n")
-    assert "a config file holds only `key = value` lines" in config_error([path], monkeypatch, capsys)
+    assert "a config file holds only `key = value` lines" in config_error(
+        [path], monkeypatch, capsys
+    )
     path.write_text("out_dir = __import__('os').getcwd()\n")  # parsed, never executed
-    assert "only literals, arithmetic and names assigned above" in config_error([path], monkeypatch, capsys)
+    assert "only literals, arithmetic and names assigned above" in config_error(
+        [path], monkeypatch, capsys
+    )
     assert config_error([tmp_path / "missing.py"], monkeypatch, capsys) == (
         f"error: cannot read config file {tmp_path / 'missing.py'}: No such file or directory"
     )
@@ -65,7 +75,8 @@ def test_config_file_errors_name_the_file_line_and_key(tmp_path, monkeypatch, ca
 def test_config_arithmetic_is_bounded(tmp_path, line, message):
     path = tmp_path / "cfg.py"
     path.write_text(line + "\n")
-    result = run_script("train.py", path, "--device=cpu", check=False, timeout=30)  # a hang fails here, not forever
+    # a hang fails here, not forever
+    result = run_script("train.py", path, "--device=cpu", check=False, timeout=30)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
 
@@ -90,10 +101,15 @@ def test_wrong_type_names_key_value_and_expected_type(monkeypatch, capsys):
         (["--dtype=float8"], "dtype='float8' must be one of"),
         (["--sdpa=maybe"], "sdpa='maybe' must be auto, true or false"),
         (["--gradient_accumulation_steps=0"], "gradient_accumulation_steps=0 must be at least 1"),
-        (["--seq_warmup_iters=4", "--block_size=30"], "seq_warmup_iters=4 must be >= 0, and > 0 needs a block_size divisible by 4"),
+        (
+            ["--seq_warmup_iters=4", "--block_size=30"],
+            "seq_warmup_iters=4 must be >= 0, and > 0 needs a block_size divisible by 4",
+        ),
     ],
 )
-def test_invalid_combinations_fail_in_one_line_before_any_work(char_data, tmp_path, bad, message, monkeypatch, capsys):
+def test_invalid_combinations_fail_in_one_line_before_any_work(
+    char_data, tmp_path, bad, message, monkeypatch, capsys
+):
     out_dir = tmp_path / "out"
     assert message in config_error(train_args(char_data, out_dir, *bad)[1:], monkeypatch, capsys)
     assert not out_dir.exists()  # nothing was created
@@ -101,7 +117,9 @@ def test_invalid_combinations_fail_in_one_line_before_any_work(char_data, tmp_pa
 
 def test_dataset_not_prepared(tmp_path, monkeypatch, capsys):
     (tmp_path / "empty").mkdir()
-    assert "is not prepared" in config_error(train_args(tmp_path / "empty", tmp_path / "out")[1:], monkeypatch, capsys)
+    assert "is not prepared" in config_error(
+        train_args(tmp_path / "empty", tmp_path / "out")[1:], monkeypatch, capsys
+    )
 
 
 def test_help_lists_every_key_with_its_default():
@@ -115,27 +133,52 @@ def test_shipped_configs_parse_and_validate():
     for name in sorted(p.name for p in (ROOT / "config").glob("*.py")):
         validate(parse_args(TrainConfig(), [str(ROOT / "config" / name)]))
     gpt2 = parse_args(TrainConfig(), [str(ROOT / "config" / "train_gpt2.py")])
-    assert gpt2.batch_size * gpt2.block_size * gpt2.gradient_accumulation_steps == 491_520  # ~0.5M tokens per step (nanoGPT)
+    # ~0.5M tokens per step (nanoGPT)
+    assert gpt2.batch_size * gpt2.block_size * gpt2.gradient_accumulation_steps == 491_520
     assert gpt2.compile and gpt2.wandb_log
-    shipped = [p.name for p in (ROOT / "config").glob("*.py") if p.name != "train_my_text.py"]  # my_text is the user's own
+    # my_text is the user's own
+    shipped = [p.name for p in (ROOT / "config").glob("*.py") if p.name != "train_my_text.py"]
     for name in ["", *shipped]:  # "": the defaults
         dataset = parse_args(TrainConfig(), [str(ROOT / "config" / name)] if name else []).dataset
-        assert (ROOT / "data" / dataset / "prepare.py").is_file(), (name, dataset)  # every default dataset can be prepared
+        # every default dataset can be prepared
+        assert (ROOT / "data" / dataset / "prepare.py").is_file(), (
+            name,
+            dataset,
+        )
     finetune = parse_args(TrainConfig(), [str(ROOT / "config" / "finetune_shakespeare.py")])
     assert finetune.init_from.startswith("gpt2") and finetune.dataset == "shakespeare"
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "config").glob("speedrun_*.py")))
 def test_speedrun_configs_train_a_few_steps(name, char_data, tmp_path, monkeypatch, capsys):
-    """Each frontier config, as shipped but for a few short steps: its model and optimizer build and learn."""
+    """Each frontier config, as shipped but for a few short steps: its model and optimizer build and
+    learn."""
     cfg = parse_args(TrainConfig(), [str(ROOT / "config" / f"{name}.py")])
-    assert cfg.max_iters == cfg.lr_decay_iters == cfg.eval_interval and 0 < cfg.seq_warmup_iters < cfg.max_iters
-    few = ["--max_iters=4", "--lr_decay_iters=4", "--seq_warmup_iters=2", "--eval_interval=4", "--eval_iters=1", "--batch_size=4"]
-    argv = [str(ROOT / "config" / f"{name}.py"), f"--dataset={char_data}", f"--out_dir={tmp_path}", "--progress=False", *few]
+    assert (
+        cfg.max_iters == cfg.lr_decay_iters == cfg.eval_interval
+        and 0 < cfg.seq_warmup_iters < cfg.max_iters
+    )
+    few = [
+        "--max_iters=4",
+        "--lr_decay_iters=4",
+        "--seq_warmup_iters=2",
+        "--eval_interval=4",
+        "--eval_iters=1",
+        "--batch_size=4",
+    ]
+    argv = [
+        str(ROOT / "config" / f"{name}.py"),
+        f"--dataset={char_data}",
+        f"--out_dir={tmp_path}",
+        "--progress=False",
+        *few,
+    ]
     code, _, err = run_train_main(argv, monkeypatch, capsys)
     assert code == 0, err
     metrics = read_jsonl(tmp_path / "metrics.jsonl")
-    assert [m["iter"] for m in metrics] == [0, 4] and metrics[1]["train_loss"] < metrics[0]["train_loss"]
+    assert [m["iter"] for m in metrics] == [0, 4] and metrics[1]["train_loss"] < metrics[0][
+        "train_loss"
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -153,10 +196,11 @@ def test_dtype_auto(monkeypatch):
     assert pick_dtype("auto", "cuda") == "float16"
 
 
-# Hardware-aware choices: the decide_* functions take the machine's facts as arguments, so both answers of
-# each question are tested here whatever CPU runs the suite
+# Hardware-aware choices: the decide_* functions take the machine's facts as arguments, so both
+# answers of each question are tested here whatever CPU runs the suite
 AVX2 = frozenset({"avx2", "fma"})  # AMD EPYC Zen 3: bf16 emulated
-ZEN4 = frozenset({"avx2", "avx512f", "avx512_bf16"})  # AMD EPYC Zen 4: native bf16 dot products, no AMX
+# AMD EPYC Zen 4: native bf16 dot products, no AMX
+ZEN4 = frozenset({"avx2", "avx512f", "avx512_bf16"})
 XEON_AMX = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
 
 
@@ -171,18 +215,34 @@ XEON_AMX = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
         (XEON_AMX, 0.9, "float32"),  # the flags promise it, this torch build does not deliver
     ],
 )
-def test_autocast_and_newton_schulz_dtypes_follow_native_and_measured_bf16(flags, bf16_speedup, expected):
+def test_autocast_and_newton_schulz_dtypes_follow_native_and_measured_bf16(
+    flags, bf16_speedup, expected
+):
     dtype, why = hardware.decide_dtype("auto", "cpu", flags, bf16_speedup)
     assert dtype == expected and why
     assert hardware.decide_newton_schulz_dtype("cpu", flags, bf16_speedup)[0] == expected
-    assert hardware.decide_dtype("float32", "cpu", XEON_AMX, 4.0) == ("float32", "set by dtype")  # explicit is kept
+    # explicit is kept
+    assert hardware.decide_dtype("float32", "cpu", XEON_AMX, 4.0) == (
+        "float32",
+        "set by dtype",
+    )
     assert hardware.decide_dtype("bfloat16", "cpu", AVX2, None)[0] == "bfloat16"
-    # sampling: weights packed in bf16 where bf16 is native, fp32 elsewhere; fp32 on GPUs (bound by launches)
+    # sampling: weights packed in bf16 where bf16 is native, fp32 elsewhere; fp32 on GPUs (bound by
+    # launches)
     assert hardware.decide_dtype("auto", "cpu", XEON_AMX, None, decoding=True)[0] == "bfloat16"
     assert hardware.decide_dtype("auto", "cpu", AVX2, None, decoding=True)[0] == "float32"
-    assert hardware.decide_dtype("auto", "cuda", frozenset(), None, cuda_bf16=True, decoding=True)[0] == "float32"
-    assert hardware.decide_newton_schulz_dtype("cuda", frozenset(), None, cuda_bf16=True)[0] == "bfloat16"
-    assert hardware.decide_newton_schulz_dtype("cuda", frozenset(), None, cuda_bf16=False)[0] == "float32"
+    assert (
+        hardware.decide_dtype("auto", "cuda", frozenset(), None, cuda_bf16=True, decoding=True)[0]
+        == "float32"
+    )
+    assert (
+        hardware.decide_newton_schulz_dtype("cuda", frozenset(), None, cuda_bf16=True)[0]
+        == "bfloat16"
+    )
+    assert (
+        hardware.decide_newton_schulz_dtype("cuda", frozenset(), None, cuda_bf16=False)[0]
+        == "float32"
+    )
 
 
 def test_sdpa_auto_is_the_explicit_math_in_bf16_on_cpu_and_sdpa_elsewhere():
@@ -192,20 +252,29 @@ def test_sdpa_auto_is_the_explicit_math_in_bf16_on_cpu_and_sdpa_elsewhere():
     assert decide("auto", "cuda", "bfloat16")[0] is True
     assert decide("true", "cpu", "bfloat16") == (True, "set by sdpa")
     assert decide("False", "cuda", "float16")[0] is False  # --sdpa=False, as before sdpa had "auto"
-    assert decide(False, "cuda", "float16")[0] is False and decide(True, "cpu", "bfloat16")[0] is True
+    assert (
+        decide(False, "cuda", "float16")[0] is False and decide(True, "cpu", "bfloat16")[0] is True
+    )
 
 
 def test_threads_are_torchs_own_and_say_why():
-    assert hardware.decide_threads(None, 2) == (2, "torch's default (set OMP_NUM_THREADS to change it)")
+    assert hardware.decide_threads(None, 2) == (
+        2,
+        "torch's default (set OMP_NUM_THREADS to change it)",
+    )
     assert hardware.decide_threads("1", 1) == (1, "OMP_NUM_THREADS=1")
 
 
 @pytest.mark.skipif(not cpu_has_fast_bf16(), reason="the flags promise no bf16: nothing is timed")
 def test_bf16_withheld_by_an_avx2_limit_is_timed_slow_and_not_chosen():
-    """The AVX2 stand-in: the flags still say avx512_bf16, the kernels are limited to AVX2 (bf16 emulated)."""
+    """The AVX2 stand-in: the flags still say avx512_bf16, the kernels are limited to AVX2 (bf16
+    emulated)."""
     code = "import hardware; c = hardware.training_choices('cpu', n_embd=128); print(c.dtype, c.facts['bf16_matmul_speedup'])"
-    out = run_script("-c", code, env={"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}).stdout.split()
-    assert out[0] == "float32" and float(out[1]) < 0.25, out  # one round of timing says it (hardware.measure_bf16_speedup)
+    out = run_script(
+        "-c", code, env={"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    ).stdout.split()
+    # one round of timing says it (hardware.measure_bf16_speedup)
+    assert out[0] == "float32" and float(out[1]) < 0.25, out
 
 
 def test_training_choices_on_this_machine():
@@ -214,11 +283,19 @@ def test_training_choices_on_this_machine():
     assert (speedup is not None) == cpu_has_fast_bf16()  # timed only where the flags promise bf16
     fast = cpu_has_fast_bf16() and speedup >= hardware.BF16_MIN_SPEEDUP
     assert choices.dtype == choices.newton_schulz_dtype == ("bfloat16" if fast else "float32")
-    assert choices.sdpa == (not fast) and set(choices.reasons) == {"dtype", "newton_schulz_dtype", "sdpa", "threads"}
+    assert choices.sdpa == (not fast) and set(choices.reasons) == {
+        "dtype",
+        "newton_schulz_dtype",
+        "sdpa",
+        "threads",
+    }
     assert choices.threads == torch.get_num_threads()  # reported, not changed
     assert hardware.training_choices("cpu", dtype="float32", sdpa="False").sdpa is False
-    untimed = hardware.training_choices("cpu", n_embd=128, measure=False)  # what DDP ranks decide: the flags alone
-    assert untimed.facts["bf16_matmul_speedup"] is None and untimed.dtype == pick_dtype("auto", "cpu")
+    # what DDP ranks decide: the flags alone
+    untimed = hardware.training_choices("cpu", n_embd=128, measure=False)
+    assert untimed.facts["bf16_matmul_speedup"] is None and untimed.dtype == pick_dtype(
+        "auto", "cpu"
+    )
 
 
 def test_precision_context_and_grad_scaler():
@@ -240,7 +317,9 @@ def test_weight_decay_only_on_matrices_and_embeddings():
     assert isinstance(optimizer, torch.optim.AdamW)
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(
+        p.dim() < 2 for p in no_decay["params"]
+    )
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     assert len(no_decay["params"]) > 0
 
@@ -248,7 +327,11 @@ def test_weight_decay_only_on_matrices_and_embeddings():
 def test_lr_schedule_warmup_then_cosine_to_min_lr():
     cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=110)
     warmup = [get_lr(it, cfg) for it in range(11)]
-    assert warmup == sorted(warmup) and warmup[0] == pytest.approx(1e-3 / 11) and warmup[10] == pytest.approx(1e-3)
+    assert (
+        warmup == sorted(warmup)
+        and warmup[0] == pytest.approx(1e-3 / 11)
+        and warmup[10] == pytest.approx(1e-3)
+    )
     assert get_lr(60, cfg) == pytest.approx((1e-3 + 1e-4) / 2)  # halfway through the cosine
     decay = [get_lr(it, cfg) for it in range(10, 111)]
     assert decay == sorted(decay, reverse=True) and decay[-1] == pytest.approx(1e-4)
@@ -260,15 +343,30 @@ def test_seq_warmup_quarter_then_half_then_whole_windows(char_data, tmp_path, mo
     cfg = TrainConfig(block_size=128, seq_warmup_iters=110)
     assert [seq_len(it, cfg) for it in (0, 54, 55, 109, 110, 10_000)] == [32, 32, 64, 64, 128, 128]
     assert {seq_len(it, TrainConfig(block_size=128)) for it in range(5)} == {128}
-    # a run with it trains on other windows than one without, from the first step on (same tokens, cut)
-    args = ["--max_iters=2", "--eval_interval=2", "--eval_iters=1", "--log_interval=1", "--dtype=float32"]
+    # a run with it trains on other windows than one without, from the first step on (same tokens,
+    # cut)
+    args = [
+        "--max_iters=2",
+        "--eval_interval=2",
+        "--eval_iters=1",
+        "--log_interval=1",
+        "--dtype=float32",
+    ]
     first = []
     for n in (2, 0):
-        code, out, _ = run_train_main(train_args(char_data, tmp_path / str(n), *args, f"--seq_warmup_iters={n}")[1:], monkeypatch, capsys)
-        first.append(next(line for line in out.splitlines() if line.startswith("iter 1:")).split(",")[0])  # "iter 1: loss x"
+        code, out, _ = run_train_main(
+            train_args(char_data, tmp_path / str(n), *args, f"--seq_warmup_iters={n}")[1:],
+            monkeypatch,
+            capsys,
+        )
+        # "iter 1: loss x"
+        first.append(
+            next(line for line in out.splitlines() if line.startswith("iter 1:")).split(",")[0]
+        )
         assert code == 0
     assert first[0] != first[1], first
-    assert not list(tmp_path.glob("*/loss.png"))  # two evaluations (0 and 2) are no curve: no matplotlib at all
+    # two evaluations (0 and 2) are no curve: no matplotlib at all
+    assert not list(tmp_path.glob("*/loss.png"))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -278,14 +376,29 @@ def test_seq_warmup_quarter_then_half_then_whole_windows(char_data, tmp_path, mo
 @pytest.fixture(scope="module")
 def logged_run(char_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("logged_run")
-    args = ["--max_iters=20", "--eval_interval=10", "--eval_iters=3", "--log_interval=5", "--gradient_accumulation_steps=2",
-            "--warmup_iters=4", "--lr_decay_iters=20", "--learning_rate=2e-3", "--keep_last=1", "--keep_best=True"]  # fmt: skip
+    args = [
+        "--max_iters=20",
+        "--eval_interval=10",
+        "--eval_iters=3",
+        "--log_interval=5",
+        "--gradient_accumulation_steps=2",
+        "--warmup_iters=4",
+        "--lr_decay_iters=20",
+        "--learning_rate=2e-3",
+        "--keep_last=1",
+        "--keep_best=True",
+    ]
     result = train(char_data, out, *args)
-    return out, result.stdout, parse_args(TrainConfig(), train_args(char_data, out, "--dtype=float32", *args)[1:])
+    return (
+        out,
+        result.stdout,
+        parse_args(TrainConfig(), train_args(char_data, out, "--dtype=float32", *args)[1:]),
+    )
 
 
 LOG_LINE = re.compile(
-    r"^iter (\d+): loss (\d+\.\d{4}), lr (\S+), grad norm (\d+\.\d{4}), (\d+\.\d) ms/iter, ([\d,]+) tok/s, mfu (\d+\.\d)%$", re.M
+    r"^iter (\d+): loss (\d+\.\d{4}), lr (\S+), grad norm (\d+\.\d{4}), (\d+\.\d) ms/iter, ([\d,]+) tok/s, mfu (\d+\.\d)%$",
+    re.M,
 )
 
 
@@ -295,7 +408,12 @@ def test_log_lines_metrics_and_config_json(logged_run):
     assert [int(line[0]) for line in lines] == [5, 10, 15, 20]
     for it, loss, lr, grad_norm, ms, tok_s, mfu in lines:
         assert lr == f"{get_lr(int(it) - 1, cfg):.2e}"  # the lr of the step just taken
-        assert 0 < float(grad_norm) and 0 < float(ms) and int(tok_s.replace(",", "")) > 0 and 0 <= float(mfu) <= 100
+        assert (
+            0 < float(grad_norm)
+            and 0 < float(ms)
+            and int(tok_s.replace(",", "")) > 0
+            and 0 <= float(mfu) <= 100
+        )
         assert 3.0 < float(loss) < 4.5
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["iter"] for m in metrics] == [0, 10, 20]
@@ -303,16 +421,29 @@ def test_log_lines_metrics_and_config_json(logged_run):
     assert [m["tokens"] for m in metrics] == [it * 2 * 8 * 32 for it in (0, 10, 20)]
     assert json.loads((out / "config.json").read_text()) == asdict(cfg)
     # keep_last=1 keeps only the newest numbered checkpoint; keep_best keeps the lowest val loss
-    assert sorted(p.name for p in out.glob("ckpt*.pt")) == ["ckpt.pt", "ckpt_000020.pt", "ckpt_best.pt"]
+    assert sorted(p.name for p in out.glob("ckpt*.pt")) == [
+        "ckpt.pt",
+        "ckpt_000020.pt",
+        "ckpt_best.pt",
+    ]
     best = torch.load(out / "ckpt_best.pt", weights_only=True)
     assert best["best_val_loss"] == min(m["val_loss"] for m in metrics if m["iter"] > 0)
 
 
 def test_the_last_step_is_evaluated_and_saved_between_eval_intervals(char_data, tmp_path):
-    train(char_data, tmp_path, "--max_iters=7", "--eval_interval=5", "--eval_iters=2", "--learning_rate=3e-3", "--warmup_iters=2")
+    train(
+        char_data,
+        tmp_path,
+        "--max_iters=7",
+        "--eval_interval=5",
+        "--eval_iters=2",
+        "--learning_rate=3e-3",
+        "--warmup_iters=2",
+    )
     metrics = read_jsonl(tmp_path / "metrics.jsonl")
     assert [m["iter"] for m in metrics] == [0, 5, 7]
-    assert metrics[2]["val_loss"] < metrics[1]["val_loss"]  # still learning, so the final weights are the best
+    # still learning, so the final weights are the best
+    assert metrics[2]["val_loss"] < metrics[1]["val_loss"]
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 7
 
 
@@ -336,12 +467,20 @@ def test_eval_only_whole_split_matches_hand_computation(tmp_path, monkeypatch, c
     val = rng.integers(0, 5, 103).astype(np.uint16)
     rng.integers(0, 5, 500).astype(np.uint16).tofile(data / "train.bin")
     val.tofile(data / "val.bin")
-    meta = {"tokenizer": "char", "vocab_size": 5, "chars": list("abcde"), "dtype": "uint16", "val_bytes": 103}
+    meta = {
+        "tokenizer": "char",
+        "vocab_size": 5,
+        "chars": list("abcde"),
+        "dtype": "uint16",
+        "val_bytes": 103,
+    }
     (data / "meta.json").write_text(json.dumps(meta))
     torch.manual_seed(0)
     config = GPTConfig(block_size=16, vocab_size=5, n_layer=1, n_head=1, n_embd=8)
     model = GPT(config)
-    torch.save({"model": model.state_dict(), "model_args": asdict(config), "iter_num": 7}, out / "ckpt.pt")
+    torch.save(
+        {"model": model.state_dict(), "model_args": asdict(config), "iter_num": 7}, out / "ckpt.pt"
+    )
 
     args = [
         f"--dataset={data}",
@@ -371,17 +510,22 @@ def test_eval_only_whole_split_matches_hand_computation(tmp_path, monkeypatch, c
     assert count == 102 == result["tokens"] and result["iter"] == 7
     assert result["loss"] == pytest.approx(nats / count, abs=1e-6)
     assert result["perplexity"] == pytest.approx(math.exp(nats / count), rel=1e-6)
-    assert result["bits_per_token"] == pytest.approx(nats / count / math.log(2), abs=1e-6)  # = bits per character here
+    # = bits per character here
+    assert result["bits_per_token"] == pytest.approx(nats / count / math.log(2), abs=1e-6)
     assert result["bits_per_byte"] == pytest.approx(nats / math.log(2) / 103, abs=1e-6)
 
-    # the same split scored with the int8 weights sample.py --quantize=int8 samples with: close, not equal
+    # the same split scored with the int8 weights sample.py --quantize=int8 samples with: close, not
+    # equal
     code, stdout, err = run_train_main([*args, "--quantize=int8"], monkeypatch, capsys)
     assert code == 0, err
     int8 = json.loads(stdout.strip().splitlines()[-1])
     assert int8["quantize"] == "int8" and int8["tokens"] == 102
     assert 0 < abs(int8["loss"] - result["loss"]) < 0.01, (int8["loss"], result["loss"])
-    code, _, err = run_train_main([*args[:2], "--quantize=int8"], monkeypatch, capsys)  # training: refused
-    assert code == 2 and err == ["error: --quantize=int8 is for --eval_only=True (sample.py takes it too)"]
+    # training: refused
+    code, _, err = run_train_main([*args[:2], "--quantize=int8"], monkeypatch, capsys)
+    assert code == 2 and err == [
+        "error: --quantize=int8 is for --eval_only=True (sample.py takes it too)"
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -394,7 +538,13 @@ def gpt2_data(tmp_path_factory):
     rng = np.random.default_rng(0)
     rng.integers(0, 50257, 4000).astype(np.uint16).tofile(path / "train.bin")
     rng.integers(0, 50257, 500).astype(np.uint16).tofile(path / "val.bin")
-    meta = {"tokenizer": "gpt2", "vocab_size": 50257, "dtype": "uint16", "eot": 50256, "val_bytes": 2000}
+    meta = {
+        "tokenizer": "gpt2",
+        "vocab_size": 50257,
+        "dtype": "uint16",
+        "eot": 50256,
+        "val_bytes": 2000,
+    }
     (path / "meta.json").write_text(json.dumps(meta))
     return path
 
@@ -402,7 +552,9 @@ def gpt2_data(tmp_path_factory):
 def test_finetune_starts_from_pretrained_weights(gpt2_data, tmp_path):
     torch.manual_seed(123)
     hf_dir = tmp_path / "tiny-gpt2"
-    save_pretrained(GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)), hf_dir)
+    save_pretrained(
+        GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)), hf_dir
+    )
     out = tmp_path / "out"
     args = [
         f"--init_from={hf_dir}",
@@ -415,10 +567,11 @@ def test_finetune_starts_from_pretrained_weights(gpt2_data, tmp_path):
         "--n_embd=64",
         "--n_head=4",
         "--bias=False",
-    ]  # fmt: skip  (model keys are the checkpoint's, not these)
+    ]
     train(gpt2_data, out, *args)
 
-    # the first evaluation is the pretrained model's loss on the fixed eval batches: it started from those weights
+    # the first evaluation is the pretrained model's loss on the fixed eval batches: it started from
+    # those weights
     pretrained = crop_block_size(from_pretrained(str(hf_dir)), 32)
     pretrained.eval()
     loader = BatchLoader(str(gpt2_data), 32, 4, "cpu", TrainConfig.seed)
@@ -427,9 +580,10 @@ def test_finetune_starts_from_pretrained_weights(gpt2_data, tmp_path):
     assert read_jsonl(out / "metrics.jsonl")[0]["val_loss"] == pytest.approx(expected, abs=1e-6)
     checkpoint = torch.load(out / "ckpt.pt", weights_only=True)
     assert checkpoint["iter_num"] == 2
-    assert {k: checkpoint["model_args"][k] for k in ("n_layer", "n_embd", "block_size", "vocab_size", "bias")} == dict(
-        n_layer=1, n_embd=16, block_size=32, vocab_size=50257, bias=True
-    )
+    assert {
+        k: checkpoint["model_args"][k]
+        for k in ("n_layer", "n_embd", "block_size", "vocab_size", "bias")
+    } == dict(n_layer=1, n_embd=16, block_size=32, vocab_size=50257, bias=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -438,22 +592,37 @@ def test_finetune_starts_from_pretrained_weights(gpt2_data, tmp_path):
 
 def test_checkpoint_with_orig_mod_prefix_still_resumes_and_samples(char_data, tiny_run, tmp_path):
     checkpoint = torch.load(tiny_run / "ckpt.pt", weights_only=True)
-    checkpoint["model"] = {f"_orig_mod.{k}": v for k, v in checkpoint["model"].items()}  # as an old compiled run saved it
+    # as an old compiled run saved it
+    checkpoint["model"] = {f"_orig_mod.{k}": v for k, v in checkpoint["model"].items()}
     torch.save(checkpoint, tmp_path / "ckpt.pt")
     for name in ("meta.json", "metrics.jsonl"):
         shutil.copy(tiny_run / name, tmp_path / name)
     sampled = run_script(
-        "sample.py", f"--out_dir={tmp_path}", "--start=ROMEO:", "--max_new_tokens=20", "--num_samples=1", "--device=cpu", env=ONE_THREAD
+        "sample.py",
+        f"--out_dir={tmp_path}",
+        "--start=ROMEO:",
+        "--max_new_tokens=20",
+        "--num_samples=1",
+        "--device=cpu",
+        env=ONE_THREAD,
     )
     assert sampled.stdout.startswith("ROMEO:")
-    train(char_data, tmp_path, "--init_from=resume", "--max_iters=62", "--eval_interval=2", "--eval_iters=2")
+    train(
+        char_data,
+        tmp_path,
+        "--init_from=resume",
+        "--max_iters=62",
+        "--eval_interval=2",
+        "--eval_iters=2",
+    )
     resaved = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert resaved["iter_num"] == 62
     assert not any(k.startswith("_orig_mod.") for k in resaved["model"])
 
 
 def test_compiled_model_saves_plain_keys():
-    # what train.py saves when compile=True: the uncompiled model's state dict, which torch.compile shares
+    # what train.py saves when compile=True: the uncompiled model's state dict, which torch.compile
+    # shares
     model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
     compiled = torch.compile(model)  # wrapping is cheap; nothing compiles until the first call
     assert all(k.startswith("_orig_mod.") for k in compiled.state_dict())
@@ -461,11 +630,20 @@ def test_compiled_model_saves_plain_keys():
 
 
 def test_train_config_takes_the_model_keys_from_gpt_config():
-    """TrainConfig inherits GPTConfig's fields (no second list to drift), with training's bias=False default."""
+    """TrainConfig inherits GPTConfig's fields (no second list to drift), with training's bias=False
+    default."""
     assert {f.name for f in fields(GPTConfig)} <= {f.name for f in fields(TrainConfig)}
     assert TrainConfig().bias is False and GPTConfig().bias is True
-    assert TrainConfig().sdpa == "auto"  # decided for the machine, then given to model_config as a bool
+    # decided for the machine, then given to model_config as a bool
+    assert TrainConfig().sdpa == "auto"
+    # vocab_size=0: the dataset's
     assert model_config(TrainConfig(n_layer=2), vocab_size=65, sdpa=False) == GPTConfig(
         vocab_size=65, n_layer=2, bias=False, sdpa=False
-    )  # vocab_size=0: the dataset's
-    assert model_config(parse_args(TrainConfig(), ["--vocab_size=128"]), vocab_size=65, sdpa=True).vocab_size == 128  # padded
+    )
+    # padded
+    assert (
+        model_config(
+            parse_args(TrainConfig(), ["--vocab_size=128"]), vocab_size=65, sdpa=True
+        ).vocab_size
+        == 128
+    )

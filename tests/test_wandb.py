@@ -1,4 +1,5 @@
-"""Real W&B in offline mode: read back, from the run's own .wandb file, what train.py logged; resuming continues the run."""
+"""Real W&B in offline mode: read back, from the run's own .wandb file, what train.py logged;
+resuming continues the run."""
 
 import json
 import os
@@ -9,11 +10,19 @@ import sys
 from conftest import ONE_THREAD, ROOT, read_jsonl, train_args
 from wandb.proto import wandb_internal_pb2
 
-ARGS = ["--dtype=float32", "--eval_interval=10", "--eval_iters=3", "--log_interval=5", "--wandb_log=True", "--wandb_project=tiny"]
+ARGS = [
+    "--dtype=float32",
+    "--eval_interval=10",
+    "--eval_iters=3",
+    "--log_interval=5",
+    "--wandb_log=True",
+    "--wandb_project=tiny",
+]
 
 
 def wandb_records(path):
-    """The protobuf records of a .wandb file (LevelDB log format: 32 KiB blocks of CRC-framed chunks)."""
+    """The protobuf records of a .wandb file (LevelDB log format: 32 KiB blocks of CRC-framed
+    chunks)."""
     data = path.read_bytes()
     assert data[:4] == b":W&B"
     pos, block, pending = 7, 32768, b""
@@ -41,20 +50,28 @@ def read_run(run_dir):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run_id = record.run.run_id
-            config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
+            config.update(
+                {item.key: json.loads(item.value_json) for item in record.run.config.update}
+            )
         elif kind == "history":
-            row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            row = {
+                item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                for item in record.history.item
+            }
             history.setdefault(row["_step"], {}).update(row)
     return run_id, config, history
 
 
 def run_train(char_data, out, home, *extra, wandb_mode=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "NETRC"))}  # no API key anywhere
+    # no API key anywhere
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "NETRC"))}
     env.update(ONE_THREAD, HOME=str(home), WANDB_SILENT="true")
     if wandb_mode:
         env["WANDB_MODE"] = wandb_mode
     args = train_args(char_data, out, *ARGS, *extra)
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     return result
 
@@ -71,7 +88,11 @@ def test_wandb_offline_logs_everything_and_resume_continues_the_run(char_data, t
     metrics = read_jsonl(out / "metrics.jsonl")
     for m in metrics:
         logged = history[m["iter"]]
-        assert (logged["train/loss"], logged["val/loss"], logged["tokens"]) == (m["train_loss"], m["val_loss"], m["tokens"])
+        assert (logged["train/loss"], logged["val/loss"], logged["tokens"]) == (
+            m["train_loss"],
+            m["val_loss"],
+            m["tokens"],
+        )
         if m["iter"] < 20:  # loss.png is drawn from the third evaluation on
             assert "loss_plot/path" not in logged
             continue
@@ -81,7 +102,8 @@ def test_wandb_offline_logs_everything_and_resume_continues_the_run(char_data, t
         logged = history[it]
         assert logged["tok_per_s"] > 0 and 0 < logged["mfu"] < 1 and logged["lr"] > 0
         assert (
-            f"iter {it}: loss {logged['train/loss_step']:.4f}, lr {logged['lr']:.2e}, grad norm {logged['grad_norm']:.4f}," in first.stdout
+            f"iter {it}: loss {logged['train/loss_step']:.4f}, lr {logged['lr']:.2e}, grad norm {logged['grad_norm']:.4f},"
+            in first.stdout
         )
 
     # no WANDB_MODE and no API key: offline on its own, and the resumed run keeps the run id

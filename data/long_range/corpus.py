@@ -1,7 +1,8 @@
 """
-The notes' example as data: seeded sentences where the word after "jumped" depends only on the subject,
-which sits behind relative clauses full of other nouns. prepare.py writes them as token files; the script
-long_range.py rebuilds the val sentences from meta.json's seed to score a trained model.
+The notes' example as data: seeded sentences where the word after "jumped" depends only on the
+subject, which sits behind relative clauses full of other nouns. prepare.py writes them as token
+files; the script long_range.py rebuilds the val sentences from meta.json's seed to score a trained
+model.
 
 A sentence: [opening] the [adjectives] SUBJECT that|, which|, who CLAUSE [...], jumped SOUND.
     the cat that was sitting on the mat, which was next to the dog, jumped meowing.
@@ -11,18 +12,65 @@ import random
 import re
 from dataclasses import dataclass
 
-# the sentence of our notes (attention.py's default text): "jumped" must reach back past two clauses to "cat"
+# the sentence of our notes (attention_maps.py's default text): "jumped" must reach back past two
+# clauses to "cat"
 NOTES_SENTENCE = "the cat that was sitting on the mat, which was next to the dog, jumped"
 
-SOUNDS = {"cat": "meowing", "dog": "barking", "cow": "mooing", "duck": "quacking", "frog": "croaking", "horse": "neighing",
-          "sheep": "bleating", "pig": "oinking", "mouse": "squeaking", "lion": "roaring", "owl": "hooting", "wolf": "howling"}  # fmt: skip
+SOUNDS = {
+    "cat": "meowing",
+    "dog": "barking",
+    "cow": "mooing",
+    "duck": "quacking",
+    "frog": "croaking",
+    "horse": "neighing",
+    "sheep": "bleating",
+    "pig": "oinking",
+    "mouse": "squeaking",
+    "lion": "roaring",
+    "owl": "hooting",
+    "wolf": "howling",
+}
 ANIMALS = sorted(SOUNDS)
-THINGS = ["mat", "box", "tree", "chair", "table", "fence", "rug", "bed", "wall", "door", "bench", "rock"]
+THINGS = [
+    "mat",
+    "box",
+    "tree",
+    "chair",
+    "table",
+    "fence",
+    "rug",
+    "bed",
+    "wall",
+    "door",
+    "bench",
+    "rock",
+]
 ADJECTIVES = ["big", "small", "old", "young", "black", "white", "little", "happy"]
-OPENINGS = ["yesterday ,", "one day ,", "suddenly ,", "in the morning ,", "after a while ,", "then", "at noon ,", "later that day ,"]
-CLAUSES = ["was sitting on the N", "was next to the N", "was chasing the N", "saw the N", "was hiding under the N",
-           "was sleeping near the N", "liked the N", "was watching the N", "was behind the N", "had found the N",
-           "was playing with the N", "was looking at the N", "was between the N and the N"]  # fmt: skip
+OPENINGS = [
+    "yesterday ,",
+    "one day ,",
+    "suddenly ,",
+    "in the morning ,",
+    "after a while ,",
+    "then",
+    "at noon ,",
+    "later that day ,",
+]
+CLAUSES = [
+    "was sitting on the N",
+    "was next to the N",
+    "was chasing the N",
+    "saw the N",
+    "was hiding under the N",
+    "was sleeping near the N",
+    "liked the N",
+    "was watching the N",
+    "was behind the N",
+    "had found the N",
+    "was playing with the N",
+    "was looking at the N",
+    "was between the N and the N",
+]
 INTRODUCERS = ["that", ", which", ", who"]
 VERB = "jumped"
 TRAIN_CLAUSES = (1, 3)  # clauses per train sentence
@@ -32,7 +80,8 @@ VAL_PAIR_FRACTION = 0.2  # of the (subject, nearest animal) pairs, held out for 
 
 @dataclass(frozen=True)
 class Sentence:
-    """A sentence as words (punctuation marks are words), with where its subject, distractors and verb are."""
+    """A sentence as words (punctuation marks are words), with where its subject, distractors and
+    verb are."""
 
     words: tuple
     subject: int  # index of the subject noun
@@ -54,7 +103,8 @@ def join_words(words):
 
 
 def parse(text):
-    """The Sentence of a text of this grammar (up to "jumped" at least): words, subject, distractors, verb."""
+    """The Sentence of a text of this grammar (up to "jumped" at least): words, subject,
+    distractors, verb."""
     words = re.findall(r"\w+|[,.]", text)
     nouns = [i for i, w in enumerate(words) if w in SOUNDS or w in THINGS]
     assert nouns and VERB in words and words[nouns[0]] in SOUNDS, text
@@ -62,18 +112,24 @@ def parse(text):
 
 
 def make_sentence(rng, subject, nearest, n_clauses, all_animals=False):
-    """A sentence whose subject is `subject` and whose last animal before the verb is `nearest`. all_animals: every
-    noun of its clauses is an animal (`nearest` the last), the most distractors its clauses can hold."""
+    """A sentence whose subject is `subject` and whose last animal before the verb is `nearest`.
+    all_animals: every noun of its clauses is an animal (`nearest` the last), the most distractors
+    its clauses can hold."""
     clauses = [rng.choice(CLAUSES) for _ in range(n_clauses)]
     n_slots = sum(c.count("N") for c in clauses)
     others = [a for a in ANIMALS if a != subject]
     # the slot of `nearest`: other animals (or things) before it, only things after it
     k, before = (n_slots - 1, others) if all_animals else (rng.randrange(n_slots), others + THINGS)
-    nouns = [rng.choice(before) for _ in range(k)] + [nearest] + [rng.choice(THINGS) for _ in range(n_slots - k - 1)]
+    nouns = (
+        [rng.choice(before) for _ in range(k)]
+        + [nearest]
+        + [rng.choice(THINGS) for _ in range(n_slots - k - 1)]
+    )
     words = rng.choice(["", "", *OPENINGS]).split()
     words += ["the", *rng.sample(ADJECTIVES, rng.choice([0, 0, 1, 2])), subject]
     for clause in clauses:
-        # any clause may open with any of these, so no marker word sits right after the subject alone
+        # any clause may open with any of these, so no marker word sits right after the subject
+        # alone
         words += rng.choice(INTRODUCERS).split()
         for word in clause.split():
             if word == "N":
@@ -86,7 +142,8 @@ def make_sentence(rng, subject, nearest, n_clauses, all_animals=False):
 
 
 def pairs_split(seed):
-    """(train pairs, val pairs) of (subject, nearest animal); the notes' (cat, dog) is a val pair."""
+    """(train pairs, val pairs) of (subject, nearest animal); the notes' (cat, dog) is a val
+    pair."""
     pairs = [(s, a) for s in ANIMALS for a in ANIMALS if s != a]
     random.Random(seed).shuffle(pairs)
     n_val = round(VAL_PAIR_FRACTION * len(pairs))
@@ -101,10 +158,16 @@ def corpus(seed=1337, train_sentences=20000, val_sentences=1000):
     """
     rng = random.Random(seed)
     train_pairs, val_pairs = pairs_split(seed)
-    train = [make_sentence(rng, *rng.choice(train_pairs), rng.randint(*TRAIN_CLAUSES)) for _ in range(train_sentences)]
+    train = [
+        make_sentence(rng, *rng.choice(train_pairs), rng.randint(*TRAIN_CLAUSES))
+        for _ in range(train_sentences)
+    ]
     longest = max(len(s.words) for s in train)
     val = [parse(NOTES_SENTENCE + f" {SOUNDS['cat']}.")]
-    val += [make_sentence(rng, *rng.choice(val_pairs), rng.randint(*TRAIN_CLAUSES)) for _ in range(val_sentences)]
+    val += [
+        make_sentence(rng, *rng.choice(val_pairs), rng.randint(*TRAIN_CLAUSES))
+        for _ in range(val_sentences)
+    ]
     while len(val) < 1 + 2 * val_sentences:
         sentence = make_sentence(rng, *rng.choice(val_pairs), rng.randint(*LONG_CLAUSES))
         if len(sentence.words) > longest:
@@ -114,13 +177,18 @@ def corpus(seed=1337, train_sentences=20000, val_sentences=1000):
 
 def probe(seed, n, clauses, all_animals=False, salt="probe"):
     """
-    n sentences per clause count in `clauses`, on the held-out (val) pairs of the corpus of this seed, from a random
-    stream of their own (named by salt): val's pairs in new sentences, longer than val's (more clauses) or, with
-    all_animals, with every noun an animal. long_range.py measures the models on them.
+    n sentences per clause count in `clauses`, on the held-out (val) pairs of the corpus of this
+    seed, from a random stream of their own (named by salt): val's pairs in new sentences, longer
+    than val's (more clauses) or, with all_animals, with every noun an animal. long_range.py
+    measures the models on them.
     """
     rng = random.Random(f"{salt} {seed}")
     _, val_pairs = pairs_split(seed)
-    return [make_sentence(rng, *rng.choice(val_pairs), k, all_animals) for k in clauses for _ in range(n)]
+    return [
+        make_sentence(rng, *rng.choice(val_pairs), k, all_animals)
+        for k in clauses
+        for _ in range(n)
+    ]
 
 
 def as_text(sentences):

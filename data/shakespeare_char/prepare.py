@@ -10,8 +10,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", ".."))
-from configurator import run_cli  # noqa: E402
-from data.common import prepare_cli  # noqa: E402
+from gptkit.configurator import run_cli  # noqa: E402
+from gptkit.prepare import prepare_cli  # noqa: E402
 
 if __name__ == "__main__":
     run_cli(lambda: prepare_cli(HERE, __doc__, tokenizer="char"))

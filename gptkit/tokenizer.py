@@ -10,7 +10,7 @@ import functools
 import hashlib
 import os
 
-from base import UserError
+from gptkit.base import DATA_ROOT, UserError
 
 
 class CharTokenizer:
@@ -38,11 +38,17 @@ class CharTokenizer:
         return "".join(self.chars[i] for i in ids)
 
     def meta(self):
-        return {"tokenizer": "char", "vocab_size": self.vocab_size, "chars": self.chars, "eot": None}
+        return {
+            "tokenizer": "char",
+            "vocab_size": self.vocab_size,
+            "chars": self.chars,
+            "eot": None,
+        }
 
 
 class GPT2Tokenizer:
-    """GPT-2's byte-level BPE via tiktoken (50257 tokens, <|endoftext|> = 50256), from the files in data/gpt2_tokenizer/."""
+    """GPT-2's byte-level BPE via tiktoken (50257 tokens, <|endoftext|> = 50256), from the files in
+    data/gpt2_tokenizer/."""
 
     kind = "gpt2"
 
@@ -61,8 +67,9 @@ class GPT2Tokenizer:
         return {"tokenizer": "gpt2", "vocab_size": self.vocab_size, "eot": self.eot}
 
 
-GPT2_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpt2_tokenizer")
-# OpenAI's GPT-2 BPE files (MIT), shipped with the repo; these are the sha256 tiktoken checks after a download
+GPT2_DIR = os.path.join(DATA_ROOT, "gpt2_tokenizer")
+# OpenAI's GPT-2 BPE files (MIT), shipped with the repo; these are the sha256 tiktoken checks after
+# a download
 GPT2_SHA256 = {
     "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
@@ -72,8 +79,9 @@ GPT2_SHA256 = {
 @functools.cache
 def gpt2_encoding(directory=GPT2_DIR):
     """
-    tiktoken's "gpt2" encoding built from local encoder.json + vocab.bpe: the same ranks, pattern and
-    special token as tiktoken.get_encoding("gpt2"), with no download and no TIKTOKEN_CACHE_DIR to set up.
+    tiktoken's "gpt2" encoding built from local encoder.json + vocab.bpe: the same ranks, pattern
+    and special token as tiktoken.get_encoding("gpt2"), with no download and no TIKTOKEN_CACHE_DIR
+    to set up.
     """
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
@@ -82,37 +90,52 @@ def gpt2_encoding(directory=GPT2_DIR):
     paths = {name: os.path.join(directory, name) for name in GPT2_SHA256}
     for name, path in paths.items():
         if not os.path.isfile(path):
-            raise UserError(f"{path} is missing: GPT-2's tokenizer files ship with the repo (git checkout {GPT2_DIR})")
+            raise UserError(
+                f"{path} is missing: GPT-2's tokenizer files ship with the repo (git checkout {GPT2_DIR})"
+            )
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
         if digest != GPT2_SHA256[name]:
-            raise UserError(f"{path} has sha256 {digest[:12]}..., not GPT-2's {GPT2_SHA256[name][:12]}...: restore the original file")
+            raise UserError(
+                f"{path} has sha256 {digest[:12]}..., not GPT-2's {GPT2_SHA256[name][:12]}...: restore the original file"
+            )
     # the hashes again: tiktoken may serve a path from its cache, and must then check that copy too
     ranks = data_gym_to_mergeable_bpe_ranks(
-        vocab_bpe_file=paths["vocab.bpe"], encoder_json_file=paths["encoder.json"],
-        vocab_bpe_hash=GPT2_SHA256["vocab.bpe"], encoder_json_hash=GPT2_SHA256["encoder.json"],
-    )  # fmt: skip
+        vocab_bpe_file=paths["vocab.bpe"],
+        encoder_json_file=paths["encoder.json"],
+        vocab_bpe_hash=GPT2_SHA256["vocab.bpe"],
+        encoder_json_hash=GPT2_SHA256["encoder.json"],
+    )
     return tiktoken.Encoding(
-        name="gpt2", explicit_n_vocab=50257, pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: 50256}
+        name="gpt2",
+        explicit_n_vocab=50257,
+        pat_str=r50k_pat_str,
+        mergeable_ranks=ranks,
+        special_tokens={ENDOFTEXT: 50256},
     )
 
 
 class BPETokenizer:
-    """A byte-level BPE trained on the corpus with Hugging Face `tokenizers`, saved as tokenizer.json."""
+    """A byte-level BPE trained on the corpus with Hugging Face `tokenizers`, saved as
+    tokenizer.json."""
 
     kind = "bpe"
     EOT = "<|endoftext|>"
 
     def __init__(self, tokenizer):
         self.tok = tokenizer
-        self.tok.encode_special_tokens = True  # "<|endoftext|>" in a text is text, as in tiktoken's encode_ordinary
+        self.tok.encode_special_tokens = (
+            True  # "<|endoftext|>" in a text is text, as in tiktoken's encode_ordinary
+        )
         self.vocab_size = tokenizer.get_vocab_size()
         self.eot = tokenizer.token_to_id(self.EOT)
 
     @classmethod
     def train(cls, text, vocab_size):
         if vocab_size < 257:
-            raise UserError(f"vocab_size={vocab_size} is too small for a byte-level BPE: at least 257 (256 bytes + {cls.EOT})")
+            raise UserError(
+                f"vocab_size={vocab_size} is too small for a byte-level BPE: at least 257 (256 bytes + {cls.EOT})"
+            )
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE())
@@ -143,21 +166,28 @@ class BPETokenizer:
         return self.tok.decode(list(ids), skip_special_tokens=False)
 
     def meta(self):
-        # the hash tells two BPEs of the same size apart (trained on different text), so a checkpoint is
-        # never resumed or sampled with the wrong one
+        # the hash tells two BPEs of the same size apart (trained on different text), so a
+        # checkpoint is never resumed or sampled with the wrong one
         digest = hashlib.sha256(self.tok.to_str().encode()).hexdigest()
-        return {"tokenizer": "bpe", "vocab_size": self.vocab_size, "tokenizer_file": "tokenizer.json", "eot": self.eot,
-                "tokenizer_sha256": digest}  # fmt: skip
+        return {
+            "tokenizer": "bpe",
+            "vocab_size": self.vocab_size,
+            "tokenizer_file": "tokenizer.json",
+            "eot": self.eot,
+            "tokenizer_sha256": digest,
+        }
 
 
 def new_tokenizer(kind, text, train_text, vocab_size=2048):
-    """A tokenizer for a corpus: char (its alphabet), gpt2, or a BPE of vocab_size trained on train_text."""
+    """A tokenizer for a corpus: char (its alphabet), gpt2, or a BPE of vocab_size trained on
+    train_text."""
     if kind == "char":
         return CharTokenizer.from_text(text)  # the whole text: val may hold a character train lacks
     if kind == "gpt2":
         return GPT2Tokenizer()
     if kind == "bpe":
-        return BPETokenizer.train(train_text, vocab_size)  # never sees val, so val loss stays honest
+        # never sees val, so val loss stays honest
+        return BPETokenizer.train(train_text, vocab_size)
     raise UserError(f"unknown tokenizer {kind!r}: char, gpt2 or bpe")
 
 
@@ -171,6 +201,10 @@ def load_tokenizer(meta, directory):
     if kind == "bpe":
         path = os.path.join(directory, meta.get("tokenizer_file", "tokenizer.json"))
         if not os.path.isfile(path):
-            raise UserError(f"{path} is missing: meta.json names a trained BPE tokenizer stored there")
+            raise UserError(
+                f"{path} is missing: meta.json names a trained BPE tokenizer stored there"
+            )
         return BPETokenizer.load(path)
-    raise UserError(f"meta.json in {directory} names an unknown tokenizer {kind!r} (char, gpt2 or bpe)")
+    raise UserError(
+        f"meta.json in {directory} names an unknown tokenizer {kind!r} (char, gpt2 or bpe)"
+    )

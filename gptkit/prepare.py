@@ -1,9 +1,11 @@
 """
 What every data/<name>/prepare.py does, on one of two paths:
 
-- a text that fits in memory (Tiny Shakespeare, your own .txt files): prepare_cli reads it, splits it 90/10,
+- a text that fits in memory (Tiny Shakespeare, your own .txt files): prepare_cli reads it, splits
+it 90/10,
   encodes it with the chosen tokenizer and writes train.bin / val.bin and meta.json;
-- a corpus that does not (FineWeb): prepare_stream streams documents, tokenizes them with GPT-2's BPE in
+- a corpus that does not (FineWeb): prepare_stream streams documents, tokenizes them with GPT-2's
+BPE in
   worker processes and writes fixed-size shards val_000.bin, ..., train_000.bin, ... as it goes.
 
 Token files are flat arrays of ids, uint16 when the vocabulary fits, else uint32. meta.json says
@@ -25,18 +27,22 @@ import os
 
 import numpy as np
 
-from base import UserError, atomic_path
-from data.tokenizer import GPT2Tokenizer, new_tokenizer
+from gptkit.base import DATA_ROOT, UserError, atomic_path
+from gptkit.tokenizer import GPT2Tokenizer, new_tokenizer
 
-# Karpathy's char-rnn Tiny Shakespeare (public domain), shipped with the repo so everything works offline
-TINY_SHAKESPEARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tinyshakespeare.txt")
+# Karpathy's char-rnn Tiny Shakespeare (public domain), shipped with the repo so everything works
+# offline
+TINY_SHAKESPEARE = os.path.join(DATA_ROOT, "tinyshakespeare.txt")
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 
 def read_text(path):
-    """The text of a .txt file, or of every .txt file in a directory (sorted, joined by blank lines)."""
+    """The text of a .txt file, or of every .txt file in a directory (sorted, joined by blank
+    lines)."""
     if os.path.isdir(path):
-        files = sorted(os.path.join(path, name) for name in os.listdir(path) if name.endswith(".txt"))
+        files = sorted(
+            os.path.join(path, name) for name in os.listdir(path) if name.endswith(".txt")
+        )
         if not files:
             raise UserError(f"{path} holds no .txt files")
     elif os.path.isfile(path):
@@ -52,7 +58,9 @@ def read_text(path):
         try:
             texts.append(raw.decode("utf-8"))
         except UnicodeDecodeError as e:
-            raise UserError(f"{file} is not UTF-8 text (byte {e.start}); give a UTF-8 text file") from None
+            raise UserError(
+                f"{file} is not UTF-8 text (byte {e.start}); give a UTF-8 text file"
+            ) from None
     text = "\n\n".join(texts)
     if not text.strip():
         raise UserError(f"{path} is empty")
@@ -60,14 +68,17 @@ def read_text(path):
 
 
 def tiny_shakespeare(input_path=None):
-    """(text, source): --input if given, else the Tiny Shakespeare that ships with the repo (sha256-checked)."""
+    """(text, source): --input if given, else the Tiny Shakespeare that ships with the repo
+    (sha256-checked)."""
     if input_path:
         return read_text(input_path), input_path
     with open(TINY_SHAKESPEARE, "rb") as f:
         raw = f.read()
     digest = hashlib.sha256(raw).hexdigest()
     if digest != TINY_SHAKESPEARE_SHA256:
-        raise UserError(f"{TINY_SHAKESPEARE} has sha256 {digest[:12]}..., not Tiny Shakespeare's: restore it with git checkout")
+        raise UserError(
+            f"{TINY_SHAKESPEARE} has sha256 {digest[:12]}..., not Tiny Shakespeare's: restore it with git checkout"
+        )
     return raw.decode("utf-8"), "Tiny Shakespeare"
 
 
@@ -89,9 +100,12 @@ def write_meta(out_dir, meta):
 
 
 def start_output(out_dir):
-    """Make out_dir and drop a previous preparation's meta.json and token files: no stale shard outlives a rerun."""
+    """Make out_dir and drop a previous preparation's meta.json and token files: no stale shard
+    outlives a rerun."""
     os.makedirs(out_dir, exist_ok=True)
-    old = glob.glob(os.path.join(out_dir, "meta.json")) + glob.glob(os.path.join(out_dir, "train*.bin"))
+    old = glob.glob(os.path.join(out_dir, "meta.json")) + glob.glob(
+        os.path.join(out_dir, "train*.bin")
+    )
     for path in old + glob.glob(os.path.join(out_dir, "val*.bin")):
         os.remove(path)
 
@@ -103,7 +117,8 @@ def split_text(text, val_fraction=0.1):
 
 
 def prepare(text, tokenizer, out_dir, source, val_fraction=0.1):
-    """Split text, encode both parts, write train.bin, val.bin, tokenizer.json (bpe) and, last, meta.json."""
+    """Split text, encode both parts, write train.bin, val.bin, tokenizer.json (bpe) and, last,
+    meta.json."""
     return prepare_split(*split_text(text, val_fraction), tokenizer, out_dir, source)
 
 
@@ -111,7 +126,9 @@ def prepare_split(train_text, val_text, tokenizer, out_dir, source, **extra_meta
     """prepare() for a corpus that comes already split; extra_meta goes into meta.json as is."""
     train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
     if len(val_ids) < 2:
-        raise UserError(f"the text is too small to split ({len(train_text) + len(val_text)} characters)")
+        raise UserError(
+            f"the text is too small to split ({len(train_text) + len(val_text)} characters)"
+        )
     start_output(out_dir)
     write_tokens(os.path.join(out_dir, "train.bin"), train_ids, tokenizer.vocab_size)
     write_tokens(os.path.join(out_dir, "val.bin"), val_ids, tokenizer.vocab_size)
@@ -128,22 +145,41 @@ def prepare_split(train_text, val_text, tokenizer, out_dir, source, **extra_meta
         **extra_meta,
     )
     write_meta(out_dir, meta)
-    print(f"{source}: {len(train_text) + len(val_text):,} characters, {tokenizer.kind} tokenizer with vocab {tokenizer.vocab_size:,}")
+    print(
+        f"{source}: {len(train_text) + len(val_text):,} characters, {tokenizer.kind} tokenizer with vocab {tokenizer.vocab_size:,}"
+    )
     print(f"train has {len(train_ids):,} tokens, val has {len(val_ids):,} tokens -> {out_dir}")
     return meta
 
 
 def prepare_cli(here, doc, tokenizer):
-    """The command line of a text prepare script: Tiny Shakespeare or --input, tokenized by --tokenizer."""
+    """The command line of a text prepare script: Tiny Shakespeare or --input, tokenized by
+    --tokenizer."""
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
-    parser.add_argument("--input", help="a .txt file or a directory of them (default: Tiny Shakespeare)")
-    parser.add_argument("--out_dir", default=here, help="where the bins and meta.json go (default: here)")
-    parser.add_argument("--tokenizer", default=tokenizer, choices=["char", "gpt2", "bpe"], help=f"default: {tokenizer}")
-    parser.add_argument("--vocab_size", type=int, default=2048, help="bpe only: the vocabulary to train (default: 2048)")
+    parser.add_argument(
+        "--input", help="a .txt file or a directory of them (default: Tiny Shakespeare)"
+    )
+    parser.add_argument(
+        "--out_dir", default=here, help="where the bins and meta.json go (default: here)"
+    )
+    parser.add_argument(
+        "--tokenizer",
+        default=tokenizer,
+        choices=["char", "gpt2", "bpe"],
+        help=f"default: {tokenizer}",
+    )
+    parser.add_argument(
+        "--vocab_size",
+        type=int,
+        default=2048,
+        help="bpe only: the vocabulary to train (default: 2048)",
+    )
     args = parser.parse_args()
     text, source = tiny_shakespeare(args.input)
     train_text, _ = split_text(text)
-    prepare(text, new_tokenizer(args.tokenizer, text, train_text, args.vocab_size), args.out_dir, source)
+    prepare(
+        text, new_tokenizer(args.tokenizer, text, train_text, args.vocab_size), args.out_dir, source
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -152,14 +188,17 @@ def prepare_cli(here, doc, tokenizer):
 
 def stream_documents(input_path=None, dataset=None, name=None, text_field="text"):
     """
-    The text of each document, streamed with `datasets`: from the Hugging Face dataset `dataset` (config
-    `name`), or from local files (parquet, jsonl/json, or .txt whose blank-line-separated paragraphs are the
-    documents) through the same streaming code path. Nothing is opened until the first document is asked for.
+    The text of each document, streamed with `datasets`: from the Hugging Face dataset `dataset`
+    (config `name`), or from local files (parquet, jsonl/json, or .txt whose blank-line-separated
+    paragraphs are the documents) through the same streaming code path. Nothing is opened until the
+    first document is asked for.
     """
     try:
         from datasets import load_dataset
     except ImportError:
-        raise UserError("streaming a corpus needs the datasets package: pip install datasets") from None
+        raise UserError(
+            "streaming a corpus needs the datasets package: pip install datasets"
+        ) from None
     if input_path:
         builder, files = local_dataset_files(input_path)
         extra = {"sample_by": "paragraph"} if builder == "text" else {}
@@ -167,13 +206,22 @@ def stream_documents(input_path=None, dataset=None, name=None, text_field="text"
     else:
         try:
             ds = load_dataset(dataset, name=name, split="train", streaming=True)
-        except (OSError, ValueError) as e:  # offline or unknown: ConnectionError, DatasetNotFoundError (OSErrors); a bad name: ValueError
+        except (
+            OSError,
+            ValueError,
+            # offline or unknown: ConnectionError, DatasetNotFoundError (OSErrors); a bad name:
+            # ValueError
+        ) as e:
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise UserError(f"cannot open the dataset {dataset} ({reason}); offline, pass --input=FILE.parquet") from None
+            raise UserError(
+                f"cannot open the dataset {dataset} ({reason}); offline, pass --input=FILE.parquet"
+            ) from None
     for row in ds:
         text = row.get(text_field)
         if not isinstance(text, str):
-            raise UserError(f"documents need a text column {text_field!r}; this one has {sorted(row)} (see --text_field)")
+            raise UserError(
+                f"documents need a text column {text_field!r}; this one has {sorted(row)} (see --text_field)"
+            )
         yield text
 
 
@@ -183,7 +231,11 @@ STREAM_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".tx
 def local_dataset_files(path):
     """(datasets builder, files) for a file or a directory of files of one format."""
     if os.path.isdir(path):
-        files = sorted(os.path.join(path, f) for f in os.listdir(path) if os.path.splitext(f)[1] in STREAM_FORMATS)
+        files = sorted(
+            os.path.join(path, f)
+            for f in os.listdir(path)
+            if os.path.splitext(f)[1] in STREAM_FORMATS
+        )
     elif os.path.isfile(path):
         files = [path]
     else:
@@ -195,8 +247,10 @@ def local_dataset_files(path):
 
 
 def encode_documents(texts):
-    """In a worker: documents -> one uint16 array, each preceded by <|endoftext|> (GPT-2's separator)."""
-    enc = GPT2Tokenizer()  # tiktoken caches the encoding, so this is cheap after a worker's first chunk
+    """In a worker: documents -> one uint16 array, each preceded by <|endoftext|> (GPT-2's
+    separator)."""
+    # tiktoken caches the encoding, so this is cheap after a worker's first chunk
+    enc = GPT2Tokenizer()
     ids = []
     for text in texts:
         ids.append(enc.eot)
@@ -206,11 +260,14 @@ def encode_documents(texts):
 
 def encoded_chunks(documents, num_proc, chunk_docs=256):
     """
-    Token arrays of successive chunks of documents, tokenized in order by num_proc worker processes. At most
-    2 * num_proc chunks are in flight: Pool.imap would read all its input ahead, holding the corpus in memory.
+    Token arrays of successive chunks of documents, tokenized in order by num_proc worker processes.
+    At most 2 * num_proc chunks are in flight: Pool.imap would read all its input ahead, holding the
+    corpus in memory.
     """
     documents = iter(documents)
-    with multiprocessing.Pool(num_proc) as pool:  # before the first document: forking never copies a reader
+    with multiprocessing.Pool(
+        num_proc
+    ) as pool:  # before the first document: forking never copies a reader
         pending = collections.deque()
         while chunk := list(itertools.islice(documents, chunk_docs)):
             pending.append(pool.apply_async(encode_documents, (chunk,)))
@@ -222,9 +279,9 @@ def encoded_chunks(documents, num_proc, chunk_docs=256):
 
 class ShardWriter:
     """
-    Tokens in, fixed-size shards out: the first val_tokens tokens fill val_000.bin, val_001.bin, ..., the rest
-    train_000.bin, ...; each shard holds shard_tokens tokens (the last of a split fewer). Only one shard is
-    ever in memory.
+    Tokens in, fixed-size shards out: the first val_tokens tokens fill val_000.bin, val_001.bin,
+    ..., the rest train_000.bin, ...; each shard holds shard_tokens tokens (the last of a split
+    fewer). Only one shard is ever in memory.
     """
 
     def __init__(self, out_dir, shard_tokens, val_tokens, tokenizer):
@@ -253,16 +310,25 @@ class ShardWriter:
         if not self.fill:
             return
         shard = self.buffer[: self.fill]
-        write_tokens(os.path.join(self.out_dir, f"{self.split}_{self.index:03d}.bin"), shard, self.tokenizer.vocab_size)
-        if self.split == "val":  # bits per byte needs the text's size: decode, without the separators
-            self.val_bytes += len(self.tokenizer.enc.decode_bytes(shard[shard != self.tokenizer.eot].tolist()))
+        write_tokens(
+            os.path.join(self.out_dir, f"{self.split}_{self.index:03d}.bin"),
+            shard,
+            self.tokenizer.vocab_size,
+        )
+        if (
+            self.split == "val"
+        ):  # bits per byte needs the text's size: decode, without the separators
+            self.val_bytes += len(
+                self.tokenizer.enc.decode_bytes(shard[shard != self.tokenizer.eot].tolist())
+            )
         self.fill, self.index = 0, self.index + 1
         if self.split == "val" and self.counts["val"] == self.val_tokens:
             self.split, self.index = "train", 0
 
 
 def prepare_stream(documents, out_dir, source, shard_tokens, val_tokens, max_tokens=0, num_proc=1):
-    """Tokenize streamed documents with GPT-2's BPE into shards and meta.json; stop after max_tokens (0: all)."""
+    """Tokenize streamed documents with GPT-2's BPE into shards and meta.json; stop after max_tokens
+    (0: all)."""
     from tqdm import tqdm
 
     if shard_tokens < 1 or val_tokens < 1 or max_tokens < 0 or num_proc < 1:
@@ -271,8 +337,13 @@ def prepare_stream(documents, out_dir, source, shard_tokens, val_tokens, max_tok
     start_output(out_dir)
     writer = ShardWriter(out_dir, shard_tokens, val_tokens, tokenizer)
     total = 0
-    bar = tqdm(total=max_tokens or None, unit="tok", unit_scale=True, desc="tokenizing", disable=None)
-    with bar, contextlib.closing(encoded_chunks(documents, num_proc)) as chunks:  # closing stops the workers
+    bar = tqdm(
+        total=max_tokens or None, unit="tok", unit_scale=True, desc="tokenizing", disable=None
+    )
+    with (
+        bar,
+        contextlib.closing(encoded_chunks(documents, num_proc)) as chunks,
+    ):  # closing stops the workers
         for ids in chunks:
             if max_tokens:
                 ids = ids[: max_tokens - total]
@@ -283,10 +354,21 @@ def prepare_stream(documents, out_dir, source, shard_tokens, val_tokens, max_tok
                 break
     writer.flush()
     if writer.counts["train"] == 0:
-        raise UserError(f"{source} gave only {total:,} tokens, all for val; give more text or lower --val_tokens={val_tokens}")
-    meta = {**tokenizer.meta(), "dtype": writer.buffer.dtype.name, "source": source, "shard_tokens": shard_tokens,
-            "train_tokens": writer.counts["train"], "val_tokens": writer.counts["val"], "val_bytes": writer.val_bytes}  # fmt: skip
+        raise UserError(
+            f"{source} gave only {total:,} tokens, all for val; give more text or lower --val_tokens={val_tokens}"
+        )
+    meta = {
+        **tokenizer.meta(),
+        "dtype": writer.buffer.dtype.name,
+        "source": source,
+        "shard_tokens": shard_tokens,
+        "train_tokens": writer.counts["train"],
+        "val_tokens": writer.counts["val"],
+        "val_bytes": writer.val_bytes,
+    }
     write_meta(out_dir, meta)
-    print(f"{source}: {total:,} tokens, val {meta['val_tokens']:,} and train {meta['train_tokens']:,} in shards of {shard_tokens:,}")
+    print(
+        f"{source}: {total:,} tokens, val {meta['val_tokens']:,} and train {meta['train_tokens']:,} in shards of {shard_tokens:,}"
+    )
     print(f"-> {out_dir}")
     return meta

@@ -1,11 +1,11 @@
 """
 Batches of random windows from a prepared dataset directory (train.bin/val.bin, or shards
-train_000.bin, train_001.bin, ...), or a nanoGPT data folder (data/nanogpt.py), read through np.memmap
-so the corpus never has to fit in memory.
+train_000.bin, train_001.bin, ...), or a nanoGPT data folder (gptkit/nanogpt.py), read through
+np.memmap so the corpus never has to fit in memory.
 
-A batch is a pure function of (seed, split, step, micro_step): no hidden state. A resumed run therefore
-draws exactly the batches the uninterrupted run would have, and evaluation uses the same fixed batches
-every time.
+A batch is a pure function of (seed, split, step, micro_step): no hidden state. A resumed run
+therefore draws exactly the batches the uninterrupted run would have, and evaluation uses the same
+fixed batches every time.
 """
 
 import glob
@@ -15,11 +15,10 @@ import os
 import numpy as np
 import torch
 
-from base import UserError
-from data.nanogpt import data_meta
+from gptkit.base import DATA_ROOT, UserError
+from gptkit.nanogpt import data_meta
 
 SPLIT_IDS = {"train": 0, "val": 1}
-DATA_ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def prepare_hint(data_dir):
@@ -27,7 +26,12 @@ def prepare_hint(data_dir):
     name = os.path.basename(os.path.normpath(data_dir))
     if os.path.isfile(os.path.join(DATA_ROOT, name, "prepare.py")):
         return f"run python data/{name}/prepare.py first"
-    scripts = ", ".join(sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(DATA_ROOT, "*", "prepare.py"))))
+    scripts = ", ".join(
+        sorted(
+            os.path.basename(os.path.dirname(p))
+            for p in glob.glob(os.path.join(DATA_ROOT, "*", "prepare.py"))
+        )
+    )
     return f"prepare it first with python data/<name>/prepare.py --out_dir={data_dir} (<name>: {scripts})"
 
 
@@ -52,14 +56,21 @@ def load_meta(data_dir):
 def split_files(data_dir, split):
     """The token files of a split: split.bin, or its shards split_000.bin, split_001.bin, ..."""
     single = os.path.join(data_dir, f"{split}.bin")
-    files = [single] if os.path.isfile(single) else sorted(glob.glob(os.path.join(data_dir, f"{split}_[0-9]*.bin")))
+    files = (
+        [single]
+        if os.path.isfile(single)
+        else sorted(glob.glob(os.path.join(data_dir, f"{split}_[0-9]*.bin")))
+    )
     if not files:
-        raise UserError(f"{data_dir} has no {split}.bin or {split}_000.bin: {prepare_hint(data_dir)}")
+        raise UserError(
+            f"{data_dir} has no {split}.bin or {split}_000.bin: {prepare_hint(data_dir)}"
+        )
     return files
 
 
 def open_tokens(path, dtype):
-    """A token file as a read-only memmap; a file cut short (not whole tokens) is named, with the fix."""
+    """A token file as a read-only memmap; a file cut short (not whole tokens) is named, with the
+    fix."""
     size = os.path.getsize(path)
     if size % dtype.itemsize or size == 0:
         raise UserError(
@@ -86,13 +97,17 @@ class BatchLoader:
                 )
             self.shards[split] = [s for s in shards if len(s) > block_size]
         # window starts per shard; a global start index picks a shard by these cumulative counts
-        self.starts = {split: np.cumsum([len(s) - block_size for s in shards]) for split, shards in self.shards.items()}
+        self.starts = {
+            split: np.cumsum([len(s) - block_size for s in shards])
+            for split, shards in self.shards.items()
+        }
 
     def num_tokens(self, split):
         return sum(len(s) for s in self.shards[split])
 
     def get_batch(self, split, step, micro_step=0):
-        """(x, y), each (batch_size, block_size) int64, y shifted by one; a pure function of its arguments."""
+        """(x, y), each (batch_size, block_size) int64, y shifted by one; a pure function of its
+        arguments."""
         return self._random_batch(split, [self.seed, SPLIT_IDS[split], 0, step, micro_step])
 
     def eval_batches(self, split, n):
@@ -100,17 +115,22 @@ class BatchLoader:
         return [self._random_batch(split, [self.seed, SPLIT_IDS[split], 1, i]) for i in range(n)]
 
     def _random_batch(self, split, seed_words):
-        rng = np.random.default_rng(seed_words)  # a counter-based stream: no state to save or restore
+        # a counter-based stream: no state to save or restore
+        rng = np.random.default_rng(seed_words)
         starts = rng.integers(0, self.starts[split][-1], size=self.batch_size)
         shard_of = np.searchsorted(self.starts[split], starts, side="right")
         offsets = starts - np.concatenate([[0], self.starts[split]])[shard_of]
-        windows = np.stack([self.shards[split][s][o : o + self.block_size + 1] for s, o in zip(shard_of, offsets, strict=True)]).astype(
-            np.int64
-        )  # (B, block_size + 1)
+        windows = np.stack(
+            [
+                self.shards[split][s][o : o + self.block_size + 1]
+                for s, o in zip(shard_of, offsets, strict=True)
+            ]
+        ).astype(np.int64)  # (B, block_size + 1)
         return self._to_device(torch.from_numpy(windows))
 
     def full_split_batches(self, split):
-        """Every token of the split once: non-overlapping windows, in batches (the last ones shorter)."""
+        """Every token of the split once: non-overlapping windows, in batches (the last ones
+        shorter)."""
         for shard in self.shards[split]:
             starts = np.arange(0, len(shard) - 1, self.block_size)
             for i in range(0, len(starts), self.batch_size):
@@ -132,5 +152,7 @@ class BatchLoader:
         x, y = windows[:, :-1], windows[:, 1:]
         if self.device.type == "cuda":
             # pinned memory lets the copy run asynchronously with the GPU's work
-            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(
+                self.device, non_blocking=True
+            )
         return x.contiguous().to(self.device), y.contiguous().to(self.device)

@@ -1,18 +1,19 @@
 """
-Show what a trained GPT looks at: every layer's and head's attention over a sentence, and how much one
-word attends to each earlier word, layer by layer.
+Show what a trained GPT looks at: every layer's and head's attention over a sentence, and how much
+one word attends to each earlier word, layer by layer.
 
-    python attention.py --out_dir=out-speedrun-90s
-    python attention.py --init_from=gpt2 --text="the cat sat on the mat" --query=sat
-    python attention.py --out_dir=out-speedrun-90s --format=json     # the numbers, no pictures
+    python attention_maps.py --out_dir=out-speedrun-90s
+    python attention_maps.py --init_from=gpt2 --text="the cat sat on the mat" --query=sat
+    python attention_maps.py --out_dir=out-speedrun-90s --format=json     # the numbers, no pictures
 
 Writes attention_heads.png (a grid: one heatmap per layer x head) and attention_<query>.png (the
 query word's attention to each earlier word, per layer, averaged over heads), or attention.json, to
 --save_dir (default: out_dir, or the current directory for GPT-2 weights), and prints their names.
 
-The model attends between tokens (characters, or GPT-2's sub-words); the pictures show words. A word's
-attention to another word is the sum of the weights on that word's tokens (the keys), averaged over
-its own tokens (the queries), so each word's row still sums to 1 over itself and the words before it.
+The model attends between tokens (characters, or GPT-2's sub-words); the pictures show words. A
+word's attention to another word is the sum of the weights on that word's tokens (the keys),
+averaged over its own tokens (the queries), so each word's row still sums to 1 over itself and the
+words before it.
 """
 
 import bisect
@@ -24,23 +25,29 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from base import UserError, atomic_write, save_json
-from checkpoint import load_model
-from configurator import parse_args, run_cli
-from data.long_range.corpus import NOTES_SENTENCE  # the notes' sentence: "jumped" must reach back to "cat"
-from hardware import pick_device
+# the notes' sentence: "jumped" must reach back to "cat"
+from data.long_range.corpus import (
+    NOTES_SENTENCE,
+)
+from gptkit.base import UserError, save_figure, save_json
+from gptkit.checkpoint import load_model
+from gptkit.configurator import parse_args, run_cli
+from gptkit.hardware import pick_device
 
 
 @dataclass(frozen=True)
 class AttentionConfig:
-    init_from: str = "resume"  # "resume" (from out_dir) | "gpt2" | ... | a Hugging Face GPT-2 directory
+    init_from: str = (
+        "resume"  # "resume" (from out_dir) | "gpt2" | ... | a Hugging Face GPT-2 directory
+    )
     out_dir: str = "out"
     text: str = NOTES_SENTENCE
     query: str = "jumped"  # the word whose attention gets its own picture (its last occurrence)
     format: str = "png"  # "png": two pictures; "json": the word-level weights
     save_dir: str = ""  # where to write; "" = out_dir (or the current directory for GPT-2 weights)
     device: str = "cpu"  # one forward pass: the CPU is plenty
-    meta_pkl: str = ""  # a nanoGPT out_dir's tokenizer, its dataset's meta.pkl ("": where nanoGPT's sample.py looks)
+    # a nanoGPT out_dir's tokenizer, its dataset's meta.pkl ("": where nanoGPT's sample.py looks)
+    meta_pkl: str = ""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -55,8 +62,11 @@ def split_words(text):
 def token_spans(tokenizer, ids, text):
     """(start, end) character span of each token in text (which must be what ids decode to)."""
     if tokenizer.decode(ids) != text:
-        raise UserError("the tokenizer does not reproduce the text exactly, so its tokens cannot be placed on words")
-    # prefix lengths; a token ending inside a multi-byte character decodes to a stand-in, so clamp to stay monotonic
+        raise UserError(
+            "the tokenizer does not reproduce the text exactly, so its tokens cannot be placed on words"
+        )
+    # prefix lengths; a token ending inside a multi-byte character decodes to a stand-in, so clamp
+    # to stay monotonic
     ends, last = [], 0
     for i in range(1, len(ids) + 1):
         last = min(max(last, len(tokenizer.decode(ids[:i]))), len(text))
@@ -67,8 +77,9 @@ def token_spans(tokenizer, ids, text):
 def group_tokens(text, spans, words):
     """
     (word index of each token, word labels). A token belongs to the word holding its first non-space
-    character; a token of only spaces belongs to the word after it (GPT-2 writes " cat" as one token).
-    A word with no token of its own (a sub-word token ran over into it) joins the word before it.
+    character; a token of only spaces belongs to the word after it (GPT-2 writes " cat" as one
+    token). A word with no token of its own (a sub-word token ran over into it) joins the word
+    before it.
     """
     word_ends = [end for _, end in words]
     owner = []
@@ -86,9 +97,9 @@ def group_tokens(text, spans, words):
 
 def word_attention(attn, word_of_token, n_words):
     """
-    Token attention (..., T, T) -> word attention (..., n_words, n_words): the weights on a word's key
-    tokens are summed, and its query tokens' rows averaged, so rows still sum to 1 (causal: word q
-    gets 0 from every later word).
+    Token attention (..., T, T) -> word attention (..., n_words, n_words): the weights on a word's
+    key tokens are summed, and its query tokens' rows averaged, so rows still sum to 1 (causal: word
+    q gets 0 from every later word).
     """
     attn = np.asarray(attn, dtype=np.float64)
     T = attn.shape[-1]
@@ -106,7 +117,8 @@ def word_attention(attn, word_of_token, n_words):
 
 
 def fit_to_context(tokenizer, text, block_size):
-    """The text, or, when it is longer than the model's context, its last words that fit (with a warning)."""
+    """The text, or, when it is longer than the model's context, its last words that fit (with a
+    warning)."""
     ids = tokenizer.encode(text)
     if not ids:
         raise UserError("the text is empty; give --text=...")
@@ -121,14 +133,18 @@ def fit_to_context(tokenizer, text, block_size):
                 file=sys.stderr,
             )
             return text[start:], ids
-    raise UserError(f"the last word of the text alone is longer than the model's context of {block_size} tokens")
+    raise UserError(
+        f"the last word of the text alone is longer than the model's context of {block_size} tokens"
+    )
 
 
 def find_query(labels, query):
     """Index of the last word equal to query (ignoring case)."""
     matches = [i for i, label in enumerate(labels) if label.lower() == query.strip().lower()]
     if not matches:
-        raise UserError(f"--query={query!r} is not a word of the text; its words are: {' '.join(labels)}")
+        raise UserError(
+            f"--query={query!r} is not a word of the text; its words are: {' '.join(labels)}"
+        )
     return matches[-1]
 
 
@@ -143,58 +159,52 @@ def readable(labels):
 
 def plot_heads(weights, labels, title, caption, path):
     """One heatmap per layer (rows) and head (columns); weights (n_layer, n_head, W, W)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: no display needed
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     n_layer, n_head, W, _ = weights.shape
     labels = readable(labels)
     cell = max(2.2, 0.16 * W)  # inches per heatmap: room for one label per word
-    fig, axes = plt.subplots(n_layer, n_head, figsize=(cell * n_head + 1.5, cell * n_layer + 1.8), squeeze=False)
+    fig = Figure(figsize=(cell * n_head + 1.5, cell * n_layer + 1.8))
+    axes = fig.subplots(n_layer, n_head, squeeze=False)
     fontsize = 7 if W <= 20 else 5
     for layer in range(n_layer):
         for head in range(n_head):
             ax = axes[layer][head]
             image = ax.imshow(weights[layer, head], cmap="viridis", vmin=0, vmax=1)
             ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=9)
-            ax.set_xticks(range(W), labels if layer == n_layer - 1 else [], rotation=90, fontsize=fontsize)
+            ax.set_xticks(
+                range(W), labels if layer == n_layer - 1 else [], rotation=90, fontsize=fontsize
+            )
             ax.set_yticks(range(W), labels if head == 0 else [], fontsize=fontsize)
     fig.suptitle(title, fontsize=12)
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
     fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=9, wrap=True)
-    save_figure(fig, path)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def plot_query(query_weights, labels, query_index, title, caption, path):
-    """The query word's attention to itself and each earlier word, one row per layer; query_weights (n_layer, W)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The query word's attention to itself and each earlier word, one row per layer; query_weights
+    (n_layer, W)."""
+    from matplotlib.figure import Figure
 
     shown = query_weights[:, : query_index + 1]  # later words get 0: leave them out
     n_layer, n_words = shown.shape
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * n_words + 2.5), 0.55 * n_layer + 3.2))
+    fig = Figure(figsize=(max(6.0, 0.75 * n_words + 2.5), 0.55 * n_layer + 3.2))
+    ax = fig.subplots()
     ax.imshow(shown, cmap="Blues", vmin=0, vmax=max(shown.max(), 1e-9), aspect="auto")
     for layer in range(n_layer):
         for w in range(n_words):
             value = shown[layer, w]
             color = "white" if value > 0.6 * shown.max() else "black"
             ax.text(w, layer, f"{value:.2f}", ha="center", va="center", fontsize=8, color=color)
-    ax.set_xticks(range(n_words), readable(labels[: query_index + 1]), rotation=45, ha="right", fontsize=10)
+    ax.set_xticks(
+        range(n_words), readable(labels[: query_index + 1]), rotation=45, ha="right", fontsize=10
+    )
     ax.set_yticks(range(n_layer), [f"layer {layer + 1}" for layer in range(n_layer)], fontsize=10)
     ax.set_title(title, fontsize=11)
     fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=8, wrap=True)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    save_figure(fig, path)
-
-
-def save_figure(fig, path):
-    import matplotlib.pyplot as plt
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -206,15 +216,20 @@ def main(argv=None):
         raise UserError(f"--format={cfg.format} must be png or json")
     model, tokenizer = load_model(cfg.init_from, cfg.out_dir, pick_device(cfg.device), cfg.meta_pkl)
     if not hasattr(model, "attention_maps"):
-        raise UserError(f"{cfg.out_dir} holds a recurrent model ({type(model).__name__}): it has no attention to show")
-    model_name = os.path.basename(os.path.normpath(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from))
+        raise UserError(
+            f"{cfg.out_dir} holds a recurrent model ({type(model).__name__}): it has no attention to show"
+        )
+    model_name = os.path.basename(
+        os.path.normpath(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from)
+    )
     save_dir = cfg.save_dir or (cfg.out_dir if cfg.init_from == "resume" else ".")
 
     text, ids = fit_to_context(tokenizer, cfg.text, model.config.block_size)
     word_of_token, labels = group_tokens(text, token_spans(tokenizer, ids, text), split_words(text))
     query_index = find_query(labels, cfg.query)
     device = next(model.parameters()).device
-    attn = model.attention_maps(torch.tensor(ids, dtype=torch.long, device=device)).cpu().numpy()  # (L, nh, T, T)
+    # (L, nh, T, T)
+    attn = model.attention_maps(torch.tensor(ids, dtype=torch.long, device=device)).cpu().numpy()
     weights = word_attention(attn, word_of_token, len(labels))  # (L, nh, W, W)
     query_weights = weights[:, :, query_index, :].mean(axis=1)  # (L, W): averaged over heads
     n_head = weights.shape[1]
@@ -224,27 +239,40 @@ def main(argv=None):
     try:
         os.makedirs(save_dir, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create --save_dir={save_dir} ({e.strerror}); choose another directory") from None
+        raise UserError(
+            f"cannot create --save_dir={save_dir} ({e.strerror}); choose another directory"
+        ) from None
     written = []
     if cfg.format == "json":
         path = os.path.join(save_dir, "attention.json")
-        save_json(path, {
-            "model": model_name, "text": text, "words": labels,
-            "tokens_per_word": np.bincount(word_of_token, minlength=len(labels)).tolist(),
-            "aggregation": aggregation, "query": labels[query_index], "query_index": query_index,
-            "attention": np.round(weights, 6).tolist(),  # [layer][head][query word][key word]
-            "query_attention": np.round(query_weights, 6).tolist(),  # [layer][key word], mean over heads
-        })  # fmt: skip
+        save_json(
+            path,
+            {
+                "model": model_name,
+                "text": text,
+                "words": labels,
+                "tokens_per_word": np.bincount(word_of_token, minlength=len(labels)).tolist(),
+                "aggregation": aggregation,
+                "query": labels[query_index],
+                "query_index": query_index,
+                "attention": np.round(weights, 6).tolist(),  # [layer][head][query word][key word]
+                "query_attention": np.round(
+                    query_weights, 6
+                ).tolist(),  # [layer][key word], mean over heads
+            },
+        )
         written.append(path)
     else:
-        caption = (
-            f"{len(ids)} {unit} grouped into {len(labels)} words: token weights aggregated to words ({aggregation}), so each row sums to 1."
-        )
+        caption = f"{len(ids)} {unit} grouped into {len(labels)} words: token weights aggregated to words ({aggregation}), so each row sums to 1."
         path = os.path.join(save_dir, "attention_heads.png")
         title = f"{model_name}: attention of each word (rows) to each word (columns), every layer and head"
-        plot_heads(weights, labels, title, caption + " Upper triangle: future words, always 0.", path)
+        plot_heads(
+            weights, labels, title, caption + " Upper triangle: future words, always 0.", path
+        )
         written.append(path)
-        path = os.path.join(save_dir, f"attention_{re.sub(r'[^0-9A-Za-z_-]+', '_', labels[query_index])}.png")
+        path = os.path.join(
+            save_dir, f"attention_{re.sub(r'[^0-9A-Za-z_-]+', '_', labels[query_index])}.png"
+        )
         title = f'{model_name}: how much "{labels[query_index]}" attends to each word so far (mean over {n_head} heads)'
         own = f"The last column is {labels[query_index]!r} itself: each of its {unit} attends to itself and the earlier ones in the word."
         plot_query(query_weights, labels, query_index, title, f"{caption} {own}", path)

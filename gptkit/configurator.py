@@ -3,12 +3,11 @@ Typed configuration for the scripts: a dataclass of defaults, then config files,
 
     python train.py config/train_shakespeare_char.py --batch_size=32 --device=cpu
 
-A config file is Python made of plain assignments (`batch_size = 64`, `lr = 1e-3 * 2`, `name = 'x'`).
-It is parsed, never executed: values may be literals, arithmetic on numbers, and names assigned above.
-Every line that is more (nanoGPT's config files are run, so they may import and call) is named, all in one
-message, with what to write instead.
-Every value is checked against the default's type, and an unknown key is an error naming the closest
-valid one.
+A config file is Python made of plain assignments (`batch_size = 64`, `lr = 1e-3 * 2`, `name =
+'x'`). It is parsed, never executed: values may be literals, arithmetic on numbers, and names
+assigned above. Every line that is more (nanoGPT's config files are run, so they may import and
+call) is named, all in one message, with what to write instead. Every value is checked against the
+default's type, and an unknown key is an error naming the closest valid one.
 """
 
 import ast
@@ -18,7 +17,7 @@ import operator
 import sys
 from dataclasses import fields, replace
 
-from base import UserError
+from gptkit.base import UserError
 
 
 class ConfigError(UserError):
@@ -26,12 +25,18 @@ class ConfigError(UserError):
 
 
 _BINARY_OPS = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow, ast.Mod: operator.mod,
-}  # fmt: skip
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Pow: operator.pow,
+    ast.Mod: operator.mod,
+}
 
 
-MAX_BITS = 256  # no config value needs a larger number; bounding it keeps `2 ** 10 ** 10` from running forever
+# no config value needs a larger number; bounding it keeps `2 ** 10 ** 10` from running forever
+MAX_BITS = 256
 MAX_LENGTH = 10_000  # likewise for repeated strings and tuples ("ab" * 10 ** 12)
 
 
@@ -65,18 +70,25 @@ def _evaluate(node, names, where):
             raise ConfigError(f"{where}: cannot compute `{ast.unparse(node)}` ({e})") from None
     if isinstance(node, (ast.Tuple, ast.List)):
         return tuple(_evaluate(e, names, where) for e in node.elts)
-    raise ConfigError(f"{where}: only literals, arithmetic and names assigned above are allowed, got `{ast.unparse(node)}`{_instead(node)}")
+    raise ConfigError(
+        f"{where}: only literals, arithmetic and names assigned above are allowed, got `{ast.unparse(node)}`{_instead(node)}"
+    )
 
 
 def _instead(node):
-    """What to write instead of a line or value a config file cannot hold (it is parsed, never run)."""
+    """What to write instead of a line or value a config file cannot hold (it is parsed, never
+    run)."""
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         return ": delete it, a config file needs no modules"
     if isinstance(node, ast.Call):
         return ": calls are not run, write the value itself (a number or a 'string')"
     if isinstance(node, ast.Name):
         return f": assign {node.id} above it, or write its value"
-    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+    if (
+        isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and node.value is not None
+    ):
         return f": write {node.target.id} = {ast.unparse(node.value)}"
     if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
         return f": write {node.target.id} = <its value>"
@@ -100,9 +112,15 @@ def read_config_file(path):
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
             continue  # a docstring or a comment-like string
         try:
-            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+            if not (
+                isinstance(stmt, ast.Assign)
+                and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)
+            ):
                 line = ast.unparse(stmt).splitlines()[0]
-                raise ConfigError(f"{where}: a config file holds only `key = value` lines, got `{line}`{_instead(stmt)}")
+                raise ConfigError(
+                    f"{where}: a config file holds only `key = value` lines, got `{line}`{_instead(stmt)}"
+                )
             values[stmt.targets[0].id] = _evaluate(stmt.value, values, where)
         except ConfigError as e:  # go on: every line that cannot be taken is named, in one message
             problems.append(str(e))
@@ -127,7 +145,9 @@ def _check_type(key, value, default, source):
     if expected is float and type(value) is int:
         return float(value)
     if type(value) is not expected:
-        raise ConfigError(f"{source}: {key}={value!r} should be {expected.__name__}, like the default {default!r}")
+        raise ConfigError(
+            f"{source}: {key}={value!r} should be {expected.__name__}, like the default {default!r}"
+        )
     return value
 
 
@@ -148,8 +168,9 @@ def parse_args(defaults, argv):
 
 def parse_overrides(defaults, argv):
     """
-    {key: value} for the keys that config files and --key=value arguments set (type-checked, the last one wins):
-    what the user asked for, as opposed to a default. train.py's resume check needs the difference.
+    {key: value} for the keys that config files and --key=value arguments set (type-checked, the
+    last one wins): what the user asked for, as opposed to a default. train.py's resume check needs
+    the difference.
     """
     known = {f.name: getattr(defaults, f.name) for f in fields(defaults)}
     overrides = {}
@@ -175,13 +196,18 @@ def parse_overrides(defaults, argv):
 def usage(defaults):
     """The --help text: every key with its default."""
     script = sys.argv[0] if sys.argv else "script.py"
-    lines = [f"usage: python {script} [config_file.py ...] [--key=value ...]", "", "keys and defaults:"]
+    lines = [
+        f"usage: python {script} [config_file.py ...] [--key=value ...]",
+        "",
+        "keys and defaults:",
+    ]
     lines += [f"  --{f.name}={getattr(defaults, f.name)!r}" for f in fields(defaults)]
     return "\n".join(lines)
 
 
 def run_cli(main):
-    """Run main(); a UserError prints one line `error: ...` and exits 2. Anything else is a bug: its traceback stays."""
+    """Run main(); a UserError prints one line `error: ...` and exits 2. Anything else is a bug: its
+    traceback stays."""
     try:
         main()
     except UserError as e:
