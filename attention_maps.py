@@ -37,9 +37,8 @@ from gptkit.hardware import pick_device
 
 @dataclass(frozen=True)
 class AttentionConfig:
-    init_from: str = (
-        "resume"  # "resume" (from out_dir) | "gpt2" | ... | a Hugging Face GPT-2 directory
-    )
+    # "resume" (from out_dir) | "gpt2" | ... | a Hugging Face GPT-2 directory
+    init_from: str = "resume"
     out_dir: str = "out"
     text: str = NOTES_SENTENCE
     query: str = "jumped"  # the word whose attention gets its own picture (its last occurrence)

@@ -112,9 +112,8 @@ class BenchConfig:
     new_tokens: int = 512  # sample: tokens to generate, per path
     cache: str = "both"  # sample: "both" | "on" | "off" | "quantized" (only the --quantize paths)
     quantize: str = "none"  # sample: "none", or int8, int4 or "int8,int4": adds those cached paths
-    plain: bool = (
-        False  # sample: adds model.generate on the unprepared model (the cache, plain nn.Linear)
-    )
+    # sample: adds model.generate on the unprepared model (the cache, plain nn.Linear)
+    plain: bool = False
     # sample: "gpt2" (124M) | "gpt2-xl" (1.5B: 48 layers, 1600 wide, 25 heads), random weights
     shape: str = "gpt2"
     target: float = 1.88  # time_to_target: full-val-split loss to reach

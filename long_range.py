@@ -60,12 +60,10 @@ class EvaluateConfig:
     out_dir: str = "out-long-range"
     init_from: str = "resume"  # load_model's key: evaluate a checkpoint in out_dir
     device: str = "cpu"
-    out_dirs: str = (
-        ""  # checkpoints to compare in one table, comma-separated (then out_dir is not used)
-    )
-    split: str = (
-        "test"  # with out_dirs: "test", val and the probes; "dev", other sentences, for tuning
-    )
+    # checkpoints to compare in one table, comma-separated (then out_dir is not used)
+    out_dirs: str = ""
+    # with out_dirs: "test", val and the probes; "dev", other sentences, for tuning
+    split: str = "test"
     probe_sentences: int = 200  # with out_dirs: per clause count, in each probe (and in dev)
     # with out_dirs: also write accuracy against distance, one line per model, to plot_path
     plot: bool = False

@@ -370,15 +370,12 @@ class GPTConfig:
     sdpa: bool = True
     # Beyond the notes: levers from the modded-nanogpt speedruns. The defaults leave GPT-2's model
     # as it was.
-    logit_softcap: float = (
-        0.0  # > 0: logits = cap * tanh(logits / cap), bounded (Gemma 2; modded-nanogpt uses 15-30)
-    )
-    zero_init_proj: bool = (
-        False  # attn/MLP output projections start at 0, so every block starts as the identity
-    )
-    value_embeds: bool = (
-        False  # each layer adds its own embedding of the token to the attention values
-    )
+    # > 0: logits = cap * tanh(logits / cap), bounded (Gemma 2; modded-nanogpt uses 15-30)
+    logit_softcap: float = 0.0
+    # attn/MLP output projections start at 0, so every block starts as the identity
+    zero_init_proj: bool = False
+    # each layer adds its own embedding of the token to the attention values
+    value_embeds: bool = False
     # U-net skips: layer i's output also feeds layer n_layer - 1 - i, with a learned weight
     unet: bool = False
 

@@ -31,12 +31,10 @@ class GRUConfig:
     block_size: int = 1024  # the length of the training windows; a GRU itself runs on any length
     vocab_size: int = 50304
     n_layer: int = 1  # stacked GRU layers, each reading the hidden states of the one below
-    n_embd: int = (
-        768  # the embedding size, and the size of each layer's hidden state: all it remembers
-    )
-    dropout: float = (
-        0.0  # on the embeddings, between layers and before the head (Zaremba et al. 2014)
-    )
+    # the embedding size, and the size of each layer's hidden state: all it remembers
+    n_embd: int = 768
+    # on the embeddings, between layers and before the head (Zaremba et al. 2014)
+    dropout: float = 0.0
     bias: bool = True  # the gates' biases, as torch.nn.GRU has them by default
     tie_weights: bool = True  # LM head shares the token embedding matrix (Press & Wolf 2017)
 

@@ -50,12 +50,10 @@ class SampleConfig:
     max_new_tokens: int = 500
     temperature: float = 0.8  # 1.0 = the model's distribution, < 1 more conservative, 0 = greedy
     top_k: int = 200  # keep only the k most likely tokens
-    top_p: float = (
-        1.0  # nucleus sampling: the smallest set of tokens holding this much probability; 1.0 = off
-    )
-    stop: str = (
-        ""  # end a sample when this string appears (it is not printed); "\\n" means a newline
-    )
+    # nucleus sampling: the smallest set of tokens holding this much probability; 1.0 = off
+    top_p: float = 1.0
+    # end a sample when this string appears (it is not printed); "\\n" means a newline
+    stop: str = ""
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"

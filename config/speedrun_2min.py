@@ -35,9 +35,8 @@ warmup_iters = 0
 min_lr = 3e-4
 seq_warmup_iters = 338  # 65% of the run on windows of 32, then 64 tokens, as the fast config
 
-eval_interval = (
-    520  # one estimate at the start and one at the end; score fully with --eval_only=True
-)
+# one estimate at the start and one at the end; score fully with --eval_only=True
+eval_interval = 520
 eval_iters = 2
 log_interval = 50
 always_save_checkpoint = False

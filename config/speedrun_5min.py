@@ -16,9 +16,8 @@ block_size = 128
 n_layer = 4
 n_head = 4
 n_embd = 128
-dropout = (
-    0.0  # 1320 steps see 5.4M tokens, ~5 passes over the data: with 0.8M parameters, still learning
-)
+# 1320 steps see 5.4M tokens, ~5 passes over the data: with 0.8M parameters, still learning
+dropout = 0.0
 pos = "rope"
 norm = "rmsnorm"
 mlp = "relu2"
@@ -37,9 +36,8 @@ warmup_iters = 0
 min_lr = 3e-4
 seq_warmup_iters = 858  # 65% of the run on windows of 32, then 64 tokens, as the fast config
 
-eval_interval = (
-    1320  # one estimate at the start and one at the end; score fully with --eval_only=True
-)
+# one estimate at the start and one at the end; score fully with --eval_only=True
+eval_interval = 1320
 eval_iters = 2
 log_interval = 50
 always_save_checkpoint = False

@@ -8,9 +8,8 @@ out_dir = "out-long-range-gru"
 eval_interval = 500
 eval_iters = 20
 log_interval = 100
-always_save_checkpoint = (
-    True  # val holds longer sentences than train: its loss is no guide to the task
-)
+# val holds longer sentences than train: its loss is no guide to the task
+always_save_checkpoint = True
 
 dataset = "long_range"
 gradient_accumulation_steps = 1

@@ -72,9 +72,8 @@ class MuonAdamW(torch.optim.Optimizer):
             use_muon=False,
         )
         super().__init__(param_groups, defaults)
-        self.ns_dtype = (
-            ns_dtype  # Newton-Schulz's compute dtype (hardware.decide_newton_schulz_dtype)
-        )
+        # Newton-Schulz's compute dtype (hardware.decide_newton_schulz_dtype)
+        self.ns_dtype = ns_dtype
         for group in self.param_groups:
             if group["use_muon"]:
                 bad = [tuple(p.shape) for p in group["params"] if p.ndim != 2]

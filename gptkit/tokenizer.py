@@ -124,9 +124,8 @@ class BPETokenizer:
 
     def __init__(self, tokenizer):
         self.tok = tokenizer
-        self.tok.encode_special_tokens = (
-            True  # "<|endoftext|>" in a text is text, as in tiktoken's encode_ordinary
-        )
+        # "<|endoftext|>" in a text is text, as in tiktoken's encode_ordinary
+        self.tok.encode_special_tokens = True
         self.vocab_size = tokenizer.get_vocab_size()
         self.eot = tokenizer.token_to_id(self.EOT)
 

@@ -40,18 +40,16 @@ class TrainConfig(GPTConfig):
     out_dir: str = "out"
     eval_interval: int = 2000
     log_interval: int = 1
-    eval_iters: int = (
-        200  # batches per split at each evaluation (fixed batches, see gptkit/loader.py)
-    )
+    # batches per split at each evaluation (fixed batches, see gptkit/loader.py)
+    eval_iters: int = 200
     # evaluate out_dir's checkpoint (or init_from's GPT-2 weights) on the whole val split and exit
     eval_only: bool = False
     always_save_checkpoint: bool = True  # else only when val loss improves
     # "scratch" | "resume" | "gpt2" | "gpt2-medium" | ... | a Hugging Face GPT-2 directory
     init_from: str = "scratch"
     overwrite: bool = False  # a new run (not resume) may replace the checkpoint already in out_dir
-    quantize: str = (
-        "none"  # with eval_only: "int8" scores the weights sample.py --quantize=int8 samples with
-    )
+    # with eval_only: "int8" scores the weights sample.py --quantize=int8 samples with
+    quantize: str = "none"
     keep_last: int = 0  # also keep ckpt_<iter>.pt for the last K checkpoints (0: just ckpt.pt)
     keep_best: bool = False  # also keep ckpt_best.pt, the lowest val loss so far
     progress: bool = True  # tqdm progress bar (only when stdout is a terminal)
@@ -77,9 +75,8 @@ class TrainConfig(GPTConfig):
     warmup_iters: int = 2000
     lr_decay_iters: int = 600000  # ~= max_iters per Chinchilla
     min_lr: float = 6e-5  # ~= learning_rate / 10 per Chinchilla
-    seq_warmup_iters: int = (
-        0  # train on windows block_size / 4, then / 2 long for this many steps (train.seq_len)
-    )
+    # train on windows block_size / 4, then / 2 long for this many steps (train.seq_len)
+    seq_warmup_iters: int = 0
     # optimizer: "adamw", or "muon" (Muon on the blocks' weight matrices at muon_lr, AdamW on the
     # rest; gptkit/muon.py)
     optimizer: str = "adamw"

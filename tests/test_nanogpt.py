@@ -563,9 +563,8 @@ def test_gpt2_bpe_without_meta_pkl(tmp_path, cli):
     path = tmp_path / "out" / "ckpt.pt"
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["model_args"]["vocab_size"] == 50304
-    ckpt["model"]["lm_head.weight"][50257:] = (
-        0  # as training leaves them: the padding is never the likeliest token
-    )
+    # as training leaves them: the padding is never the likeliest token
+    ckpt["model"]["lm_head.weight"][50257:] = 0
     torch.save(ckpt, path)
     # no data folder at all: nanoGPT's sample.py assumes GPT-2 BPE then
     shutil.rmtree(tmp_path / "data")
