@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: quickstart test lint bench clean
+.PHONY: quickstart test browser lint bench clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ bench: $(VENV)/.installed data/shakespeare_char/train.bin
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest tests -n auto --dist loadfile --no-loadscope-reorder
+
+# Debian's Chromium, which tests/test_attention_page.py drives with Playwright (it skips without
+# one); apt as root, as CI runs
+browser:
+	test -x /usr/bin/chromium || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
