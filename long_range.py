@@ -15,21 +15,34 @@ attention finds? For each model (the GPT and recurrent.py's GRU), accuracy by th
 from the subject to the verb and by the number of distractor animals, on sentences far longer than
 any in training, and the three words each puts first after the notes' sentence, as one table:
 
-    python long_range.py --out_dirs=out-long-range,out-long-range-gru --plot=True   # + docs/long_range_gru_vs_gpt.png
-    python long_range.py --out_dirs=out-x --split=dev     # tuning: new sentences, never the test ones
+    python long_range.py --out_dirs=out-long-range,out-long-range-gru --plot=True
+    python long_range.py --out_dirs=out-x --split=dev   # tuning: new sentences, never the test ones
 
-Its sentences (all on the (subject, nearest animal) pairs train never has,
-data/long_range/corpus.py):
-  val            the val split above: the notes' sentence, sentences of train's lengths (1-3 clauses), and as
-                 many longer than any train sentence (4-5 clauses)
-  longer_K       --probe_sentences sentences of K clauses (6 to 128): subject-verb distances from ~40 words to
-                 ~900, where train's longest is 32. A GPT sees block_size tokens: sentences whose verb lies
-                 beyond are out of its reach (counted as n_beyond_context, not scored)
-  all_animals_K  the same with every noun of the K clauses (1 to 128) an animal: the most distractors they hold
+(--plot=True: + docs/long_range_gru_vs_gpt.png). Its sentences (all on the (subject, nearest
+animal) pairs train never has, data/long_range/corpus.py):
+  val            the val split above: the notes' sentence, sentences of train's lengths (1-3
+                 clauses), and as many longer than any train sentence (4-5 clauses)
+  longer_K       --probe_sentences sentences of K clauses (6 to 128): subject-verb distances from
+                 ~40 words to ~900, where train's longest is 32. A GPT sees block_size tokens:
+                 sentences whose verb lies beyond are out of its reach (counted as
+                 n_beyond_context, not scored)
+  all_animals_K  the same with every noun of the K clauses (1 to 128) an animal: the most
+                 distractors they hold
 by_distance scores val with the longer_K sentences (mixed distractors), and the all_animals_K
 sentences apart; by_distractor_animals scores them all (more animals come with longer sentences:
 compare all_animals_K with longer_K at one K for the distractors alone). --split=dev scores new
 sentences of 1-5 clauses from another random stream instead, for learning-rate sweeps.
+
+On a checkpoint of data/translate (its meta.json's generator names a task), the notes' translation
+instead (docs/translation.md): each model greedy-translates val (`english =` -> the French, up to
+the newline), scored by bucket of source length as exact match and per-word accuracy (the share of
+the target's words right at their place), with the notes' sentence as each writes it; --plot=True
+draws exact match against source length (docs/translation_by_length.png) and the first GPT's
+attention while it writes the French of the notes' sentence and of one with an adjective
+(docs/translation_attention.png):
+
+    python long_range.py --out_dirs=out-translate,out-translate-gru,out-translate-gru-attention \
+        --plot=True
 """
 
 import json
@@ -41,6 +54,8 @@ from dataclasses import dataclass
 import torch
 
 from data.long_range.corpus import ANIMALS, NOTES_SENTENCE, SOUNDS, corpus, join_words, parse, probe
+from data.translate.corpus import SEPARATOR, bucket, line, translate, words_of
+from data.translate.corpus import corpus as translate_corpus
 from gptkit.base import UserError, save_figure
 from gptkit.checkpoint import load_model
 from gptkit.configurator import parse_args, run_cli
@@ -65,19 +80,23 @@ class EvaluateConfig:
     # with out_dirs: "test", val and the probes; "dev", other sentences, for tuning
     split: str = "test"
     probe_sentences: int = 200  # with out_dirs: per clause count, in each probe (and in dev)
-    # with out_dirs: also write accuracy against distance, one line per model, to plot_path
+    # with out_dirs: also write accuracy against distance (translation: source length), one line
+    # per model, to plot_path; translation: and the first GPT's attention map, to maps_path
     plot: bool = False
-    plot_path: str = "docs/long_range_gru_vs_gpt.png"
+    plot_path: str = ""  # "": docs/long_range_gru_vs_gpt.png, or docs/translation_by_length.png
+    maps_path: str = "docs/translation_attention.png"
 
 
 def load(out_dir, device, init_from="resume"):
-    """(label, model, tokenizer, the corpus generator) of an out_dir trained on data/long_range."""
+    """(label, model, tokenizer, the corpus generator) of an out_dir trained on data/long_range or
+    data/translate (its generator has a task)."""
     model, tokenizer = load_model(init_from, out_dir, device)
     with open(os.path.join(out_dir, "meta.json")) as f:
         generator = json.load(f).get("generator")
     if not generator:
         raise UserError(
-            f"{out_dir} was not trained on data/long_range (its meta.json has no generator)"
+            f"{out_dir} was not trained on data/long_range or data/translate "
+            "(its meta.json has no generator)"
         )
     return os.path.basename(os.path.normpath(out_dir)), model, tokenizer, generator
 
@@ -190,7 +209,7 @@ def notes_sentence(model, tokenizer, layer=None, head=None):
     }
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # --out_dirs: the GPT against the GRU, by distance and distractors
 
 
@@ -287,9 +306,8 @@ def binned(rows, label, sentences, predicted, key):
         )
 
 
-def measure(cfg):
-    """The JSON table: per model, accuracy on each sentence set, by distance and by distractor
-    animals."""
+def load_all(cfg):
+    """load() of each of --out_dirs, refused unless all were trained on one corpus."""
     out_dirs = [d for d in cfg.out_dirs.split(",") if d]
     if not out_dirs:
         raise UserError("--out_dirs names no checkpoint")
@@ -297,8 +315,15 @@ def measure(cfg):
     generators = {json.dumps(g, sort_keys=True) for *_, g in models}
     if len(generators) != 1:
         raise UserError(
-            f"the models were trained on different corpora ({', '.join(sorted(generators))}): compare models of one"
+            f"the models were trained on different corpora ({', '.join(sorted(generators))}): "
+            "compare models of one"
         )
+    return models
+
+
+def measure(cfg, models):
+    """The JSON table: per model, accuracy on each sentence set, by distance and by distractor
+    animals."""
     sets, longest = sentence_sets(models[0][3], cfg.split, cfg.probe_sentences)
     everything = [s for sentences in sets.values() for s in sentences]
     by_distance = {  # mixed distractors (val and longer_K, or dev), and every noun an animal
@@ -433,13 +458,215 @@ def bin_centre(name):
     return (low * high) ** 0.5
 
 
+# --------------------------------------------------------------------------------------------------
+# data/translate: greedy translation of val, scored by source length
+
+
+def kind_of(model):
+    """A model's family for tables and plots: "GPT", "GRU" (the notes' encoder-decoder) or "GRU +
+    attention"."""
+    if isinstance(model, GPT):
+        return "GPT"
+    return "GRU + attention" if model.config.attention else "GRU"
+
+
+@torch.no_grad()
+def translate_greedy(model, tokenizer, sources, batch_size=256):
+    """Each source's greedy continuation after "source =", up to its first newline: the French
+    text. Sources are batched by prompt length; a GPT writes no further than its context."""
+    prompts = [tokenizer.encode(f"{source} {SEPARATOR}") for source in sources]
+    newline = tokenizer.encode("\n")
+    assert len(newline) == 1, newline
+    by_length = defaultdict(list)
+    for i, ids in enumerate(prompts):
+        by_length[len(ids)].append(i)
+    texts = [None] * len(sources)
+    for length, group in by_length.items():
+        for start in range(0, len(group), batch_size):
+            rows = group[start : start + batch_size]
+            # French is never more than twice the English, in tokens, plus a few
+            budget = 2 * length + 8
+            if isinstance(model, GPT):
+                budget = min(budget, model.config.block_size - length)
+            idx = torch.tensor([prompts[i] for i in rows])
+            written = []
+            for token in model.generate_stream(idx, budget, temperature=0):  # (B, 1)
+                written.append(token)
+                if (torch.cat(written, dim=1) == newline[0]).any(dim=1).all():
+                    break
+            for i, ids in zip(rows, torch.cat(written, dim=1).tolist(), strict=True):
+                cut = ids.index(newline[0]) if newline[0] in ids else len(ids)
+                texts[i] = tokenizer.decode(ids[:cut]).strip()
+    return texts
+
+
+def translation_scores(predicted, target):
+    """(exact match, the fraction of the target's words right at their position)."""
+    got, want = words_of(predicted), words_of(target)
+    right = sum(g == w for g, w in zip(got, want, strict=False))
+    return got == want, right / len(want)
+
+
+def measure_translation(models, generator):
+    """The JSON table of data/translate: per model, exact match and per-word accuracy by bucket of
+    source length, and the notes' sentence as each writes it."""
+    _, val = translate_corpus(**generator)
+    table = {
+        "models": {
+            label: {
+                "kind": kind_of(m),
+                "parameters": m.get_num_params(),
+                "n_embd": m.config.n_embd,
+                "block_size": m.config.block_size,
+            }
+            for label, m, _, _ in models
+        },
+        "task": generator["task"],
+        "longest_train_source_words": generator["max_words"],
+        "by_length": {},
+        "all": {},
+        "notes_sentence": {},
+    }
+    for label, model, tokenizer, _ in models:
+        model.eval()
+        french = translate_greedy(model, tokenizer, [source for source, _ in val])
+        groups = defaultdict(list)
+        for (source, target), text in zip(val, french, strict=True):
+            groups[bucket(len(words_of(source)))].append(translation_scores(text, target))
+        groups = {name: groups[name] for name in sorted(groups, key=lambda n: int(n.split("-")[0]))}
+        groups["all"] = [score for scores in groups.values() for score in scores]
+        for name, scores in groups.items():
+            row = {
+                "n": len(scores),
+                "exact": round(sum(e for e, _ in scores) / len(scores), 4),
+                "word_accuracy": round(sum(w for _, w in scores) / len(scores), 4),
+            }
+            if name == "all":
+                table["all"][label] = row
+            else:
+                table["by_length"].setdefault(name, {})[label] = row
+        if generator["task"] == "notes":
+            table["notes_sentence"][label] = french[0]
+    return table
+
+
+def plot_translation(table, path):
+    """Exact match against source length, one line per checkpoint, a colour per model family and
+    width; the longest train source marked."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+
+    fig = Figure(figsize=(8, 4.5), layout="tight")
+    ax = fig.add_subplot()
+    families = {}  # one colour, and one legend entry, per family: its seeds share them
+    for label, info in table["models"].items():
+        family = f"{info['kind']} (width {info['n_embd']}, {info['parameters'] / 1e3:.0f}K)"
+        first = family not in families
+        colour = families.setdefault(family, f"C{len(families)}")
+        points = [
+            (sum(map(int, name.split("-"))) / 2, row[label]["exact"])
+            for name, row in table["by_length"].items()
+        ]
+        ax.plot(
+            *zip(*points, strict=True),
+            color=colour,
+            marker="o",
+            alpha=0.8,
+            label=family if first else None,
+        )
+    ax.axvline(
+        table["longest_train_source_words"] + 0.5,
+        color="gray",
+        linestyle="-.",
+        label="longest source in training",
+    )
+    ax.set_xlabel("English source length (words, punctuation included; buckets of 5)")
+    ax.set_ylabel("exact-match translations (greedy)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+# the notes' sentence with an adjective, whose order French flips: "black cat" -> "chat noir"
+ADJECTIVE_SENTENCE = "the black cat that was sitting on the mat, which was next to the dog, jumped"
+# (French word, the English word it translates): the query that writes the first should look at
+# the second
+ALIGNED = (("sauté", "jumped"), ("noir", "black"))
+
+
+@torch.no_grad()
+def translation_attention(model, tokenizer, path=None):
+    """
+    A GPT's attention while it writes the French of the notes' sentence and of ADJECTIVE_SENTENCE:
+    for each French word, the weights of the query that predicts it (the token before it) on the
+    English words. Picks the head whose weight from the query writing "sauté" on "jumped" and from
+    the one writing "noir" on "black" is highest on average; returns its weights on those pairs and
+    each French word's most attended English word, and draws its two maps to path (if given).
+    """
+    model.eval()
+    maps, result = [], {}
+    for english in (NOTES_SENTENCE, ADJECTIVE_SENTENCE):
+        ids = tokenizer.encode(line(english, translate(english)))
+        tokens = [tokenizer.decode([i]).strip() for i in ids]
+        sep, end = tokens.index(SEPARATOR), len(tokens) - 1  # the last token is the newline
+        weights = model.attention_maps(torch.tensor(ids))  # (n_layer, n_head, T, T)
+        # row r: the query at sep + r, which predicts the French token sep + r + 1
+        maps.append((tokens[:sep], tokens[sep + 1 : end], weights[:, :, sep : end - 1, :sep]))
+    aligned = torch.stack(
+        [
+            weights[:, :, french.index(f), english.index(e)]
+            for (english, french, weights), (f, e) in zip(maps, ALIGNED, strict=True)
+        ]
+    )  # (2, n_layer, n_head)
+    layer, head = divmod(int(aligned.mean(0).argmax()), aligned.shape[2])
+    result = {
+        "layer": layer + 1,  # 1-based, as attention_maps.py's pictures number them
+        "head": head + 1,
+        **{
+            f"{f} -> {e}": round(aligned[i, layer, head].item(), 4)
+            for i, (f, e) in enumerate(ALIGNED)
+        },
+        "most_attended": [
+            {f: english[int(w.argmax())] for f, w in zip(french, weights[layer, head], strict=True)}
+            for english, french, weights in maps
+        ],
+    }
+    if path:
+        plot_translation_attention(maps, layer, head, path)
+    return result
+
+
+def plot_translation_attention(maps, layer, head, path):
+    """The chosen head's weights, French words (the one each query writes) against English words,
+    one panel per sentence."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 6), layout="tight")
+    for i, (english, french, weights) in enumerate(maps):
+        ax = fig.add_subplot(1, 2, i + 1)
+        ax.imshow(weights[layer, head].numpy(), cmap="viridis", vmin=0, aspect="auto")
+        ax.set_xticks(range(len(english)), english, rotation=90, fontsize=8)
+        ax.set_yticks(range(len(french)), [f"writes {w}" for w in french], fontsize=8)
+        ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=9)
+    fig.suptitle(
+        "The GPT's attention while it writes the French: each row sums to 1 over the whole "
+        "line; shown on the English words",
+        fontsize=9,
+    )
+    save_figure(fig, path)
+
+
 def main(argv=None):
     cfg = parse_args(EvaluateConfig(), sys.argv[1:] if argv is None else argv)
     if cfg.out_dirs:
         return compare(cfg)
     if cfg.plot or cfg.split != "test":
         raise UserError("--plot and --split are for the table of --out_dirs")
-    _, model, tokenizer, generator = load(cfg.out_dir, cfg.device, cfg.init_from)
+    loaded = load(cfg.out_dir, cfg.device, cfg.init_from)
+    _, model, tokenizer, generator = loaded
+    if "task" in generator:
+        print(json.dumps(measure_translation([loaded], generator), indent=1))
+        return
     train, val = corpus(**generator)
     result = evaluate(model, tokenizer, val, max(len(s.words) for s in train))
     print(json.dumps(result, indent=1))
@@ -451,11 +678,25 @@ def compare(cfg):
         raise UserError(f"--split={cfg.split} must be test or dev")
     if cfg.probe_sentences < 1:
         raise UserError("--probe_sentences must be at least 1")
-    table = measure(cfg)
+    models = load_all(cfg)
+    generator = models[0][3]
+    if "task" not in generator:
+        table = measure(cfg, models)
+        print(json.dumps(table, indent=1))
+        if cfg.plot:
+            plot(table, cfg.plot_path or "docs/long_range_gru_vs_gpt.png")
+            print(f"wrote {cfg.plot_path or 'docs/long_range_gru_vs_gpt.png'}", file=sys.stderr)
+        return
+    if cfg.split != "test":
+        raise UserError("--split=dev is for data/long_range: data/translate has val only")
+    table = measure_translation(models, generator)
+    gpts = [(m, t) for _, m, t, _ in models if isinstance(m, GPT)]
+    if gpts and generator["task"] == "notes":
+        table["attention"] = translation_attention(*gpts[0], cfg.maps_path if cfg.plot else None)
     print(json.dumps(table, indent=1))
     if cfg.plot:
-        plot(table, cfg.plot_path)
-        print(f"wrote {cfg.plot_path}", file=sys.stderr)
+        plot_translation(table, cfg.plot_path or "docs/translation_by_length.png")
+        print(f"wrote {cfg.plot_path or 'docs/translation_by_length.png'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ class TrainConfig(GPTConfig):
     """
 
     model_type: str = "gpt"  # "gpt" | "gru": the recurrent baseline (recurrent.py), of n_layer, n_embd, dropout, bias, tie_weights
+    attention: bool = False  # model_type=gru: one attention head over its past states
     # 0: the dataset's (meta.json); larger pads it, e.g. 50304 for GPT-2's 50257 (faster matmuls)
     vocab_size: int = 0
     bias: bool = False  # nanoGPT trains without biases: a little better and faster

@@ -106,6 +106,46 @@ def test_generate_with_the_state_equals_recomputing_from_scratch(seed):
     assert torch.equal(cached, by_hand)
 
 
+@pytest.mark.parametrize("attention", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cached_generation_equals_uncached_token_for_token(attention, seed):
+    """Both GRUs, as tests/test_model.py checks the GPT's KV cache: the carried state (with
+    attention, the keys and values of every past state too) gives the tokens that reading the
+    whole prefix again gives, greedy and sampled, past block_size."""
+    model = tiny_gru(seed, attention=attention)
+    idx = torch.randint(V, (3, 5), generator=torch.Generator().manual_seed(seed))
+    for options in ({"temperature": 0}, {"temperature": 1.0, "top_k": 8}):
+        draws = [
+            model.generate(idx, 25, generator=torch.Generator().manual_seed(seed), **options)
+            for _ in range(2)
+        ]
+        uncached = model.generate(
+            idx, 25, use_cache=False, generator=torch.Generator().manual_seed(seed), **options
+        )
+        assert torch.equal(draws[0], uncached) and torch.equal(draws[0], draws[1])
+
+
+def test_attention_reads_the_past_and_only_the_past():
+    """attention=True: a later token never changes earlier logits; each row of the head's weights
+    is a distribution over the past; the carried keys and values give the whole prefix's logits."""
+    model = tiny_gru(attention=True, n_layer=1)
+    assert model.attn is not None and tiny_gru().attn is None
+    idx = torch.randint(V, (2, 12), generator=torch.Generator().manual_seed(3))
+    changed = idx.clone()
+    changed[:, 7] = (changed[:, 7] + 1) % V
+    before, after = model(idx, idx)[0], model(changed, changed)[0]
+    torch.testing.assert_close(after[:, :7], before[:, :7], rtol=0, atol=0)
+    assert not torch.allclose(after[:, 7:], before[:, 7:])
+    hidden, _ = model.rnn(model.wte(idx))
+    _, (keys, _), weights = model.look_back(hidden)
+    assert keys.shape == (2, 1, 12, 12) and weights.shape == (2, 1, 12, 12)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 1, 12))
+    assert (weights.triu(1) == 0).all() and (weights[..., 0] > 0).all()
+    _, state = model.next_token_logits(idx[:, :5])
+    carried, _ = model.next_token_logits(idx[:, 5:], state)
+    torch.testing.assert_close(carried, model(idx)[0][:, -1].float())
+
+
 def test_sampling_is_seeded_and_each_row_draws_as_if_alone():
     model = tiny_gru()
     idx = torch.randint(V, (1, 3))
