@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Stage 1: simplified self-attention
 
 
@@ -39,7 +39,7 @@ class SimplifiedSelfAttention(nn.Module):
         return (context, attn_weights) if return_weights else context
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Stage 2: self-attention with trainable weights
 
 
@@ -66,7 +66,7 @@ class SelfAttention(nn.Module):
         return (context, attn_weights) if return_weights else context
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Stage 3: causal attention
 # One mask convention everywhere in this file: a boolean (T, T) mask, True above the diagonal, where
 # a query must NOT look (the future). F.scaled_dot_product_attention takes the opposite (True =
@@ -106,8 +106,15 @@ class CausalAttention(SelfAttention):
         return self.dropout(attn_weights)  # new: dropout
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # From stage 3 to stage 4: several causal heads side by side
+
+
+def head_size(d_out, num_heads, names=("d_out", "num_heads")):
+    """The size hs = d_out / num_heads of each of the heads that split d_out channels."""
+    if d_out % num_heads != 0:
+        raise ValueError(f"{names[0]}={d_out} must be divisible by {names[1]}={num_heads}")
+    return d_out // num_heads
 
 
 class MultiHeadAttentionWrapper(nn.Module):
@@ -118,9 +125,7 @@ class MultiHeadAttentionWrapper(nn.Module):
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
-        if d_out % num_heads != 0:
-            raise ValueError(f"d_out={d_out} must be divisible by num_heads={num_heads}")
-        hs = d_out // num_heads
+        hs = head_size(d_out, num_heads)
         self.heads = nn.ModuleList(
             [CausalAttention(d_in, hs, context_length, dropout, qkv_bias) for _ in range(num_heads)]
         )
@@ -133,7 +138,7 @@ class MultiHeadAttentionWrapper(nn.Module):
         return (context, torch.stack([w for _, w in outputs], dim=1)) if return_weights else context
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Stage 4: multi-head attention
 
 
@@ -146,9 +151,8 @@ class MultiHeadAttention(nn.Module):
         self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False, proj_bias=True
     ):
         super().__init__()
-        if d_out % num_heads != 0:
-            raise ValueError(f"d_out={d_out} must be divisible by num_heads={num_heads}")
-        self.d_out, self.num_heads, self.head_size = d_out, num_heads, d_out // num_heads
+        self.d_out, self.num_heads = d_out, num_heads
+        self.head_size = head_size(d_out, num_heads)
         # New names, GPT-2's own, so its checkpoints load key-for-key: the notes' W_query, W_key,
         # W_value are fused into c_attn (its rows: every head's q, then k, then v), and the output
         # projection is c_proj.
@@ -191,7 +195,7 @@ class MultiHeadAttention(nn.Module):
         return (out, weights) if return_weights else out
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Beyond the notes: what the GPT's attention adds to stage 4. SDPA and the KV cache compute the same
 # thing faster; QK-norm and rotary positions are model switches (GPTConfig qk_norm, pos), off for
 # GPT-2.
@@ -282,17 +286,15 @@ class GPTAttention(MultiHeadAttention):
                 F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True),
                 None,
             )
-        # decoding (past > 0) takes the math too: for one query it is a few tiny matmuls, while
-        # SDPA's
         else:
-            # kernels cost more per call (CPU: ~0.9 ms) or build a plan per new key length (cuDNN:
-            # ~30 ms a token)
+            # decoding (past > 0) takes the math too: for one query it is a few tiny matmuls, while
+            # SDPA's kernels cost more per call, or build a plan per new key length (cuDNN)
             context, weights = self.attend(q, k, v, mask)  # stage 4's math
         out = self.project(context)
         return (out, weights) if return_weights else out
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Picking the next token: greedy, or a draw at a temperature from the top-k tokens and/or the top-p
 # nucleus
 
@@ -329,8 +331,8 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         logits = logits.masked_fill(drop, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     # Inverse-CDF sampling: one uniform draw per row against the cumulative probabilities. Same
-    # distribution as torch.multinomial, which on CPU costs ~1 ms a token at GPT-2's vocabulary (an
-    # exponential draw per entry) - 4% of a KV-cached decoding step.
+    # distribution as torch.multinomial, which on CPU draws an exponential per vocabulary entry: a
+    # cost a KV-cached decoding step notices at GPT-2's vocabulary.
     cdf = probs.cumsum(dim=-1)  # (B, vocab_size)
     if isinstance(
         generator, (list, tuple)
@@ -346,7 +348,7 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
     return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=probs.shape[-1] - 1)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The GPT
 
 
@@ -380,8 +382,7 @@ class GPTConfig:
     unet: bool = False
 
     def __post_init__(self):
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        head_size(self.n_embd, self.n_head, names=("n_embd", "n_head"))
         for key, allowed in (
             ("norm", ("layernorm", "rmsnorm")),
             ("pos", ("learned", "rope")),
@@ -392,9 +393,8 @@ class GPTConfig:
                     f"{key}={getattr(self, key)!r} must be one of {', '.join(allowed)}"
                 )
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
-            raise ValueError(
-                f"pos='rope' rotates pairs of channels: head size n_embd/n_head={self.n_embd // self.n_head} must be even"
-            )
+            hs = self.n_embd // self.n_head
+            raise ValueError(f"pos='rope' rotates pairs of channels: head size {hs} must be even")
         if min(self.block_size, self.vocab_size, self.n_layer, self.n_head) < 1:
             raise ValueError("block_size, vocab_size, n_layer and n_head must all be at least 1")
         if self.logit_softcap < 0:
@@ -458,6 +458,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    has_attention = True  # attention_maps() shows its heads (recurrent.py's GRU says False)
+
     def __init__(self, config):
         super().__init__()
         self.config = config

@@ -4,8 +4,8 @@ Train a GPT, from scratch, from a checkpoint (exact resume) or from GPT-2's weig
 data.
 
     python train.py config/train_shakespeare_char.py --batch_size=32 --device=cpu
-    python train.py --init_from=resume --out_dir=out-shakespeare-char       # continue the run as it was, where it stopped
-    python train.py --help                                                 # every key with its default
+    python train.py --init_from=resume --out_dir=out-shakespeare-char   # continue where it stopped
+    python train.py --help                                             # every key, its default
 
 On several GPUs (DDP; gloo on CPU), one node or many; --fsdp=True shards the model instead
 (gptkit/distributed.py):
@@ -30,261 +30,249 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm import tqdm
 
-from gptkit import distributed, hardware, nanogpt
-from gptkit.base import UserError, atomic_write, save_figure, save_json
-from gptkit.checkpoint import (
-    load_checkpoint,
-    lock_out_dir,
-    model_from_checkpoint,
-    refuse_to_overwrite,
-    remove_previous_run,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from gptkit import distributed, hardware, tracking
+from gptkit.base import UserError, save_json
+from gptkit.checkpoint import model_from_checkpoint, rng_state, save_checkpoint, set_rng_state
 from gptkit.configurator import parse_overrides, run_cli
 from gptkit.decoding import check_quantize, prepare_for_decoding
 from gptkit.loader import BatchLoader, data_dir_for
 from gptkit.pretrained import crop_block_size, from_pretrained
+from gptkit.resume import (
+    TOKENS_PER_ITER,
+    Progress,
+    check_block_size,
+    checked_start,
+    claim_out_dir,
+    describe_changes,
+    resume_progress,
+    run_settings,
+)
 from gptkit.train_config import TrainConfig, build_optimizer, new_model, validate
 
-# ----------------------------------------------------------------------------------------------------
-# Checks before any work: out_dir, and the checkpoint a resume continues
 
+def main():
+    # settings: TrainConfig's defaults, config files, --key=value; a resume continues the run's own
+    given = parse_overrides(TrainConfig(), sys.argv[1:])  # what the user set, not the defaults
+    cfg, changes = run_settings(given)
+    validate(cfg)
+    dist = distributed.setup(cfg)
+    check_quantize(cfg.quantize, hardware.kind(dist.device))
 
-def check_writable(out_dir):
-    """Create out_dir and write a probe file in it: the honest test (os.access says yes to root on a
-    read-only mount)."""
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as e:
-        raise UserError(
-            f"out_dir {out_dir} is not writable ({e.strerror or e}); choose another --out_dir"
-        ) from None
+    # every check of the data, out_dir and the checkpoint to continue, before any work is timed
+    data_dir = data_dir_for(cfg.dataset)
+    loader = BatchLoader(data_dir, cfg.block_size, cfg.batch_size, dist.device, cfg.seed)
+    out_dir_lock = claim_out_dir(cfg) if dist.master else None  # noqa: F841 (held until main ends)
+    checkpoint, overrides = checked_start(cfg, given, loader.meta, data_dir)
+    if dist.master:  # every check passed: say what differs from the run being continued
+        for line in describe_changes(changes, resume=cfg.init_from == "resume"):
+            print(line)
 
-
-def claim_out_dir(cfg):
-    """Make out_dir this run's (rank 0): writable, locked until the returned file closes, and
-    holding no other run's checkpoint unless overwrite. eval_only only reads (its eval.json is
-    written atomically) and takes no lock."""
-    check_writable(cfg.out_dir)
+    # the machine's choices (precision, attention kernel, threads), then the model
+    hw, choices = decide_hardware(cfg, dist)
+    # each rank its own dropout masks; DDP and FSDP copy rank 0's initial weights
+    torch.manual_seed(cfg.seed + dist.rank)
+    model = build_model(cfg, checkpoint, overrides, loader.meta, choices.sdpa).to(hw.device)
+    if dist.master:
+        params = model.get_num_params() / 1e6
+        print(
+            f"model: {params:.2f}M parameters, device {hw.device}, dtype {choices.dtype}, "
+            f"{dist.world_size} rank(s)"
+        )
     if cfg.eval_only:
-        return None
-    lock = lock_out_dir(cfg.out_dir)
-    if not (cfg.init_from == "resume" or cfg.overwrite):
-        refuse_to_overwrite(cfg.out_dir)
-    return lock
+        iter_num = checkpoint["iter_num"] if checkpoint else 0
+        return evaluate_checkpoint(cfg, model, loader, hw.ctx, iter_num, dist.master)
+
+    # the optimizer, and where the run stands
+    distributed.shard(model, dist)  # FSDP: before the optimizer, which must hold the shards
+    optimizer = build_optimizer(model, cfg, hw.device_type, choices.newton_schulz_dtype)
+    progress, saved_rng = resume_progress(checkpoint, model, optimizer, dist, cfg.out_dir)
+    checkpoint = None  # free its memory
+    step_model = torch.compile(model) if cfg.compile else model
+    step_model = distributed.wrap(step_model, dist)  # DDP (FSDP was applied in place by shard)
+    run = Run(cfg, dist, hw, loader, model, step_model, optimizer, progress)
+    if dist.master:
+        tracking.write_run_files(cfg, loader, data_dir, progress.metrics, choices)
+        run.wandb = tracking.start_wandb(cfg, progress)
+        run.peak_flops = hardware.measure_peak_flops(hw.device, getattr(torch, choices.dtype))
+    catch_stop_signals(run.stop_signal)
+    if saved_rng is not None and dist.master:
+        # dropout masks continue exactly where the checkpoint left them (it holds rank 0's RNG;
+        # other ranks keep their own seed: a resumed multi-rank run is reproducible, not identical)
+        set_rng_state(saved_rng)
+
+    stopped_by = train_loop(run)
+    if run.wandb is not None:
+        run.wandb.finish(exit_code=stopped_by or 0)
+    distributed.teardown(dist)
+    if stopped_by:
+        raise SystemExit(stopped_by)
 
 
-# A checkpoint fixes its model's shape and kind (the weights are those), and its optimizer's kind,
-# weight decay, betas, muon_lr and embedding_lr (optimizer.load_state_dict restores them;
-# embedding_lr > 0 is a parameter group of its own). Every other key may change on resume: dropout
-# (applied), sdpa (a kernel, decided again for the machine when "auto"), a shorter block_size, the
-# learning-rate schedule, max_iters, batch sizes, evaluation, logging, checkpointing, W&B, dataset
-# (same tokenizer), seed, device, dtype, compile. Each change is printed (describe_changes).
-FIXED_OPTIMIZER_KEYS = ("optimizer", "weight_decay", "beta1", "beta2", "muon_lr", "embedding_lr")
-CHANGEABLE_MODEL_KEYS = ("dropout", "sdpa")
-
-
-def resume_overrides(checkpoint, given, path):
-    """
-    The model settings a resume takes from the command line (dropout; sdpa is build_model's).
-    `given` holds only the keys the user set (configurator.parse_overrides): one the checkpoint
-    fixes that differs from it is an error listing every such difference, so an explicit setting is
-    never silently ignored.
-    """
-    saved = checkpoint.get("config", {})
-    # a key older checkpoints lack had its default then (embedding_lr did not exist: 0; model_type:
-    # every model was a GPT)
-    fixed = {
-        **{k: saved.get(k, getattr(TrainConfig, k)) for k in FIXED_OPTIMIZER_KEYS if saved},
-        "model_type": "gpt",
+def train_loop(run):
+    """Evaluate (every eval_interval and at the last step) and step until max_iters, or until a stop
+    signal on any rank: then save and return the exit status (128 + the signal), else None."""
+    cfg, progress = run.cfg, run.progress
+    eval_batches = {
+        split: run.loader.eval_batches(split, cfg.eval_iters) for split in ("train", "val")
     }
-    fixed.update(checkpoint["model_args"])
-    differences = [
-        f"{key}: checkpoint {fixed[key]!r} vs given {value!r}"
-        for key, value in given.items()
-        if key in fixed
-        and key not in CHANGEABLE_MODEL_KEYS
-        and value != fixed[key]
-        and not (key == "block_size" and value < fixed[key])
-    ]
-    if differences:
-        raise UserError(
-            f"{path} was trained with other settings, which cannot change on resume: {', '.join(differences)}; "
-            "drop them to continue it, or start a new run with another --out_dir"
-        )
-    return {"dropout": given["dropout"]} if "dropout" in given else {}
+    start_iter, progress.t_start = progress.iter_num, time.perf_counter()
+    show = cfg.progress and run.dist.master and sys.stdout.isatty()
+    pbar = tqdm(total=cfg.max_iters, initial=start_iter, disable=not show, dynamic_ncols=True)
+    X, Y = run.batch(start_iter, 0)
+    while True:
+        it = progress.iter_num
+        lr = set_lr(run.optimizer, get_lr(it, cfg))
+        # so a run never ends without its final weights evaluated (and saved if they are the best);
+        # a resume does not re-evaluate the step it starts from
+        resumed_here = start_iter > 0 and it == start_iter
+        if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not resumed_here:
+            evaluate_and_save(run, eval_batches, lr)
+        if it >= cfg.max_iters:
+            pbar.close()
+            return None
+        # SIGINT/SIGTERM on any rank stops them all
+        if distributed.any_rank(bool(run.stop_signal), run.dist):
+            save_run_checkpoint(run)
+            if run.dist.master:
+                path = os.path.join(cfg.out_dir, "ckpt.pt")
+                tqdm.write(f"stopped by signal at iter {it}; checkpoint saved to {path}")
+            pbar.close()
+            return 128 + (run.stop_signal[0] if run.stop_signal else signal.SIGTERM)
+        t0 = time.perf_counter()
+        lossf, grad_norm, X, Y = train_step(run, X, Y, functools.partial(run.batch, it))
+        check_finite(lossf, it, cfg.out_dir)
+        dt = time.perf_counter() - t0
+        progress.iter_num += 1
+        progress.tokens += run.tokens_per_iter
+        pbar.update(1)
+        pbar.set_postfix(loss=f"{lossf:.4f}", tok_s=f"{run.tokens_per_iter / dt:,.0f}")
+        if progress.iter_num % cfg.log_interval == 0 and run.dist.master:
+            log_step(run, lossf, lr, grad_norm, dt)
 
 
-def continues_checkpoint(given):
-    """A resume, or --eval_only of out_dir's checkpoint (not of GPT-2's weights, as nanoGPT's
-    config/eval_gpt2.py asks)."""
-    return given.get("init_from") == "resume" or (
-        given.get("eval_only") and given.get("init_from", "scratch") == "scratch"
-    )
+def train_step(run, X, Y, next_batch):
+    """Forward, backward and update over the micro-batches, fetching each next batch while the
+    current one computes. (loss, grad norm, the next step's first batch X, Y)."""
+    model, optimizer, scaler = run.model, run.optimizer, run.hw.scaler
+    for micro_step in range(run.grad_accum):
+        # ranks communicate only at the last one
+        distributed.set_grad_sync(model, micro_step == run.grad_accum - 1, run.dist)
+        with run.hw.ctx:
+            _, loss = model(X, Y)
+            loss = loss / run.grad_accum
+        X, Y = next_batch(micro_step + 1)
+        scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # true gradients for the norm and the clip (a no-op unless float16)
+    grad_clip = run.cfg.grad_clip if run.cfg.grad_clip > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item() * run.grad_accum, grad_norm, X, Y
 
 
-# Keys that belong to one invocation, not to the run: a resume or --eval_only never takes them from
-# the checkpoint.
-PER_INVOCATION_KEYS = ("init_from", "out_dir", "eval_only", "overwrite", "quantize")
-# Keys that change only what is evaluated, logged or kept, never the weights (evaluations use fixed
-# batches and draw no random numbers): changing one on resume keeps the run bit for bit the
-# uninterrupted one. Any other change does not.
-BOOKKEEPING_KEYS = (
-    "max_iters",
-    "eval_interval",
-    "log_interval",
-    "eval_iters",
-    "always_save_checkpoint",
-    "keep_last",
-    "keep_best",
-    "progress",
-    "wandb_log",
-    "wandb_project",
-    "wandb_run_name",
-)
-
-
-def run_settings(given):
-    """
-    (cfg, changes): the settings this invocation runs with. A new run: TrainConfig's defaults and
-    what the user gave (config files, --key=value). A resume or --eval_only continues the run in
-    out_dir as it was: the settings saved in its checkpoint (its "config"; the model keys of its
-    model_args where an older checkpoint has no config; today's default for a key it lacks), then
-    what the user gave. changes: [(key, the run's value, the value used)] for each key the
-    checkpoint records that differs from it, for the lines describe_changes prints once every check
-    passed.
-    """
-    if not continues_checkpoint(given):
-        return TrainConfig(**given), []
-    out_dir = given.get("out_dir", TrainConfig.out_dir)
-    # mmap: only the small header is read here
-    checkpoint = load_checkpoint(os.path.join(out_dir, "ckpt.pt"), mmap=True)
-    keys = {f.name for f in fields(TrainConfig)} - set(PER_INVOCATION_KEYS)
-    # sdpa and vocab_size in model_args are what was built (a bool; the padded vocabulary), not what
-    # was asked for
-    model_keys = {
-        k: v
-        for k, v in checkpoint["model_args"].items()
-        if k in keys and k not in ("sdpa", "vocab_size")
+def evaluate_and_save(run, eval_batches, lr):
+    """Losses on the fixed eval batches; rank 0 records them, checkpoints (every rank joins), plots
+    and logs to W&B."""
+    cfg, progress = run.cfg, run.progress
+    losses = estimate_loss(run.model, eval_batches, run.hw.ctx)
+    # never save diverged weights
+    check_finite(losses["train"] + losses["val"], progress.iter_num, cfg.out_dir)
+    improved = losses["val"] < progress.best_val_loss
+    progress.best_val_loss = min(progress.best_val_loss, losses["val"])
+    record = {
+        "iter": progress.iter_num,
+        "train_loss": losses["train"],
+        "val_loss": losses["val"],
+        "lr": lr,
+        "tokens": progress.tokens,
+        "elapsed_s": round(progress.elapsed(), 3),
     }
-    saved = checkpoint.get("config", {})
-    if (
-        checkpoint.get("nanogpt") is not None
-    ):  # the keys its config shares with ours, type-checked, its dataset found
-        saved = {
-            k: v
-            for k, v in nanogpt.resume_settings(checkpoint, given, out_dir).items()
-            if k not in given
-        }
-    saved = {k: v for k, v in saved.items() if k in keys}
-    recorded = {**model_keys, **saved}
-    settings = {**{k: getattr(TrainConfig, k) for k in keys}, **recorded, **given}
-    if settings["fsdp"] and not distributed.launched() and "fsdp" not in given:
-        settings["fsdp"] = (
-            False  # a sharded run continued in one process: unsharded (the checkpoint is whole)
+    if run.dist.master:
+        progress.metrics.append(record)
+        tracking.write_metrics(cfg.out_dir, progress.metrics)
+        tqdm.write(
+            f"step {progress.iter_num}: train loss {losses['train']:.4f}, "
+            f"val loss {losses['val']:.4f}"
         )
-    # a key the checkpoint does not record (nanoGPT's device, say) has no value of the run's to
-    # differ from
-    changes = [
-        (key, recorded[key], settings[key])
-        for key in sorted(recorded)
-        if settings[key] != recorded[key]
-    ]
-    return TrainConfig(**settings), changes
-
-
-def describe_changes(changes, resume):
-    """One line per setting that differs from the run's; on resume, whether the run still matches an
-    uninterrupted one."""
-    lines = []
-    for key, was, now in changes:
-        diverges = resume and key not in BOOKKEEPING_KEYS
-        lines.append(
-            f"{key}: {was!r} -> {now!r}"
-            + ("; the run no longer matches an uninterrupted one" if diverges else "")
-        )
-    return lines
-
-
-def check_tokenizer(meta, saved_meta_path):
-    """The dataset must be tokenized the way the checkpoint was trained."""
-    if not os.path.isfile(saved_meta_path):
+    # rank 0's decision on every rank: under FSDP the save is a gather that all ranks must join, or
+    # none
+    if distributed.rank0_decides(
+        (improved or cfg.always_save_checkpoint) and progress.iter_num > 0, run.dist
+    ):
+        save_run_checkpoint(run, best=improved and cfg.keep_best)
+    if not run.dist.master:
         return
-    with open(saved_meta_path) as f:
-        saved = json.load(f)
-    for key in ("tokenizer", "vocab_size", "chars", "tokenizer_sha256"):
-        if saved.get(key) != meta.get(key):
-            raise UserError(
-                f"the dataset's tokenizer ({meta.get('tokenizer')}, vocab {meta.get('vocab_size')}) does not match "
-                f"the checkpoint's ({saved.get('tokenizer')}, vocab {saved.get('vocab_size')}); check --dataset"
-            )
+    # two points are no curve, and a speedrun with two evaluations saves 0.6 s of matplotlib
+    plotted = len(progress.metrics) >= 3
+    if plotted:
+        tracking.plot_losses(progress.metrics, os.path.join(cfg.out_dir, "loss.png"))
+    if run.wandb is not None:
+        import wandb
 
-
-def checked_start(cfg, given, meta, data_dir):
-    """What the run starts from, checked before any work: (out_dir's checkpoint, loaded to the CPU,
-    or None; its model overrides). A resume or --eval_only reads it and checks it against the
-    settings given and the dataset."""
-    if continues_checkpoint(asdict(cfg)):
-        path = os.path.join(cfg.out_dir, "ckpt.pt")
-        checkpoint = load_checkpoint(path)
-        overrides = resume_overrides(checkpoint, given, path)
-        check_tokenizer(meta, os.path.join(cfg.out_dir, "meta.json"))
-        if cfg.block_size > checkpoint["model_args"]["block_size"]:
-            raise UserError(
-                f"block_size={cfg.block_size} is larger than the model's {checkpoint['model_args']['block_size']}"
-            )
-        return checkpoint, overrides
-    if cfg.init_from != "scratch" and meta.get("tokenizer") != "gpt2":
-        raise UserError(
-            f"init_from={cfg.init_from} needs GPT-2 BPE data, but {data_dir} was prepared with {meta.get('tokenizer')!r}"
+        plot = {"loss_plot": wandb.Image(os.path.join(cfg.out_dir, "loss.png"))} if plotted else {}
+        # no "lr" here: at this step W&B's lr is that of the step just taken, logged after it
+        run.wandb.log(
+            {
+                "iter": record["iter"],
+                "train/loss": losses["train"],
+                "val/loss": losses["val"],
+                "tokens": record["tokens"],
+                **plot,
+            },
+            step=record["iter"],
         )
-    return None, {}
 
 
-# ----------------------------------------------------------------------------------------------------
-# The model: from scratch, from the checkpoint, or from GPT-2's weights
+# --------------------------------------------------------------------------------------------------
+# The run's state, in one object
 
 
-def build_model(cfg, start, meta, sdpa):
-    """The model the run trains (on the CPU): start is checked_start's (checkpoint, overrides).
-    sdpa: the attention kernel chosen for this run (a bool; cfg.sdpa may be "auto"), whatever the
-    checkpoint ran with."""
-    checkpoint, overrides = start
-    if checkpoint is not None:
-        model = model_from_checkpoint(checkpoint, sdpa=sdpa, **overrides)
-    elif cfg.init_from == "scratch":
-        model = new_model(cfg, meta["vocab_size"], sdpa)
-    else:
-        model = from_pretrained(cfg.init_from, dict(dropout=cfg.dropout, sdpa=sdpa))
-        if cfg.block_size > model.config.block_size:
-            raise UserError(
-                f"block_size={cfg.block_size} is larger than the model's {model.config.block_size}"
-            )
-        model = (
-            crop_block_size(model, cfg.block_size)
-            if cfg.block_size < model.config.block_size
-            else model
-        )
-    if meta["vocab_size"] > model.config.vocab_size:
-        raise UserError(
-            f"the data's vocab_size {meta['vocab_size']} is larger than the model's {model.config.vocab_size}"
-        )
-    return model
+@dataclass
+class Run:
+    """Everything the loop reads and changes. model: what steps call (compiled, DDP-wrapped);
+    raw_model: the plain model (the GPT, or recurrent.py's GRU) that checkpoints save and MFU
+    counts."""
+
+    cfg: TrainConfig
+    dist: distributed.Distributed
+    hw: hardware.Hardware
+    loader: BatchLoader
+    raw_model: torch.nn.Module
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    progress: Progress
+    wandb: object = None  # the W&B run, or None
+    peak_flops: float | None = None  # the MFU denominator (rank 0)
+    # SIGINT / SIGTERM received, appended by their handlers
+    stop_signal: list = field(default_factory=list)
+
+    @property
+    def grad_accum(self):  # micro-steps per step on this rank
+        return self.cfg.gradient_accumulation_steps // self.dist.world_size
+
+    @property
+    def tokens_per_iter(self):  # over all ranks
+        return math.prod(getattr(self.cfg, k) for k in TOKENS_PER_ITER)
+
+    def batch(self, it, micro_step):
+        """Ranks split the global micro-steps; micro_step == grad_accum is the next step's first."""
+        it, micro_step = it + micro_step // self.grad_accum, micro_step % self.grad_accum
+        # (B, block_size) each
+        x, y = self.loader.get_batch("train", it, self.dist.rank * self.grad_accum + micro_step)
+        T = seq_len(it, self.cfg)
+        # (B * block_size / T, T): the same tokens, cut into shorter windows
+        return x.view(-1, T), y.view(-1, T)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Evaluation
+# --------------------------------------------------------------------------------------------------
+# Evaluation and the learning-rate schedule
 
 
 @torch.no_grad()
@@ -373,93 +361,56 @@ def seq_len(it, cfg):
     return cfg.block_size // (4 if it < cfg.seq_warmup_iters // 2 else 2)
 
 
-def plot_losses(metrics, path):
-    """loss.png: train and val loss against iterations."""
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
-
-    fig = Figure(figsize=(6, 4), layout="tight")
-    ax = fig.add_subplot()
-    iters = [m["iter"] for m in metrics]
-    ax.plot(iters, [m["train_loss"] for m in metrics], label="train")
-    ax.plot(iters, [m["val_loss"] for m in metrics], label="val")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    save_figure(fig, path)
-
-
-# ----------------------------------------------------------------------------------------------------
-# The run's files in out_dir: config.json, meta.json, metrics.jsonl, loss.png and checkpoints
-
-
-# their product, over all ranks
-TOKENS_PER_ITER = (
-    "gradient_accumulation_steps",
-    "batch_size",
-    "block_size",
-)
-
-
-@dataclass
-class Progress:
-    """Where the run stands: saved in every checkpoint, restored on resume."""
-
-    iter_num: int = 0
-    best_val_loss: float = float("inf")
-    tokens: int = (
-        0  # trained on so far, over all ranks: counted, since batch_size may change on resume
-    )
-    elapsed_before: float = 0.0  # seconds trained by the earlier processes of a resumed run
-    wandb_run_id: str | None = None  # None: a new W&B run; else the checkpoint's run continues
-    metrics: list = field(default_factory=list)  # one record per evaluation, as in metrics.jsonl
-    t_start: float = field(default_factory=time.perf_counter)
-
-    def elapsed(self):
-        return self.elapsed_before + time.perf_counter() - self.t_start
-
-
-def resume_progress(checkpoint, model, optimizer, dist, out_dir):
-    """(Progress, saved RNG state or None): fresh, or the checkpoint's, whose optimizer state goes
-    into optimizer (under FSDP, each rank keeps its shard of it)."""
-    if checkpoint is None:
-        return Progress(), None
-    distributed.load_optimizer(model, optimizer, checkpoint["optimizer"], dist)
-    if checkpoint.get("nanogpt") is not None and dist.master:
-        print(nanogpt.resume_note(checkpoint, os.path.join(out_dir, "ckpt.pt")))
-    iter_num = checkpoint["iter_num"]
-    progress = Progress(
-        iter_num=iter_num,
-        best_val_loss=checkpoint["best_val_loss"],
-        elapsed_before=checkpoint.get("elapsed_s", 0.0),
-        tokens=checkpoint.get(
-            "tokens", iter_num * math.prod(checkpoint["config"].get(k, 1) for k in TOKENS_PER_ITER)
-        ),
-        wandb_run_id=checkpoint.get("wandb_run_id"),
-        metrics=[
-            m for m in read_metrics(out_dir) if m["iter"] <= iter_num
-        ],  # drop evals after the checkpoint
-    )
-    return progress, checkpoint["rng"]
-
-
-def write_run_files(cfg, loader, data_dir, metrics, choices):
-    """config.json, meta.json (and the tokenizer file it names, for sample.py), choices.json and
-    metrics.jsonl."""
-    if cfg.overwrite and cfg.init_from != "resume":
-        # only now, when the new run is set up: a bad setting cost nothing
-        remove_previous_run(cfg.out_dir)
-    save_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
-    save_json(os.path.join(cfg.out_dir, "meta.json"), loader.meta)
-    save_json(os.path.join(cfg.out_dir, "choices.json"), asdict(choices))
-    tokenizer_file = loader.meta.get("tokenizer_file")
-    if tokenizer_file:
-        with open(os.path.join(data_dir, tokenizer_file), "rb") as src:
-            payload = src.read()
-        atomic_write(
-            os.path.join(cfg.out_dir, tokenizer_file), lambda tmp: open(tmp, "wb").write(payload)
+def check_finite(loss, iter_num, out_dir):
+    if not math.isfinite(loss):
+        raise UserError(
+            f"loss is {loss} at iter {iter_num}: training diverged. The last good checkpoint in "
+            f"{out_dir} "
+            "is kept; lower learning_rate or use dtype=bfloat16/float32"
         )
-    write_metrics(cfg.out_dir, metrics)
+
+
+# --------------------------------------------------------------------------------------------------
+# Setup: the machine's choices, the model, checkpoints, logging
+
+
+def decide_hardware(cfg, dist):
+    """(Hardware, TrainingChoices): the autocast dtype, Muon's Newton-Schulz dtype, the attention
+    kernel and the threads for this machine, each with why (rank 0 prints them). Ranks under
+    torchrun decide bf16 by the CPU's flags alone, untimed: timings could differ from rank to rank,
+    and the ranks must agree."""
+    choices = hardware.training_choices(
+        dist.device, cfg.dtype, cfg.sdpa, cfg.n_embd, measure=not dist.launched
+    )
+    hw = hardware.setup(dist.device, choices.dtype)
+    hw = hardware.Hardware(
+        hw.device, hw.device_type, hw.dtype, hw.ctx, distributed.grad_scaler(hw.scaler, dist)
+    )
+    if dist.master:
+        for name, why in choices.reasons.items():
+            print(f"{name} = {getattr(choices, name)}: {why}")
+    return hw, choices
+
+
+def build_model(cfg, checkpoint, overrides, meta, sdpa):
+    """The model the run trains (on the CPU): the checkpoint's (with checked_start's overrides), a
+    new one, or GPT-2's weights. sdpa: the attention kernel chosen for this run (a bool; cfg.sdpa
+    may be "auto"), whatever the checkpoint ran with."""
+    if checkpoint is not None:
+        model = model_from_checkpoint(checkpoint, sdpa=sdpa, **overrides)
+    elif cfg.init_from == "scratch":
+        model = new_model(cfg, meta["vocab_size"], sdpa)
+    else:
+        model = from_pretrained(cfg.init_from, dict(dropout=cfg.dropout, sdpa=sdpa))
+        check_block_size(cfg.block_size, model.config.block_size)
+        if cfg.block_size < model.config.block_size:
+            model = crop_block_size(model, cfg.block_size)
+    if meta["vocab_size"] > model.config.vocab_size:
+        raise UserError(
+            f"the data's vocab_size {meta['vocab_size']} is larger than the model's "
+            f"{model.config.vocab_size}"
+        )
+    return model
 
 
 def save_run_checkpoint(run, best=False):
@@ -501,191 +452,6 @@ def save_run_checkpoint(run, best=False):
             os.remove(os.path.join(cfg.out_dir, f))
 
 
-def read_metrics(out_dir):
-    path = os.path.join(out_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def write_metrics(out_dir, metrics):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(m) + "\n" for m in metrics)
-
-    atomic_write(os.path.join(out_dir, "metrics.jsonl"), write)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Weights & Biases
-
-
-def wandb_mode():
-    """'offline' when there is no API key (or WANDB_MODE says so): a run never hangs waiting for a
-    login."""
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    import netrc
-
-    try:
-        hosts = netrc.netrc().hosts
-    except (OSError, netrc.NetrcParseError):
-        return "offline"
-    return "online" if any("wandb" in host for host in hosts) else "offline"
-
-
-def start_wandb(cfg, progress):
-    """The W&B run (None unless wandb_log), continuing the checkpoint's; rank 0 only."""
-    if not cfg.wandb_log:
-        return None
-    import wandb
-
-    kwargs = dict(
-        project=cfg.wandb_project,
-        name=cfg.wandb_run_name,
-        config=asdict(cfg),
-        id=progress.wandb_run_id,
-        resume="allow",
-        dir=cfg.out_dir,
-    )
-    mode = wandb_mode()
-    try:
-        run = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=60), **kwargs)
-    except wandb.Error as e:
-        if mode == "offline":
-            raise
-        print(f"wandb could not reach its server ({e}); logging offline instead", file=sys.stderr)
-        run = wandb.init(mode="offline", **kwargs)
-    progress.wandb_run_id = run.id
-    return run
-
-
-# ----------------------------------------------------------------------------------------------------
-# The run: its state in one object, and the loop (evaluate-and-save, then a step, until max_iters or
-# a signal)
-
-
-@dataclass
-class Run:
-    """Everything the loop reads and changes. model: what steps call (compiled, DDP-wrapped);
-    raw_model: the plain model (the GPT, or recurrent.py's GRU) that checkpoints save and MFU
-    counts."""
-
-    cfg: TrainConfig
-    dist: distributed.Distributed
-    hw: hardware.Hardware
-    loader: BatchLoader
-    raw_model: torch.nn.Module
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    progress: Progress
-    wandb: object = None  # the W&B run, or None
-    peak_flops: float | None = None  # the MFU denominator (rank 0)
-    # SIGINT / SIGTERM received, appended by their handlers
-    stop_signal: list = field(default_factory=list)
-
-    @property
-    def grad_accum(self):  # micro-steps per step on this rank
-        return self.cfg.gradient_accumulation_steps // self.dist.world_size
-
-    @property
-    def tokens_per_iter(self):  # over all ranks
-        return math.prod(getattr(self.cfg, k) for k in TOKENS_PER_ITER)
-
-    def batch(self, it, micro_step):
-        """Ranks split the global micro-steps; micro_step == grad_accum is the next step's first."""
-        it, micro_step = it + micro_step // self.grad_accum, micro_step % self.grad_accum
-        # (B, block_size) each
-        x, y = self.loader.get_batch("train", it, self.dist.rank * self.grad_accum + micro_step)
-        T = seq_len(it, self.cfg)
-        # (B * block_size / T, T): the same tokens, cut into shorter windows
-        return x.view(-1, T), y.view(-1, T)
-
-
-def evaluate_and_save(run, eval_batches, lr):
-    """Losses on the fixed eval batches; rank 0 records them, checkpoints (every rank joins), plots
-    and logs to W&B."""
-    cfg, progress = run.cfg, run.progress
-    losses = estimate_loss(run.model, eval_batches, run.hw.ctx)
-    # never save diverged weights
-    check_finite(losses["train"] + losses["val"], progress.iter_num, cfg.out_dir)
-    improved = losses["val"] < progress.best_val_loss
-    progress.best_val_loss = min(progress.best_val_loss, losses["val"])
-    record = {
-        "iter": progress.iter_num,
-        "train_loss": losses["train"],
-        "val_loss": losses["val"],
-        "lr": lr,
-        "tokens": progress.tokens,
-        "elapsed_s": round(progress.elapsed(), 3),
-    }
-    if run.dist.master:
-        progress.metrics.append(record)
-        write_metrics(cfg.out_dir, progress.metrics)
-        tqdm.write(
-            f"step {progress.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
-        )
-    # rank 0's decision on every rank: under FSDP the save is a gather that all ranks must join, or
-    # none
-    if distributed.rank0_decides(
-        (improved or cfg.always_save_checkpoint) and progress.iter_num > 0, run.dist
-    ):
-        save_run_checkpoint(run, best=improved and cfg.keep_best)
-    if not run.dist.master:
-        return
-    # two points are no curve, and a speedrun with two evaluations saves 0.6 s of matplotlib
-    plotted = len(progress.metrics) >= 3
-    if plotted:
-        plot_losses(progress.metrics, os.path.join(cfg.out_dir, "loss.png"))
-    if run.wandb is not None:
-        import wandb
-
-        plot = {"loss_plot": wandb.Image(os.path.join(cfg.out_dir, "loss.png"))} if plotted else {}
-        # no "lr" here: at this step W&B's lr is that of the step just taken, logged after it
-        run.wandb.log(
-            {
-                "iter": record["iter"],
-                "train/loss": losses["train"],
-                "val/loss": losses["val"],
-                "tokens": record["tokens"],
-                **plot,
-            },
-            step=record["iter"],
-        )
-
-
-def train_step(run, X, Y, next_batch):
-    """Forward, backward and update over the micro-batches, fetching each next batch while the
-    current one computes. (loss, grad norm, the next step's first batch X, Y)."""
-    model, optimizer, scaler = run.model, run.optimizer, run.hw.scaler
-    for micro_step in range(run.grad_accum):
-        # ranks communicate only at the last one
-        distributed.set_grad_sync(model, micro_step == run.grad_accum - 1, run.dist)
-        with run.hw.ctx:
-            _, loss = model(X, Y)
-            loss = loss / run.grad_accum
-        X, Y = next_batch(micro_step + 1)
-        scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)  # true gradients for the norm and the clip (a no-op unless float16)
-    grad_clip = run.cfg.grad_clip if run.cfg.grad_clip > 0 else math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item()
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    return loss.item() * run.grad_accum, grad_norm, X, Y
-
-
-def check_finite(loss, iter_num, out_dir):
-    if not math.isfinite(loss):
-        raise UserError(
-            f"loss is {loss} at iter {iter_num}: training diverged. The last good checkpoint in {out_dir} "
-            "is kept; lower learning_rate or use dtype=bfloat16/float32"
-        )
-
-
 def log_step(run, lossf, lr, grad_norm, dt):
     """One line of the step's loss, lr, grad norm, speed and MFU; the same numbers to W&B."""
     cfg = run.cfg
@@ -718,126 +484,6 @@ def catch_stop_signals(stop_signal):
     and exits."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
-
-
-def train_loop(run):
-    """Evaluate (every eval_interval and at the last step) and step until max_iters, or until a stop
-    signal on any rank: then save and return the exit status (128 + the signal), else None."""
-    cfg, progress = run.cfg, run.progress
-    eval_batches = {
-        split: run.loader.eval_batches(split, cfg.eval_iters) for split in ("train", "val")
-    }
-    start_iter, progress.t_start = progress.iter_num, time.perf_counter()
-    show = cfg.progress and run.dist.master and sys.stdout.isatty()
-    pbar = tqdm(total=cfg.max_iters, initial=start_iter, disable=not show, dynamic_ncols=True)
-    X, Y = run.batch(start_iter, 0)
-    while True:
-        it = progress.iter_num
-        lr = set_lr(run.optimizer, get_lr(it, cfg))
-        # so a run never ends without its final weights evaluated (and saved if they are the best);
-        # a resume does not re-evaluate the step it starts from
-        if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not (
-            start_iter > 0 and it == start_iter
-        ):
-            evaluate_and_save(run, eval_batches, lr)
-        if it >= cfg.max_iters:
-            pbar.close()
-            return None
-        if distributed.any_rank(
-            bool(run.stop_signal), run.dist
-        ):  # SIGINT/SIGTERM on any rank stops them all
-            save_run_checkpoint(run)
-            if run.dist.master:
-                tqdm.write(
-                    f"stopped by signal at iter {it}; checkpoint saved to {os.path.join(cfg.out_dir, 'ckpt.pt')}"
-                )
-            pbar.close()
-            return 128 + (run.stop_signal[0] if run.stop_signal else signal.SIGTERM)
-        t0 = time.perf_counter()
-        lossf, grad_norm, X, Y = train_step(run, X, Y, functools.partial(run.batch, it))
-        check_finite(lossf, it, cfg.out_dir)
-        dt = time.perf_counter() - t0
-        progress.iter_num += 1
-        progress.tokens += run.tokens_per_iter
-        pbar.update(1)
-        pbar.set_postfix(loss=f"{lossf:.4f}", tok_s=f"{run.tokens_per_iter / dt:,.0f}")
-        if progress.iter_num % cfg.log_interval == 0 and run.dist.master:
-            log_step(run, lossf, lr, grad_norm, dt)
-
-
-# ----------------------------------------------------------------------------------------------------
-
-
-def decide_hardware(cfg, dist):
-    """(Hardware, TrainingChoices): the autocast dtype, Muon's Newton-Schulz dtype, the attention
-    kernel and the threads for this machine, each with why (rank 0 prints them). Ranks under
-    torchrun decide bf16 by the CPU's flags alone, untimed: timings could differ from rank to rank,
-    and the ranks must agree."""
-    choices = hardware.training_choices(
-        dist.device, cfg.dtype, cfg.sdpa, cfg.n_embd, measure=not dist.launched
-    )
-    hw = hardware.setup(dist.device, choices.dtype)
-    hw = hardware.Hardware(
-        hw.device, hw.device_type, hw.dtype, hw.ctx, distributed.grad_scaler(hw.scaler, dist)
-    )
-    if dist.master:
-        for name, why in choices.reasons.items():
-            print(f"{name} = {getattr(choices, name)}: {why}")
-    return hw, choices
-
-
-def main():
-    given = parse_overrides(TrainConfig(), sys.argv[1:])  # what the user set, not the defaults
-    cfg, changes = run_settings(given)
-    validate(cfg)
-    dist = distributed.setup(cfg)
-    check_quantize(cfg.quantize, hardware.kind(dist.device))
-    # every check of the data, out_dir and the checkpoint to continue, before any timing or printing
-    data_dir = data_dir_for(cfg.dataset)
-    loader = BatchLoader(data_dir, cfg.block_size, cfg.batch_size, dist.device, cfg.seed)
-    out_dir_lock = claim_out_dir(cfg) if dist.master else None  # noqa: F841 (held until main returns)
-    start = checked_start(cfg, given, loader.meta, data_dir)
-    if dist.master:  # every check passed: say what differs from the run being continued
-        for line in describe_changes(changes, resume=cfg.init_from == "resume"):
-            print(line)
-
-    hw, choices = decide_hardware(cfg, dist)
-    # each rank its own dropout masks; DDP and FSDP copy rank 0's initial weights
-    torch.manual_seed(cfg.seed + dist.rank)
-    model = build_model(cfg, start, loader.meta, choices.sdpa).to(hw.device)
-    if dist.master:
-        print(
-            f"model: {model.get_num_params() / 1e6:.2f}M parameters, device {hw.device}, dtype {choices.dtype}, {dist.world_size} rank(s)"
-        )
-    checkpoint = start[0]
-    if cfg.eval_only:
-        return evaluate_checkpoint(
-            cfg, model, loader, hw.ctx, checkpoint["iter_num"] if checkpoint else 0, dist.master
-        )
-    # FSDP: before the optimizer, which must hold the sharded parameters
-    distributed.shard(model, dist)
-    optimizer = build_optimizer(model, cfg, hw.device_type, choices.newton_schulz_dtype)
-    progress, saved_rng = resume_progress(checkpoint, model, optimizer, dist, cfg.out_dir)
-    start = checkpoint = None  # free memory
-    # DDP (FSDP was applied in place by shard)
-    step_model = distributed.wrap(torch.compile(model) if cfg.compile else model, dist)
-    run = Run(cfg, dist, hw, loader, model, step_model, optimizer, progress)
-    if dist.master:
-        write_run_files(cfg, loader, data_dir, progress.metrics, choices)
-        run.wandb = start_wandb(cfg, progress)
-        run.peak_flops = hardware.measure_peak_flops(hw.device, getattr(torch, choices.dtype))
-    catch_stop_signals(run.stop_signal)
-    if saved_rng is not None and dist.master:
-        # dropout masks continue exactly where the checkpoint left them (the checkpoint holds rank
-        # 0's RNG; other ranks keep their own seed, so a resumed multi-rank run is reproducible but
-        # not bit-identical)
-        set_rng_state(saved_rng)
-    stopped_by = train_loop(run)
-    if run.wandb is not None:
-        run.wandb.finish(exit_code=stopped_by or 0)
-    distributed.teardown(dist)
-    if stopped_by:
-        raise SystemExit(stopped_by)
 
 
 if __name__ == "__main__":

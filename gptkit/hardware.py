@@ -3,8 +3,8 @@ Device, dtype and autocast: the one choice every script (train, sample, attentio
 same way; and, for training, the precision and kernel choices made for the machine at hand, each
 with why.
 
-    hw = hardware.setup("auto", "auto")      # hw.device, hw.device_type, hw.dtype, hw.ctx (autocast), hw.scaler
-    python -c "import hardware; print(hardware.training_choices('cpu'))"   # what training would choose here
+    hw = hardware.setup("auto", "auto")  # device, device_type, dtype, ctx (autocast), scaler
+    python -c "from gptkit import hardware; print(hardware.training_choices('cpu'))"
 """
 
 import functools
@@ -12,7 +12,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -47,8 +47,8 @@ def cpu_flags():
 
 
 def cpu_has_fast_bf16(flags=None):
-    """bf16 matmuls beat fp32 on CPUs with AVX512-BF16 or AMX (about 2x and more); elsewhere they
-    are emulated, slower."""
+    """bf16 matmuls beat fp32 on CPUs with AVX512-BF16 or AMX; elsewhere they are emulated, slower
+    (docs/performance.md)."""
     flags = cpu_flags() if flags is None else flags
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
@@ -58,22 +58,26 @@ def kind(device):
     return "cuda" if str(device).startswith("cuda") else str(device)
 
 
-def pick_dtype(name, device_type, decoding=False):
-    """The autocast dtype from capabilities alone (sampling; training also measures, see
-    training_choices)."""
+def pick_dtype(name, device_type):
+    """The autocast dtype for training or evaluation from capabilities alone (training also
+    measures, see training_choices; DDP ranks do not)."""
     cuda_bf16 = device_type == "cuda" and torch.cuda.is_bf16_supported()
+    flags = cpu_flags() if device_type == "cpu" else frozenset()
+    return decide_dtype(name, device_type, flags, None, cuda_bf16)[0]
+
+
+def pick_sampling_dtype(name, device_type):
+    """The dtype for sampling one token at a time: on a CPU the dtype its weights are packed in."""
     flags = cpu_flags() if device_type == "cpu" else frozenset()
     onednn_bf16 = (
         torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     )
-    if (
-        decoding and not onednn_bf16
-    ):  # packed bf16 weights need oneDNN's bf16 kernels, which ONEDNN_MAX_CPU_ISA can withhold
+    if not onednn_bf16:  # packed bf16 weights need oneDNN's bf16 kernels (ONEDNN_MAX_CPU_ISA)
         flags -= {"avx512_bf16", "amx_bf16"}
-    return decide_dtype(name, device_type, flags, None, cuda_bf16, decoding)[0]
+    return decide_sampling_dtype(name, device_type, flags)[0]
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Choices for training. The decide_* functions are pure: they take what was found out about the
 # machine (CPU flags, a measured bf16/fp32 speed ratio) as arguments and return (choice, why), so
 # every answer of every question is tested without the hardware (tests/test_train.py).
@@ -82,19 +86,11 @@ def pick_dtype(name, device_type, decoding=False):
 BF16_MIN_SPEEDUP = 1.2  # bf16 must beat fp32 clearly: it also costs casts and precision
 
 
-def decide_dtype(requested, device_type, flags, bf16_speedup, cuda_bf16=False, decoding=False):
+def decide_dtype(requested, device_type, flags, bf16_speedup, cuda_bf16=False):
     """(autocast dtype, why). On CPU, bf16 only with native support (flags) that a measurement, if
-    any, confirms. decoding=True: sampling one token at a time (float32 on GPUs; on CPUs the dtype
-    the weights are packed in)."""
+    any, confirms."""
     if requested != "auto":
         return requested, "set by dtype"
-    if (
-        device_type == "cuda" and decoding
-    ):  # H200, GPT-2 small, batch 1: 237-276 tok/s in float32, 195-212 in bf16 autocast
-        return (
-            "float32",
-            "decoding one token at a time is bound by kernel launches, and autocast adds casts",
-        )
     if device_type == "cuda":
         return (
             ("bfloat16", "CUDA supports bf16")
@@ -108,14 +104,8 @@ def decide_dtype(requested, device_type, flags, bf16_speedup, cuda_bf16=False, d
     if bf16_speedup is not None and bf16_speedup < BF16_MIN_SPEEDUP:
         return (
             "float32",
-            f"avx512_bf16/amx_bf16, but a bf16 matmul measured only {bf16_speedup:.2f}x fp32's speed",
-        )
-    if (
-        decoding
-    ):  # Zen 4, GPT-2 small, batch 1: 65 tok/s with bf16 PackedLinear weights, 45 with fp32 ones
-        return (
-            "bfloat16",
-            "native bf16: the weights are packed in bf16 (decoding.prepare_for_decoding), half the bytes to stream",
+            f"avx512_bf16/amx_bf16, but a bf16 matmul measured only {bf16_speedup:.2f}x fp32's "
+            "speed",
         )
     measured = (
         f", measured {bf16_speedup:.2f}x fp32's matmul speed"
@@ -128,10 +118,22 @@ def decide_dtype(requested, device_type, flags, bf16_speedup, cuda_bf16=False, d
     )
 
 
+def decide_sampling_dtype(requested, device_type, flags):
+    """(dtype, why) for sampling one token at a time, where every step streams all the weights:
+    float32 on GPUs (bound by kernel launches, where autocast only adds casts), bf16 weights on CPUs
+    with native bf16 (half the bytes to stream), float32 elsewhere."""
+    if requested != "auto":
+        return requested, "set by dtype"
+    if device_type == "cuda":
+        return "float32", "one token at a time is bound by kernel launches; autocast adds casts"
+    if device_type == "cpu" and cpu_has_fast_bf16(flags):
+        return "bfloat16", "native bf16: weights packed in bf16 (decoding.prepare_for_decoding)"
+    return "float32", "no native bf16 here: float32 weights"
+
+
 def decide_newton_schulz_dtype(device_type, flags, bf16_speedup, cuda_bf16=False):
     """(Muon's Newton-Schulz dtype, why): bf16 where bf16 matmuls are fast, else fp32, whatever
-    --dtype says (on an AVX2-only CPU, emulated bf16 made a Muon step 1000 ms against AdamW's
-    380)."""
+    --dtype says: emulated bf16 makes Muon slower than AdamW (docs/performance.md)."""
     dtype, why = decide_dtype("auto", device_type, flags, bf16_speedup, cuda_bf16)
     return ("bfloat16", why) if dtype == "bfloat16" else ("float32", why)
 
@@ -147,11 +149,11 @@ def decide_sdpa(requested, device_type, dtype):
     if dtype == "float32":
         return (
             True,
-            "CPU, float32: SDPA's kernel was as fast as the explicit math or faster (1.12x a step on AVX2)",
+            "CPU, float32: SDPA's kernel measured as fast as the explicit math or faster",
         )
     return (
         False,
-        f"CPU, {dtype}: SDPA's kernel (its backward) was 1.3-1.5x slower than the explicit math",
+        f"CPU, {dtype}: SDPA's kernel (its backward) measured slower than the explicit math",
     )
 
 
@@ -262,26 +264,33 @@ class Hardware:
 
     device: str  # "cpu", "cuda", "cuda:1", "mps"
     device_type: str  # "cpu", "cuda" or "mps": kind(device)
-    dtype: str  # "float32" | "bfloat16" | "float16": autocast's (or, sampling on a CPU, the packed weights')
+    # "float32" | "bfloat16" | "float16": autocast's (or, sampling on a CPU, the packed weights')
+    dtype: str
     ctx: object  # the autocast context for forward passes (nullcontext in float32)
     scaler: torch.amp.GradScaler  # loss scaling, enabled for float16 only
 
 
-def setup(device_name, dtype_name, decoding=False):
-    """The Hardware for the --device and --dtype settings; "auto" dtype by the capabilities alone
-    (pick_dtype; decoding=True for sampling: on CPU no autocast, pass hw.dtype to
-    decoding.prepare_for_decoding). Training passes training_choices' dtype instead."""
+def setup(device_name, dtype_name):
+    """The Hardware for training or evaluation at --device and --dtype ("auto": pick_dtype).
+    Training passes training_choices' dtype instead."""
     device = pick_device(device_name)
     device_type = kind(device)
-    dtype = pick_dtype(dtype_name, device_type, decoding)
+    return hardware_for(device, pick_dtype(dtype_name, device_type))
+
+
+def setup_for_sampling(device_name, dtype_name):
+    """The Hardware for sampling: on a CPU no autocast, since decoding.prepare_for_decoding packs
+    the weights in hw.dtype and autocast would only add casts."""
+    device = pick_device(device_name)
+    hw = hardware_for(device, pick_sampling_dtype(dtype_name, kind(device)))
+    return replace(hw, ctx=nullcontext()) if hw.device_type == "cpu" else hw
+
+
+def hardware_for(device, dtype):
+    """The Hardware for a chosen device and dtype: its autocast context and loss scaler."""
+    device_type = kind(device)
     ctx, scaler = precision(dtype, device_type)
-    if (
-        decoding and device_type == "cpu"
-    ):  # prepare_for_decoding packs the weights in dtype; autocast would only add casts
-        ctx = nullcontext()  # (measured bf16, Zen 4: 58.8 tok/s without autocast, 50.8 with)
-    if (
-        device_type == "cuda"
-    ):  # TF32 matmuls for whatever runs in float32: ~free speed on Ampere and later
+    if device_type == "cuda":  # TF32 matmuls for whatever runs in float32 (Ampere and later)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return Hardware(device, device_type, dtype, ctx, scaler)
@@ -297,9 +306,7 @@ def flops_per_token(model):
     C. A model without attention (recurrent.py's GRU) has no 12 L T C term: 6N, each weight one
     multiply-add forward and two backward."""
     cfg = model.config
-    attention = (
-        12 * cfg.n_layer * cfg.block_size * cfg.n_embd if hasattr(model, "attention_maps") else 0
-    )
+    attention = 12 * cfg.n_layer * cfg.block_size * cfg.n_embd if model.has_attention else 0
     return 6 * model.get_num_params() + attention
 
 

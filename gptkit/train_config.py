@@ -18,25 +18,42 @@ from gptkit.pretrained import PRETRAINED
 from model import GPT, GPTConfig
 from recurrent import GRULM, GRUConfig
 
+# Where TrainConfig's defaults for the model differ from GPTConfig's
+TRAINING_MODEL_DEFAULTS = ("bias", "vocab_size", "sdpa")
+
 
 @dataclass(frozen=True)
-class TrainConfig(GPTConfig):
+class TrainConfig:
     """
-    The model's keys are GPTConfig's own (inherited: block_size, n_layer, n_head, n_embd, dropout,
-    bias, norm, pos, mlp, qk_norm, tie_weights, sdpa, logit_softcap, zero_init_proj, value_embeds,
-    unet), with training's own defaults for three: bias=False, as nanoGPT's train.py (a little
-    better and faster; GPTConfig keeps GPT-2's True for loading its weights), vocab_size=0, the
-    dataset's vocabulary, and sdpa="auto", decided for the machine (hardware.decide_sdpa) before any
-    GPTConfig is built. The training keys follow.
+    Every key train.py (and bench.py) takes. The model's keys come first: model.GPTConfig's own,
+    under the same names and with the same defaults but three (TRAINING_MODEL_DEFAULTS), which
+    model_config() turns into the GPTConfig (or recurrent.py's GRUConfig) of the run, so the model's
+    own checks judge every run. A new model switch is a field of GPTConfig and a line here
+    (tests/test_train.py checks that the two agree).
     """
 
-    model_type: str = "gpt"  # "gpt" | "gru": the recurrent baseline (recurrent.py), of n_layer, n_embd, dropout, bias, tie_weights
-    attention: bool = False  # model_type=gru: one attention head over its past states
-    # 0: the dataset's (meta.json); larger pads it, e.g. 50304 for GPT-2's 50257 (faster matmuls)
-    vocab_size: int = 0
+    # the model: model.GPTConfig's keys (the GRU takes n_layer, n_embd, dropout, bias, tie_weights)
+    model_type: str = "gpt"  # "gpt" | "gru": the recurrent baseline (recurrent.py)
+    block_size: int = 1024
+    vocab_size: int = 0  # 0: the dataset's (meta.json); larger pads it, e.g. 50304 for GPT-2's
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
     bias: bool = False  # nanoGPT trains without biases: a little better and faster
-    # "true": F.scaled_dot_product_attention, "false": the explicit math, "auto": the faster here
+    norm: str = "layernorm"
+    pos: str = "learned"
+    mlp: str = "gelu"
+    qk_norm: bool = False
+    tie_weights: bool = True
+    attention: bool = False  # model_type=gru: one attention head over its past states
+    # "true": F.scaled_dot_product_attention, "false": the explicit math, "auto": decided for this
+    # machine (hardware.decide_sdpa) before the GPTConfig is built
     sdpa: str = "auto"
+    logit_softcap: float = 0.0
+    zero_init_proj: bool = False
+    value_embeds: bool = False
+    unet: bool = False
     # I/O
     out_dir: str = "out"
     eval_interval: int = 2000
@@ -90,13 +107,10 @@ class TrainConfig(GPTConfig):
     # gptkit/distributed.py) instead of DDP
     fsdp: bool = False
     device: str = "auto"  # "auto" (cuda > mps > cpu) | "cpu" | "cuda" | "cuda:1" | "mps"
-    dtype: str = "auto"  # "auto" (decided for this machine: hardware.training_choices) | "float32" | "bfloat16" | "float16"
+    # "auto" (decided for this machine: hardware.training_choices) | "float32" | "bfloat16" | "float16"
+    dtype: str = "auto"
     compile: bool = False  # torch.compile: faster steps on GPU after a slow first one
     seed: int = 1337
-
-    def __post_init__(self):
-        # not GPTConfig's checks yet: validate() runs them once vocab_size (the dataset's) is known
-        pass
 
 
 # model_type: (config class, model class). A checkpoint records its model_type in model_args; one
@@ -154,27 +168,32 @@ def validate(cfg):
         cfg.optimizer != "adamw" or cfg.fsdp or cfg.init_from not in ("scratch", "resume")
     ):
         raise UserError(
-            "model_type=gru trains with optimizer=adamw, from scratch or resume, without fsdp (those are the GPT's)"
+            "model_type=gru trains with optimizer=adamw, from scratch or resume, without fsdp "
+            "(those are the GPT's)"
         )
     if cfg.embedding_lr < 0 or (cfg.embedding_lr and cfg.optimizer != "muon"):
         raise UserError(f"embedding_lr={cfg.embedding_lr} must be >= 0, and is for optimizer=muon")
     if cfg.fsdp and cfg.optimizer == "muon":
         raise UserError(
-            "optimizer=muon needs whole weight matrices, which fsdp=True shards: use optimizer=adamw, or DDP (fsdp=False)"
+            "optimizer=muon needs whole weight matrices, which fsdp=True shards: use "
+            "optimizer=adamw, or DDP (fsdp=False)"
         )
     if cfg.fsdp and not distributed.launched():
         raise UserError(
-            "fsdp=True shards the model across processes: launch with torchrun --nproc_per_node=N train.py ..."
+            "fsdp=True shards the model across processes: launch with torchrun --nproc_per_node=N "
+            "train.py ..."
         )
     if cfg.seq_warmup_iters < 0 or (cfg.seq_warmup_iters and cfg.block_size % 4):
         raise UserError(
-            f"seq_warmup_iters={cfg.seq_warmup_iters} must be >= 0, and > 0 needs a block_size divisible by 4"
+            f"seq_warmup_iters={cfg.seq_warmup_iters} must be >= 0, and > 0 needs a block_size "
+            "divisible by 4"
         )
     if cfg.learning_rate <= 0 or cfg.min_lr < 0:
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
     if cfg.init_from not in ("scratch", "resume", *PRETRAINED) and not os.path.isdir(cfg.init_from):
         raise UserError(
-            f"init_from={cfg.init_from!r} must be scratch, resume, one of {', '.join(PRETRAINED)}, or a directory"
+            f"init_from={cfg.init_from!r} must be scratch, resume, one of {', '.join(PRETRAINED)}, "
+            "or a directory"
         )
     model_config(cfg, vocab_size=1, sdpa=True)  # raises on e.g. n_embd % n_head != 0
 

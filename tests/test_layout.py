@@ -130,18 +130,20 @@ def test_train_py_reads_top_down_the_loop_near_the_top():
 
 
 LITERALS = (ast.Dict, ast.List, ast.Tuple, ast.Set)
+FMT_SKIP = "# fmt" + ": skip"  # spelled in two so that this file does not carry the marker
 
 
 @pytest.mark.parametrize(
     "path", PRODUCT + sorted((ROOT / "tests").glob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
 )
 def test_fmt_skip_only_on_literal_tables(path):
-    """ruff formats every line; `` stays only on a statement that assigns a literal table."""
+    """ruff formats every line; its skip marker stays only on a statement that assigns a literal
+    table."""
     source = path.read_text()
-    skipped = {i + 1 for i, line in enumerate(source.splitlines()) if "" in line}
+    skipped = {i + 1 for i, line in enumerate(source.splitlines()) if FMT_SKIP in line}
     tables = {
         node.end_lineno
         for node in ast.walk(ast.parse(source))
         if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, LITERALS)
     }
-    assert skipped <= tables, f"{path.name}: fmt: skip on lines {sorted(skipped - tables)}"
+    assert skipped <= tables, f"{path.name}: {FMT_SKIP} on lines {sorted(skipped - tables)}"

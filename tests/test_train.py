@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from conftest import ONE_THREAD, ROOT, read_jsonl, run_script, run_train_main, train, train_args
 
 from gptkit import checkpoint, hardware
+from gptkit.base import UserError
 from gptkit.configurator import parse_args
 from gptkit.hardware import cpu_has_fast_bf16, pick_dtype, precision
 from gptkit.loader import BatchLoader
@@ -25,7 +26,7 @@ from train import get_lr, seq_len
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process tiny models
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Config
 
 
@@ -181,7 +182,7 @@ def test_speedrun_configs_train_a_few_steps(name, char_data, tmp_path, monkeypat
     ]
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Precision, optimizer, schedule
 
 
@@ -229,12 +230,9 @@ def test_autocast_and_newton_schulz_dtypes_follow_native_and_measured_bf16(
     assert hardware.decide_dtype("bfloat16", "cpu", AVX2, None)[0] == "bfloat16"
     # sampling: weights packed in bf16 where bf16 is native, fp32 elsewhere; fp32 on GPUs (bound by
     # launches)
-    assert hardware.decide_dtype("auto", "cpu", XEON_AMX, None, decoding=True)[0] == "bfloat16"
-    assert hardware.decide_dtype("auto", "cpu", AVX2, None, decoding=True)[0] == "float32"
-    assert (
-        hardware.decide_dtype("auto", "cuda", frozenset(), None, cuda_bf16=True, decoding=True)[0]
-        == "float32"
-    )
+    assert hardware.decide_sampling_dtype("auto", "cpu", XEON_AMX)[0] == "bfloat16"
+    assert hardware.decide_sampling_dtype("auto", "cpu", AVX2)[0] == "float32"
+    assert hardware.decide_sampling_dtype("auto", "cuda", frozenset())[0] == "float32"
     assert (
         hardware.decide_newton_schulz_dtype("cuda", frozenset(), None, cuda_bf16=True)[0]
         == "bfloat16"
@@ -269,7 +267,10 @@ def test_threads_are_torchs_own_and_say_why():
 def test_bf16_withheld_by_an_avx2_limit_is_timed_slow_and_not_chosen():
     """The AVX2 stand-in: the flags still say avx512_bf16, the kernels are limited to AVX2 (bf16
     emulated)."""
-    code = "import hardware; c = hardware.training_choices('cpu', n_embd=128); print(c.dtype, c.facts['bf16_matmul_speedup'])"
+    code = (
+        "from gptkit import hardware; c = hardware.training_choices('cpu', n_embd=128); "
+        "print(c.dtype, c.facts['bf16_matmul_speedup'])"
+    )
     out = run_script(
         "-c", code, env={"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
     ).stdout.split()
@@ -369,7 +370,7 @@ def test_seq_warmup_quarter_then_half_then_whole_windows(char_data, tmp_path, mo
     assert not list(tmp_path.glob("*/loss.png"))
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # A short run: log lines, metrics.jsonl, loss.png, config.json
 
 
@@ -397,7 +398,8 @@ def logged_run(char_data, tmp_path_factory):
 
 
 LOG_LINE = re.compile(
-    r"^iter (\d+): loss (\d+\.\d{4}), lr (\S+), grad norm (\d+\.\d{4}), (\d+\.\d) ms/iter, ([\d,]+) tok/s, mfu (\d+\.\d)%$",
+    r"^iter (\d+): loss (\d+\.\d{4}), lr (\S+), grad norm (\d+\.\d{4}), "
+    r"(\d+\.\d) ms/iter, ([\d,]+) tok/s, mfu (\d+\.\d)%$",
     re.M,
 )
 
@@ -456,7 +458,7 @@ def test_loss_png_is_a_valid_image(logged_run):
     assert image.shape[:2] == (400, 600) and image.std() > 0  # 6x4 in at 100 dpi, not blank
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # eval_only: the whole val split, against a hand computation
 
 
@@ -528,7 +530,7 @@ def test_eval_only_whole_split_matches_hand_computation(tmp_path, monkeypatch, c
     ]
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Finetuning from GPT-2 weights (a tiny random GPT-2 in Hugging Face format, GPT-2 BPE token data)
 
 
@@ -586,7 +588,7 @@ def test_finetune_starts_from_pretrained_weights(gpt2_data, tmp_path):
     } == dict(n_layer=1, n_embd=16, block_size=32, vocab_size=50257, bias=True)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # torch.compile's `_orig_mod.` prefix
 
 
@@ -630,9 +632,16 @@ def test_compiled_model_saves_plain_keys():
 
 
 def test_train_config_takes_the_model_keys_from_gpt_config():
-    """TrainConfig inherits GPTConfig's fields (no second list to drift), with training's bias=False
-    default."""
+    """TrainConfig lists GPTConfig's keys itself (composition, each key with its own type): a switch
+    added to model.py must be added there too, with the same default but where training differs."""
     assert {f.name for f in fields(GPTConfig)} <= {f.name for f in fields(TrainConfig)}
+    train_defaults = {f.name: f.default for f in fields(TrainConfig)}
+    for f in fields(GPTConfig):
+        if f.name not in ("bias", "vocab_size", "sdpa"):  # TRAINING_MODEL_DEFAULTS
+            assert train_defaults[f.name] == f.default, f.name
+    # the model's own checks judge a run's settings, as one UserError line
+    with pytest.raises(UserError, match="n_embd=33 must be divisible by n_head=2"):
+        validate(TrainConfig(n_embd=33, n_head=2))
     assert TrainConfig().bias is False and GPTConfig().bias is True
     # decided for the machine, then given to model_config as a bool
     assert TrainConfig().sdpa == "auto"
