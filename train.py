@@ -20,8 +20,8 @@ replaces a checkpoint there unless --overwrite=True. Every check of what the use
 data, out_dir, the checkpoint to continue) runs before any work: a refused run prints its one line,
 nothing else. The keys and their defaults are TrainConfig's, in gptkit/train_config.py; a resume (or
 --eval_only) takes the run's own from its checkpoint, and a key given that differs from the run's is
-applied and named in one line (run_settings). nanoGPT's out_dirs (resume, eval_only), data folders
-(--dataset) and config files work here too (gptkit/nanogpt.py, gptkit/nanogpt.py).
+applied and named in one line (gptkit/resume.py). nanoGPT's out_dirs (resume, eval_only), data
+folders (--dataset) and config files work here too (gptkit/nanogpt.py).
 """
 
 import functools

@@ -5,6 +5,7 @@ included); no script leaning on another; errors raised as UserError where they a
 swallowed; train.py's loop near its top; lines left as ruff formats them."""
 
 import ast
+import re
 
 import pytest
 from conftest import ROOT
@@ -147,3 +148,20 @@ def test_fmt_skip_only_on_literal_tables(path):
         if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, LITERALS)
     }
     assert skipped <= tables, f"{path.name}: {FMT_SKIP} on lines {sorted(skipped - tables)}"
+
+
+def test_the_readme_python_example_prints_what_the_readme_says(tmp_path):
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    printed = re.search(r"prints\n\n```\n(.*?)```", readme, re.S).group(1)
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == printed
