@@ -22,8 +22,7 @@ import numpy as np
 from gptkit.base import UserError
 
 SCALE = 1000  # weights in thousandths: 3 digits, as the pictures label them
-# ~3 bytes a weight in JSON: about 1 MB. A 4-layer, 4-head character model's page for the notes'
-# sentence three times (70 characters each) stores ~126,000 (~300 KB).
+# at most ~3 bytes a weight in JSON: about 1 MB (docs/attention.md measures pages)
 MAX_WEIGHTS = 300_000
 
 
@@ -137,7 +136,8 @@ PAGE = """<!DOCTYPE html>
 <meta charset="utf-8">
 <title>__TITLE__</title>
 <style>
-body { font: 15px/1.5 system-ui, sans-serif; margin: 1.5em auto; max-width: 72em; color: #222; }
+body { font: 15px/1.5 system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 72em;
+  color: #222; }
 h1 { font-size: 1.3em; margin: 0 0 .2em; }
 .help, #readout, .warning { color: #555; font-size: .9em; }
 .warning { color: #9a3412; background: #fff7ed; padding: .3em .6em; border-radius: 4px; }
@@ -200,9 +200,10 @@ function row(layer, head, q) {  // weights of unit q on units 0..n-1 (0 past q),
   return out;
 }
 
-function label(k) {  // unit k's text, quoted: a token may be a space
+function label(k, quoted = state.tokens) {  // unit k's text; a token is quoted: it may be a space
   const [start, end] = view().spans[k];
-  return JSON.stringify(data.texts[state.text].text.slice(start, end));
+  const text = data.texts[state.text].text.slice(start, end);
+  return quoted ? JSON.stringify(text) : text;
 }
 
 function headName(layer, head) {
@@ -269,9 +270,11 @@ function update() {  // everything that follows the query, the layer and the hea
     span.style.background = `rgba(37, 99, 235, ${alpha.toFixed(3)})`;
     span.style.color = alpha > 0.55 ? "#fff" : "";
   });
-  const ranked = weights.map((w, k) => [w, k]).slice(0, query + 1).sort((a, b) => b[0] - a[0]);
+  // the strongest first, down to what shows as 0.001
+  const ranked = weights.map((w, k) => [w, k]).filter(([w]) => w >= 0.0005);
+  ranked.sort((a, b) => b[0] - a[0]);
   document.getElementById("readout").textContent =
-    `${label(query)} (${headName(state.layer, state.head)}) attends to: ` +
+    `${label(query, true)} (${headName(state.layer, state.head)}) attends to: ` +
     ranked.slice(0, 6).map(([w, k]) => `${label(k)} ${w.toFixed(3)}`).join(", ");
   document.querySelectorAll(".thumb").forEach((thumb) => {
     const layer = Number(thumb.dataset.layer), head = Number(thumb.dataset.head);
