@@ -283,7 +283,7 @@ def main(argv=None):
         raise UserError(f"--format={cfg.format} must be png, json or html")
     texts = read_texts(cfg, overrides)
     model, tokenizer = load_model(cfg.init_from, cfg.out_dir, pick_device(cfg.device), cfg.meta_pkl)
-    if not hasattr(model, "attention_maps"):
+    if not model.has_attention:
         raise UserError(
             f"{cfg.out_dir} holds a recurrent model ({type(model).__name__}): "
             "it has no attention to show"
