@@ -259,7 +259,7 @@ def long_range_run(tmp_path_factory):
 
 
 def test_in_a_browser_jumped_finds_cat_in_the_head_that_found_it(
-    long_range_run, browser, tmp_path, cli
+    browser, long_range_run, tmp_path, cli
 ):
     code, out, err = cli(
         attention.main, f"--out_dir={long_range_run}", f"--save_dir={tmp_path}", "--format=html"
