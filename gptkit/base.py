@@ -1,13 +1,11 @@
 """
 The ground floor: what every other module may import, importing nothing of this project itself.
 
-- UserError: a user's mistake (bad input, a missing file, a full disk). Raised where the mistake is
-found;
-  configurator.run_cli prints it as one `error: ...` line and exits 2. Any other exception is a bug and
-  keeps its traceback.
+- UserError: a user's mistake (bad input, a missing file, a full disk). Raised where the mistake
+  is found; configurator.run_cli prints it as one `error: ...` line and exits 2. Any other
+  exception is a bug and keeps its traceback.
 - The one atomic write (atomic_path, atomic_write, save_json): a crash leaves the old file or the
-new one,
-  never half of one.
+  new one, never half of one.
 """
 
 import contextlib

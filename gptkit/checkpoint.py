@@ -32,9 +32,8 @@ def save_checkpoint(state, paths):
     naming the path."""
 
     def write(tmp):
-        with open(
-            tmp, "wb"
-        ) as f:  # a Python file, so a failed write keeps its OSError (torch wraps it)
+        # a Python file, so a failed write keeps its OSError (torch wraps it)
+        with open(tmp, "wb") as f:
             torch.save(state, f)
 
     for path in paths:
@@ -67,12 +66,13 @@ def load_checkpoint(path, map_location="cpu", mmap=False):
     except NOT_A_CHECKPOINT as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
-            f"{path} is corrupt, truncated or unsafe to load ({reason[:200]}); it was left untouched"
+            f"{path} is corrupt, truncated or unsafe to load ({reason[:200]}); "
+            "it was left untouched"
         ) from None
     return nanogpt.as_ours(checkpoint, path)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # out_dir belongs to one run at a time
 
 
@@ -96,7 +96,8 @@ def lock_out_dir(out_dir):
         f.close()
         pid = f" (pid {holder})" if holder else ""
         raise UserError(
-            f"out_dir {out_dir} is in use by another training run{pid}; wait for it to end, or choose another --out_dir"
+            f"out_dir {out_dir} is in use by another training run{pid}; "
+            "wait for it to end, or choose another --out_dir"
         ) from None
     f.truncate(0)
     f.write(f"{os.getpid()}\n")  # for the message above, in the next run that tries
@@ -134,7 +135,7 @@ def remove_previous_run(out_dir):
             os.remove(os.path.join(out_dir, name))
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def clean_state_dict(state_dict):
@@ -150,9 +151,8 @@ def model_from_checkpoint(checkpoint, **overrides):
     args = dict(checkpoint["model_args"])
     config_class, model_class = MODEL_TYPES[args.pop("model_type", "gpt")]
     known = {f.name for f in fields(config_class)}
-    model = model_class(
-        checked(config_class, **{**args, **{k: v for k, v in overrides.items() if k in known}})
-    )
+    kept = {k: v for k, v in overrides.items() if k in known}
+    model = model_class(checked(config_class, **{**args, **kept}))
     model.load_state_dict(clean_state_dict(checkpoint["model"]))
     return model
 
@@ -169,7 +169,8 @@ def load_model(init_from, out_dir, device, meta_pkl=""):
             return model.eval().to(device), nanogpt.run_tokenizer(checkpoint, out_dir, meta_pkl)
         if not os.path.isfile(meta_path):
             raise UserError(
-                f"{out_dir} has no meta.json, so its tokenizer is unknown; it is written by train.py"
+                f"{out_dir} has no meta.json, so its tokenizer is unknown; "
+                "it is written by train.py"
             )
         with open(meta_path) as f:
             tokenizer = load_tokenizer(json.load(f), out_dir)
@@ -177,7 +178,8 @@ def load_model(init_from, out_dir, device, meta_pkl=""):
         model, tokenizer = from_pretrained(init_from), GPT2Tokenizer()
     else:
         raise UserError(
-            f"--init_from={init_from} must be resume, one of {', '.join(PRETRAINED)}, or a directory"
+            f"--init_from={init_from} must be resume, one of {', '.join(PRETRAINED)}, "
+            "or a directory"
         )
     return model.eval().to(device), tokenizer
 

@@ -3,11 +3,11 @@ Typed configuration for the scripts: a dataclass of defaults, then config files,
 
     python train.py config/train_shakespeare_char.py --batch_size=32 --device=cpu
 
-A config file is Python made of plain assignments (`batch_size = 64`, `lr = 1e-3 * 2`, `name =
-'x'`). It is parsed, never executed: values may be literals, arithmetic on numbers, and names
-assigned above. Every line that is more (nanoGPT's config files are run, so they may import and
-call) is named, all in one message, with what to write instead. Every value is checked against the
-default's type, and an unknown key is an error naming the closest valid one.
+A config file is Python made of plain assignments (`batch_size = 64`, `lr = 1e-3 * 2`,
+`name = 'x'`). It is parsed, never executed: values may be literals, arithmetic on numbers, and
+names assigned above. Every line that is more (nanoGPT's config files are run, so they may import
+and call) is named, all in one message, with what to write instead. Every value is checked against
+the default's type, and an unknown key is an error naming the closest valid one.
 """
 
 import ast
@@ -71,7 +71,8 @@ def _evaluate(node, names, where):
     if isinstance(node, (ast.Tuple, ast.List)):
         return tuple(_evaluate(e, names, where) for e in node.elts)
     raise ConfigError(
-        f"{where}: only literals, arithmetic and names assigned above are allowed, got `{ast.unparse(node)}`{_instead(node)}"
+        f"{where}: only literals, arithmetic and names assigned above are allowed, "
+        f"got `{ast.unparse(node)}`{_instead(node)}"
     )
 
 
@@ -119,7 +120,8 @@ def read_config_file(path):
             ):
                 line = ast.unparse(stmt).splitlines()[0]
                 raise ConfigError(
-                    f"{where}: a config file holds only `key = value` lines, got `{line}`{_instead(stmt)}"
+                    f"{where}: a config file holds only `key = value` lines, "
+                    f"got `{line}`{_instead(stmt)}"
                 )
             values[stmt.targets[0].id] = _evaluate(stmt.value, values, where)
         except ConfigError as e:  # go on: every line that cannot be taken is named, in one message

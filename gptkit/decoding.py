@@ -8,7 +8,9 @@ sample.py's speed the same way:
 
     python sample.py --out_dir=out-speedrun-90s --quantize=int8
     python sample.py --out_dir=out-speedrun-90s --quantize=int4
-    model = prepare_for_decoding(model.eval(), "int4"); model.generate(idx, 100)   # sample.py's path, in Python
+
+    model = prepare_for_decoding(model.eval(), "int4")  # sample.py's path, in Python
+    model.generate(idx, 100)
 """
 
 import torch
@@ -16,37 +18,27 @@ import torch.nn as nn
 
 from gptkit.base import UserError
 
-# ----------------------------------------------------------------------------------------------------
-# CPU kernels: one token at a time is a chain of matrix-vector products, so its speed is the rate at
-# which the weights stream from memory.
+# --------------------------------------------------------------------------------------------------
+# CPU kernels: one token at a time is a chain of matrix-vector products, so its speed is the rate
+# at which the weights stream from memory.
 
 
 class PackedLinear(nn.Module):
     """
     A Linear whose weight oneDNN has re-laid out in its blocked format (what torch.compile's CPU
-    freezing does), computed by oneDNN's own kernel in `dtype`. At batch 1 it streams the weight at
-    ~25-29 GB/s where F.linear reaches ~14-16 on the same Zen 4 CPU (measured, docs/performance.md).
-    The packed weight is an opaque tensor: it cannot be saved, copied or moved, so pack last, for
-    sampling only.
+    freezing does), computed by oneDNN's own kernel in `dtype`: at batch 1 it streams the weight
+    faster than F.linear does (measured: docs/performance.md). The packed weight is an opaque
+    tensor: it cannot be saved, copied or moved, so pack last, for sampling only.
     """
 
     def __init__(self, linear, dtype=torch.float32):
         super().__init__()
-        self.in_features, self.out_features, self.dtype = (
-            linear.in_features,
-            linear.out_features,
-            dtype,
-        )
-        self.register_buffer(
-            "weight",
-            torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().to(dtype), 1),
-            persistent=False,
-        )
-        self.register_buffer(
-            "bias",
-            None if linear.bias is None else linear.bias.detach().to(dtype),
-            persistent=False,
-        )
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.dtype = dtype
+        weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().to(dtype), 1)
+        self.register_buffer("weight", weight, persistent=False)
+        bias = None if linear.bias is None else linear.bias.detach().to(dtype)
+        self.register_buffer("bias", bias, persistent=False)
 
     def forward(self, x):
         y = torch.ops.mkldnn._linear_pointwise(
@@ -60,8 +52,8 @@ class Int8Linear(nn.Module):
     A Linear with int8 weights and one fp32 scale per output channel (absmax / 127): 4x fewer bytes
     to stream per token. Each input row is quantized to int8 on the fly (its own absmax scale) so
     that the product runs in torch's int8 x int8 -> int32 kernel (torch._int_mm); a weight-only
-    kernel that keeps the activations in fp32 (torch._weight_int8pack_mm) measured ~7x slower than
-    this one at batch 1 on CPU.
+    kernel that keeps the activations in fp32 (torch._weight_int8pack_mm) measured slower than this
+    one at batch 1 on CPU (docs/performance.md).
     """
 
     def __init__(self, linear):
@@ -99,9 +91,8 @@ class Int4Linear(nn.Module):
     def __init__(self, linear, group_size=128):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        while (
-            linear.in_features % group_size and group_size > 32
-        ):  # e.g. GPT-2 XL's 1600 inputs: groups of 64
+        # e.g. GPT-2 XL's 1600 inputs: groups of 64
+        while linear.in_features % group_size and group_size > 32:
             group_size //= 2
         self.group_size = group_size
         self.padded_in = -(-linear.in_features // group_size) * group_size
@@ -148,20 +139,18 @@ def check_quantize(quantize, device_type="cpu"):
     a CPU, and for int4 on a CPU and torch build with the vectorized kernel."""
     if quantize not in QUANTIZE:
         raise UserError(f"--quantize={quantize} must be one of {', '.join(QUANTIZE)}")
-    if (
-        quantize != "none" and device_type != "cpu"
-    ):  # CUDA's _int_mm needs > 16 rows; the int4 kernel here is CPU-only
+    # CUDA's _int_mm needs > 16 rows; the int4 kernel here is CPU-only
+    if quantize != "none" and device_type != "cpu":
         raise UserError(
             f"--quantize={quantize} is for sampling on a CPU; on {device_type} sample without it"
         )
     if quantize == "int4":
         capability = torch.backends.cpu.get_cpu_capability()
-        if not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") or capability not in (
-            "AVX2",
-            "AVX512",
-        ):
+        has_kernel = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu")
+        if not has_kernel or capability not in ("AVX2", "AVX512"):
             raise UserError(
-                f"--quantize=int4 needs torch's AVX2/AVX-512 int4 kernel (this CPU and torch build: {capability}); use --quantize=int8"
+                "--quantize=int4 needs torch's AVX2/AVX-512 int4 kernel "
+                f"(this CPU and torch build: {capability}); use --quantize=int8"
             )
 
 

@@ -2,13 +2,13 @@
 Training on several processes launched by torchrun: DDP or FSDP2, everything train.py does
 differently there.
 
-    torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char.py              # DDP
-    torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char.py --fsdp=True  # FSDP2
+    torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char.py
+    torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char.py --fsdp=True
 
-DDP keeps a full copy of the weights, gradients and AdamW state on every rank and all-reduces
-gradients. FSDP2 (torch.distributed.fsdp.fully_shard) keeps 1/world_size of each on every rank: a
-block's weights are all-gathered just before its forward and backward and freed after, and gradients
-are reduce-scattered.
+DDP (the first) keeps a full copy of the weights, gradients and AdamW state on every rank and
+all-reduces gradients. FSDP2 (the second; torch.distributed.fsdp.fully_shard) keeps 1/world_size of
+each on every rank: a block's weights are all-gathered just before its forward and backward and
+freed after, and gradients are reduce-scattered.
 
 Checkpoints stay one file in the single-process format either way: full state dicts are gathered on
 rank 0 (every rank joins the gather) and the optimizer's state is keyed by parameter index, exactly
@@ -57,11 +57,9 @@ def setup(cfg):
     gloo on CPUs) and takes its local rank's GPU."""
     if not launched():
         return Distributed(device=hardware.pick_device(cfg.device))
-    rank, local_rank, world_size = (
-        int(os.environ["RANK"]),
-        int(os.environ["LOCAL_RANK"]),
-        int(os.environ["WORLD_SIZE"]),
-    )
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ["LOCAL_RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
     device = (
         f"cuda:{local_rank}"
         if cfg.device in ("auto", "cuda") and torch.cuda.is_available()
@@ -69,12 +67,12 @@ def setup(cfg):
     )
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
-    torch.distributed.init_process_group(
-        backend=cfg.backend if device.startswith("cuda") else "gloo"
-    )
+    backend = cfg.backend if device.startswith("cuda") else "gloo"
+    torch.distributed.init_process_group(backend=backend)
     if cfg.gradient_accumulation_steps % world_size:
         raise UserError(
-            f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible by the {world_size} ranks"
+            f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} "
+            f"must be divisible by the {world_size} ranks"
         )
     return Distributed(True, rank, local_rank, world_size, device, cfg.fsdp)
 
@@ -108,8 +106,8 @@ def shard(model, dist):
         return
     from torch.distributed.fsdp import fully_shard
 
-    # every rank starts from rank 0's weights, as DDP does at construction (each rank seeded its own
-    # RNG)
+    # every rank starts from rank 0's weights, as DDP does at construction (each rank seeded its
+    # own RNG)
     for tensor in [*model.parameters(), *model.buffers()]:
         torch.distributed.broadcast(tensor.data, src=0)
     for block in model.transformer.h:
@@ -171,7 +169,7 @@ def rank0_decides(flag, dist):
     return bool(tensor.item())
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Full state dicts in the single-process format
 
 
@@ -200,8 +198,8 @@ def full_state(model, optimizer, dist):
     optim_state = get_optimizer_state_dict(model, optimizer, options=options)
     if not dist.master:
         return {}, {}
-    # get_optimizer_state_dict keys state and param_groups by parameter name; AdamW.state_dict() by
-    # index
+    # get_optimizer_state_dict keys state and param_groups by parameter name,
+    # AdamW.state_dict() by index
     index = {name: i for i, name in enumerate(_param_names(model, optimizer))}
     groups = [
         {**group, "params": [index[name] for name in group["params"]]}
@@ -230,6 +228,5 @@ def load_optimizer(model, optimizer, state, dist):
             for group in state["param_groups"]
         ],
     }
-    set_optimizer_state_dict(
-        model, optimizer, by_name, options=StateDictOptions(full_state_dict=True)
-    )
+    options = StateDictOptions(full_state_dict=True)
+    set_optimizer_state_dict(model, optimizer, by_name, options=options)

@@ -32,7 +32,10 @@ def prepare_hint(data_dir):
             for p in glob.glob(os.path.join(DATA_ROOT, "*", "prepare.py"))
         )
     )
-    return f"prepare it first with python data/<name>/prepare.py --out_dir={data_dir} (<name>: {scripts})"
+    return (
+        f"prepare it first with python data/<name>/prepare.py --out_dir={data_dir} "
+        f"(<name>: {scripts})"
+    )
 
 
 def data_dir_for(dataset):
@@ -74,7 +77,8 @@ def open_tokens(path, dtype):
     size = os.path.getsize(path)
     if size % dtype.itemsize or size == 0:
         raise UserError(
-            f"{path} is truncated or empty ({size} bytes, not a whole number of {dtype.name} tokens): "
+            f"{path} is truncated or empty "
+            f"({size} bytes, not a whole number of {dtype.name} tokens): "
             f"prepare the dataset again ({prepare_hint(os.path.dirname(path))})"
         )
     return np.memmap(path, dtype=dtype, mode="r")
@@ -120,12 +124,11 @@ class BatchLoader:
         starts = rng.integers(0, self.starts[split][-1], size=self.batch_size)
         shard_of = np.searchsorted(self.starts[split], starts, side="right")
         offsets = starts - np.concatenate([[0], self.starts[split]])[shard_of]
-        windows = np.stack(
-            [
-                self.shards[split][s][o : o + self.block_size + 1]
-                for s, o in zip(shard_of, offsets, strict=True)
-            ]
-        ).astype(np.int64)  # (B, block_size + 1)
+        windows = [
+            self.shards[split][s][o : o + self.block_size + 1]
+            for s, o in zip(shard_of, offsets, strict=True)
+        ]
+        windows = np.stack(windows).astype(np.int64)  # (B, block_size + 1)
         return self._to_device(torch.from_numpy(windows))
 
     def full_split_batches(self, split):
@@ -152,7 +155,7 @@ class BatchLoader:
         x, y = windows[:, :-1], windows[:, 1:]
         if self.device.type == "cuda":
             # pinned memory lets the copy run asynchronously with the GPU's work
-            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(
-                self.device, non_blocking=True
-            )
+            x = x.pin_memory().to(self.device, non_blocking=True)
+            y = y.pin_memory().to(self.device, non_blocking=True)
+            return x, y
         return x.contiguous().to(self.device), y.contiguous().to(self.device)

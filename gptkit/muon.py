@@ -45,9 +45,9 @@ class MuonAdamW(torch.optim.Optimizer):
     """
 
     # torch.optim.Optimizer marks these four "never compile me" by importing torch._dynamo at their
-    # first call: 1.5 s of CPU, 8% of a 20 s CPU speedrun, for a compiler nothing here runs
-    # (train.py compiles the model, never the optimizer). So the class takes them unmarked
-    # (functools.wraps keeps the original as __wrapped__).
+    # first call: start-up time a short CPU speedrun feels (docs/performance.md), for a compiler
+    # nothing here runs (train.py compiles the model, never the optimizer). So the class takes them
+    # unmarked (functools.wraps keeps the original as __wrapped__).
     add_param_group = torch.optim.Optimizer.add_param_group.__wrapped__
     zero_grad = torch.optim.Optimizer.zero_grad.__wrapped__
     state_dict = torch.optim.Optimizer.state_dict.__wrapped__
@@ -120,8 +120,8 @@ class MuonAdamW(torch.optim.Optimizer):
             orthogonal = zeropower_via_newtonschulz5(
                 torch.stack([update for _, update in pairs]), dtype=self.ns_dtype
             )
-            # an orthogonal (rows, cols) matrix has RMS 1/sqrt(max dim): rescale tall ones to match
-            # wide ones
+            # an orthogonal (rows, cols) matrix has RMS 1/sqrt(max dim): rescale tall ones to
+            # match wide ones
             scale = -lr * max(1.0, rows / cols) ** 0.5
             for (p, _), step in zip(pairs, orthogonal, strict=True):
                 p.mul_(1 - lr * wd)  # decoupled weight decay (Loshchilov & Hutter)
@@ -133,17 +133,14 @@ def configure_muon(
 ):
     """
     MuonAdamW for a GPT: the blocks' 2-D weights on Muon, the rest on AdamW. Each group's lr_scale
-    is its lr relative to learning_rate, so one schedule (train.get_lr) drives both. embedding_lr >
-    0 gives the token embedding (and the value embeddings, GPTConfig.value_embeds) their own AdamW
-    group at that lr (modded-nanogpt's high embedding lr; with an untied head it cut the fast config
-    from 220 to 170 steps, docs/performance.md).
+    is its lr relative to learning_rate, so one schedule (train.get_lr) drives both.
+    embedding_lr > 0 gives the token embedding (and the value embeddings, GPTConfig.value_embeds)
+    their own AdamW group at that lr (modded-nanogpt's high embedding lr; with an untied head it
+    let the fast config train in fewer steps, docs/performance.md).
     """
     hidden = [p for name, p in model.named_parameters() if p.ndim == 2 and ".h." in f".{name}"]
     # the token embedding, and the value embeddings if any
-    tables = (
-        "transformer.wte.",
-        "transformer.ve.",
-    )
+    tables = ("transformer.wte.", "transformer.ve.")
     embedding = (
         [p for name, p in model.named_parameters() if name.startswith(tables)]
         if embedding_lr > 0

@@ -5,17 +5,18 @@ tokenizer of a run. What nanoGPT writes (github.com/karpathy/nanoGPT, its last c
 model.py, sample.py, data/*/prepare.py):
 
 - out*/ckpt.pt: torch.save({'model': state dict, 'optimizer': AdamW state dict, 'model_args':
-{n_layer, n_head, n_embd,
-  block_size, bias, vocab_size, dropout}, 'iter_num', 'best_val_loss' (a 0-d tensor), 'config': its train.py settings}).
-  The weights are saved after iter_num steps, before step iter_num + 1, as ours. No RNG state. Keys start with
-  `_orig_mod.` when the run was compiled; a model built without flash attention (PyTorch < 2.0) also saves its causal
-  mask, a buffer named `transformer.h.<i>.attn.bias`. lm_head.weight is transformer.wte.weight (tied). AdamW has two
-  groups, the >= 2-D parameters (weight decay) then the rest, each in named_parameters() order.
+  {n_layer, n_head, n_embd, block_size, bias, vocab_size, dropout}, 'iter_num', 'best_val_loss'
+  (a 0-d tensor), 'config': its train.py settings}). The weights are saved after iter_num steps,
+  before step iter_num + 1, as ours. No RNG state. Keys start with `_orig_mod.` when the run was
+  compiled; a model built without flash attention (PyTorch < 2.0) also saves its causal mask, a
+  buffer named `transformer.h.<i>.attn.bias`. lm_head.weight is transformer.wte.weight (tied).
+  AdamW has two groups, the >= 2-D parameters (weight decay) then the rest, each in
+  named_parameters() order.
 - data/<name>/train.bin, val.bin: uint16 token ids. meta.pkl, for a character vocabulary:
-pickle.dump({'vocab_size',
-  'itos': {id: char}, 'stoi': {char: id}}). No meta.pkl means GPT-2 BPE (its models padded to 50304 tokens).
+  pickle.dump({'vocab_size', 'itos': {id: char}, 'stoi': {char: id}}). No meta.pkl means GPT-2 BPE
+  (its models padded to 50304 tokens).
 - sample.py reads data/<config['dataset']>/meta.pkl, relative to where it runs: the nanoGPT
-checkout.
+  checkout.
 
 The checkpoint loads with weights_only=True as ours does; meta.pkl is read by read_meta_pkl, which
 runs nothing. What train.py writes back is this project's format.
@@ -74,7 +75,7 @@ CARRIED = {
 NOT_CARRIED = ("device", "dtype", "compile", "backend", "out_dir", "init_from", "eval_only")
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Checkpoints
 
 
@@ -86,9 +87,8 @@ def as_ours(checkpoint, path):
         and isinstance(checkpoint.get("model_args"), dict)
         and isinstance(checkpoint.get("model"), dict)
     ):
-        if {"norm", "model_type"} & set(
-            checkpoint["model_args"]
-        ):  # every model_args we wrote has one; nanoGPT's neither
+        # every model_args we wrote has one; nanoGPT's neither
+        if {"norm", "model_type"} & set(checkpoint["model_args"]):
             return checkpoint
         if set(checkpoint["model_args"]) == NANOGPT_MODEL_ARGS:
             return from_nanogpt(checkpoint, path)
@@ -98,7 +98,8 @@ def as_ours(checkpoint, path):
         else type(checkpoint).__name__
     )
     raise UserError(
-        f"{path} is neither this project's checkpoint nor nanoGPT's (it holds {keys or 'nothing'}, not model + model_args); "
+        f"{path} is neither this project's checkpoint nor nanoGPT's "
+        f"(it holds {keys or 'nothing'}, not model + model_args); "
         "point --out_dir at a folder train.py wrote (here or in nanoGPT)"
     )
 
@@ -132,8 +133,8 @@ def from_nanogpt(checkpoint, path):
             n for n in expected if found[n] != expected[n]
         ]
         raise UserError(
-            f"{path} has nanoGPT's model_args but not its weights ({', '.join(wrong[:3])} missing, extra or of another "
-            "shape); it was left untouched"
+            f"{path} has nanoGPT's model_args but not its weights "
+            f"({', '.join(wrong[:3])} missing, extra or of another shape); it was left untouched"
         )
     saved = checkpoint.get("config") or {}
     best = checkpoint.get("best_val_loss", float("inf"))
@@ -141,8 +142,8 @@ def from_nanogpt(checkpoint, path):
         "model": state,
         "optimizer": optimizer_state(checkpoint.get("optimizer"), state, tied, model, path),
         "model_args": asdict(config),
-        # its CARRIED settings: TrainConfig keys of the same meaning (an int where we take a float,
-        # as that float)
+        # its CARRIED settings: TrainConfig keys of the same meaning (an int where we take a
+        # float, as that float)
         "config": {
             k: float(v) if CARRIED[k] is float and type(v) is int else v
             for k, v in saved.items()
@@ -161,8 +162,8 @@ def optimizer_state(saved, state, tied, model, path):
     """nanoGPT's AdamW state dict, numbered for our AdamW of the same model
     (train_config.configure_adamw), by name: parameters are numbered group by group, and
     load_state_dict pairs them with states by that place. nanoGPT's places are its
-    named_parameters() (state dict order less the tied lm_head.weight and the masks), split into >=
-    2-D then the rest; ours are whatever our optimizer makes."""
+    named_parameters() (state dict order less the tied lm_head.weight and the masks), split into
+    >= 2-D then the rest; ours are whatever our optimizer makes."""
     if saved is None:
         return None
     names = [name for name in state if not (tied and name == "lm_head.weight")]
@@ -171,7 +172,8 @@ def optimizer_state(saved, state, tied, model, path):
     if [len(g["params"]) for g in groups] != [len(t) for t in theirs]:
         sizes = [len(g["params"]) for g in groups]
         raise UserError(
-            f"{path}: its optimizer state has groups of {sizes} parameters, not nanoGPT's AdamW for these weights"
+            f"{path}: its optimizer state has groups of {sizes} parameters, "
+            "not nanoGPT's AdamW for these weights"
         )
     label = {
         name: i
@@ -212,7 +214,8 @@ def resume_settings(checkpoint, given, out_dir):
     for key, value in saved.items():
         if type(value) is not CARRIED[key]:
             raise UserError(
-                f"its nanoGPT config has {key}={value!r}, which should be a {CARRIED[key].__name__}: give --{key}=..."
+                f"its nanoGPT config has {key}={value!r}, which should be a "
+                f"{CARRIED[key].__name__}: give --{key}=..."
             )
     if "dataset" in saved:
         saved["dataset"] = find_data_dir(saved["dataset"], out_dir)
@@ -223,7 +226,8 @@ def resume_note(checkpoint, path):
     """The one line a resumed nanoGPT run prints."""
     return (
         f"{path} is nanoGPT's: continuing its run at iter {checkpoint['iter_num']} (best val loss "
-        f"{checkpoint['best_val_loss']:.4f}) with its config and AdamW state, fresh RNG state (nanoGPT saves none); "
+        f"{checkpoint['best_val_loss']:.4f}) with its config and AdamW state, "
+        "fresh RNG state (nanoGPT saves none); "
         "checkpoints are written back in this project's format"
     )
 
@@ -238,7 +242,7 @@ def find_data_dir(dataset, out_dir):
     return dataset
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The tokenizer of a run
 
 
@@ -265,7 +269,8 @@ def run_tokenizer(checkpoint, out_dir, meta_pkl=""):
             meta = read_meta_pkl(path)
             if meta["vocab_size"] != vocab_size:
                 raise UserError(
-                    f"{path} has {meta['vocab_size']} tokens but the model in {out_dir} has {vocab_size}: give its own with --meta_pkl=PATH"
+                    f"{path} has {meta['vocab_size']} tokens but the model in {out_dir} "
+                    f"has {vocab_size}: give its own with --meta_pkl=PATH"
                 )
             return meta_tokenizer(meta)
     looked = (
@@ -275,8 +280,8 @@ def run_tokenizer(checkpoint, out_dir, meta_pkl=""):
     )
     if vocab_size < GPT2_VOCAB:
         raise UserError(
-            f"{out_dir} holds a nanoGPT model of {vocab_size} tokens, so its tokenizer is its dataset's meta.pkl, which "
-            f"was not found{looked}: name it with --meta_pkl=PATH"
+            f"{out_dir} holds a nanoGPT model of {vocab_size} tokens, so its tokenizer is "
+            f"its dataset's meta.pkl, which was not found{looked}: name it with --meta_pkl=PATH"
         )
     print(
         f"no meta.pkl for this nanoGPT run{looked}: GPT-2 BPE, as nanoGPT's sample.py",
@@ -285,15 +290,19 @@ def run_tokenizer(checkpoint, out_dir, meta_pkl=""):
     return GPT2Tokenizer()
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # meta.pkl
 
 # The pickle opcodes of dicts, strings and ints, in every protocol (0-5). Nothing here looks up or
 # calls a Python object: GLOBAL, STACK_GLOBAL, REDUCE, BUILD, INST, OBJ, NEWOBJ, EXT* and PERSID,
 # which do, are all refused.
 PLAIN_OPCODES = frozenset(
-    "PROTO FRAME STOP MARK POP POP_MARK EMPTY_DICT DICT SETITEM SETITEMS INT BININT BININT1 BININT2 LONG LONG1 LONG4 "
-    "UNICODE BINUNICODE SHORT_BINUNICODE BINUNICODE8 MEMOIZE PUT BINPUT LONG_BINPUT GET BINGET LONG_BINGET".split()
+    (
+        "PROTO FRAME STOP MARK POP POP_MARK EMPTY_DICT DICT SETITEM SETITEMS "
+        "INT BININT BININT1 BININT2 LONG LONG1 LONG4 "
+        "UNICODE BINUNICODE SHORT_BINUNICODE BINUNICODE8 "
+        "MEMOIZE PUT BINPUT LONG_BINPUT GET BINGET LONG_BINGET"
+    ).split()
 )
 
 
@@ -320,8 +329,9 @@ def read_meta_pkl(path):
         for opcode, _, pos in pickletools.genops(data):
             if opcode.name not in PLAIN_OPCODES:
                 raise UserError(
-                    f"{path} holds more than plain dicts, strings and ints (pickle opcode {opcode.name} at byte {pos}, "
-                    "which builds or calls Python objects), so it was not loaded; nanoGPT's meta.pkl is "
+                    f"{path} holds more than plain dicts, strings and ints "
+                    f"(pickle opcode {opcode.name} at byte {pos}, which builds or calls Python "
+                    "objects), so it was not loaded; nanoGPT's meta.pkl is "
                     "{'vocab_size': int, 'itos': {int: str}, 'stoi': {str: int}}"
                 )
         meta = _NoObjects(io.BytesIO(data)).load()
@@ -341,23 +351,22 @@ def check_meta(meta, path):
         isinstance(meta, dict)
         and type(meta.get("vocab_size")) is int
         and isinstance(meta.get("itos"), dict)
+        and isinstance(meta.get("stoi"), dict)
     )
-    ok = ok and isinstance(meta.get("stoi"), dict)
     if ok:
         itos, stoi = meta["itos"], meta["stoi"]
-        ok = sorted(itos, key=str) == sorted(range(len(itos)), key=str) and all(
-            type(i) is int for i in itos
-        )
         ok = (
-            ok
+            sorted(itos, key=str) == sorted(range(len(itos)), key=str)
+            and all(type(i) is int for i in itos)
             and all(type(s) is str for s in itos.values())
             and stoi == {s: i for i, s in itos.items()}
+            and meta["vocab_size"] == len(itos)
         )
-        ok = ok and meta["vocab_size"] == len(itos)
     if not ok:
         raise UserError(
-            f"{path} is not nanoGPT's meta.pkl: it should be {{'vocab_size': N, 'itos': {{0..N-1: str}}, 'stoi': "
-            "the inverse of itos}}, as its data/shakespeare_char/prepare.py writes"
+            f"{path} is not nanoGPT's meta.pkl: it should be "
+            "{'vocab_size': N, 'itos': {0..N-1: str}, 'stoi': the inverse of itos}, "
+            "as its data/shakespeare_char/prepare.py writes"
         )
     return meta
 
@@ -368,7 +377,7 @@ def meta_tokenizer(meta):
     return CharTokenizer([meta["itos"][i] for i in range(meta["vocab_size"])])
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Data folders
 
 
@@ -389,7 +398,8 @@ def data_meta(data_dir):
         meta = meta_tokenizer(read_meta_pkl(meta_pkl)).meta()
         if meta["vocab_size"] > 2**16:
             raise UserError(
-                f"{meta_pkl} has {meta['vocab_size']} tokens, more than nanoGPT's uint16 .bin files can hold"
+                f"{meta_pkl} has {meta['vocab_size']} tokens, "
+                "more than nanoGPT's uint16 .bin files can hold"
             )
     else:
         meta = GPT2Tokenizer().meta()
@@ -404,12 +414,13 @@ def data_meta(data_dir):
 
 def check_bin(path, vocab_size, chunks=16, chunk_tokens=1 << 20):
     """A nanoGPT .bin must be whole uint16 tokens, each < vocab_size. The ids are checked in full up
-    to 16M tokens, and in 16 spread chunks of 1M beyond (OpenWebText's 9B-token train.bin in a
-    second)."""
+    to 16M tokens, and in 16 spread chunks of 1M beyond, so the check reads at most 16M tokens
+    however large the file (OpenWebText's train.bin holds 9B)."""
     size = os.path.getsize(path)
     if size == 0 or size % 2:
         raise UserError(
-            f"{path} has {size} bytes, not a whole number of uint16 tokens: write it again with nanoGPT's prepare.py"
+            f"{path} has {size} bytes, not a whole number of uint16 tokens: "
+            "write it again with nanoGPT's prepare.py"
         )
     tokens = np.memmap(path, dtype=np.uint16, mode="r")
     starts = (
@@ -417,17 +428,18 @@ def check_bin(path, vocab_size, chunks=16, chunk_tokens=1 << 20):
         if len(tokens) <= chunks * chunk_tokens
         else np.linspace(0, len(tokens) - chunk_tokens, chunks).astype(int)
     )
+    length = len(tokens) if len(starts) == 1 else chunk_tokens
     for start in starts:
-        chunk = np.asarray(
-            tokens[start : start + (len(tokens) if len(starts) == 1 else chunk_tokens)]
-        )
+        chunk = np.asarray(tokens[start : start + length])
         if len(chunk) >= 1024 and not chunk[1::2].any():
             raise UserError(
-                f"{path} looks like ids wider than 16 bits (every second uint16 is 0): nanoGPT's .bin files are uint16, "
-                "np.array(ids, dtype=np.uint16).tofile(path); write it again that way"
+                f"{path} looks like ids wider than 16 bits (every second uint16 is 0): "
+                "nanoGPT's .bin files are uint16, np.array(ids, dtype=np.uint16).tofile(path); "
+                "write it again that way"
             )
         if chunk.max() >= vocab_size:
             raise UserError(
-                f"{path} holds token id {int(chunk.max())}, outside the vocabulary of {vocab_size}: it does not belong to "
-                "this meta.pkl (or is not uint16); prepare it again"
+                f"{path} holds token id {int(chunk.max())}, outside the vocabulary of "
+                f"{vocab_size}: it does not belong to this meta.pkl (or is not uint16); "
+                "prepare it again"
             )

@@ -2,16 +2,16 @@
 What every data/<name>/prepare.py does, on one of two paths:
 
 - a text that fits in memory (Tiny Shakespeare, your own .txt files): prepare_cli reads it, splits
-it 90/10,
-  encodes it with the chosen tokenizer and writes train.bin / val.bin and meta.json;
+  it 90/10, encodes it with the chosen tokenizer and writes train.bin / val.bin and meta.json;
 - a corpus that does not (FineWeb): prepare_stream streams documents, tokenizes them with GPT-2's
-BPE in
-  worker processes and writes fixed-size shards val_000.bin, ..., train_000.bin, ... as it goes.
+  BPE in worker processes and writes fixed-size shards val_000.bin, ..., train_000.bin, ... as it
+  goes.
 
 Token files are flat arrays of ids, uint16 when the vocabulary fits, else uint32. meta.json says
 everything train.py and sample.py need, so they never guess:
     {"tokenizer": "char" | "gpt2" | "bpe", "vocab_size": 65, "dtype": "uint16",
-     "chars": [...] (char only), "tokenizer_file": "tokenizer.json", "tokenizer_sha256": "..." (bpe only),
+     "chars": [...] (char only),
+     "tokenizer_file": "tokenizer.json", "tokenizer_sha256": "..." (bpe only),
      "eot": id or null, "source": "...", "train_tokens": N, "val_tokens": N, "val_bytes": N}
 """
 
@@ -30,8 +30,8 @@ import numpy as np
 from gptkit.base import DATA_ROOT, UserError, atomic_path
 from gptkit.tokenizer import GPT2Tokenizer, new_tokenizer
 
-# Karpathy's char-rnn Tiny Shakespeare (public domain), shipped with the repo so everything works
-# offline
+# Karpathy's char-rnn Tiny Shakespeare (public domain), shipped with the repo so that everything
+# works offline
 TINY_SHAKESPEARE = os.path.join(DATA_ROOT, "tinyshakespeare.txt")
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
@@ -77,7 +77,8 @@ def tiny_shakespeare(input_path=None):
     digest = hashlib.sha256(raw).hexdigest()
     if digest != TINY_SHAKESPEARE_SHA256:
         raise UserError(
-            f"{TINY_SHAKESPEARE} has sha256 {digest[:12]}..., not Tiny Shakespeare's: restore it with git checkout"
+            f"{TINY_SHAKESPEARE} has sha256 {digest[:12]}..., not Tiny Shakespeare's: "
+            "restore it with git checkout"
         )
     return raw.decode("utf-8"), "Tiny Shakespeare"
 
@@ -103,11 +104,9 @@ def start_output(out_dir):
     """Make out_dir and drop a previous preparation's meta.json and token files: no stale shard
     outlives a rerun."""
     os.makedirs(out_dir, exist_ok=True)
-    old = glob.glob(os.path.join(out_dir, "meta.json")) + glob.glob(
-        os.path.join(out_dir, "train*.bin")
-    )
-    for path in old + glob.glob(os.path.join(out_dir, "val*.bin")):
-        os.remove(path)
+    for pattern in ("meta.json", "train*.bin", "val*.bin"):
+        for path in glob.glob(os.path.join(out_dir, pattern)):
+            os.remove(path)
 
 
 def split_text(text, val_fraction=0.1):
@@ -146,19 +145,19 @@ def prepare_split(train_text, val_text, tokenizer, out_dir, source, **extra_meta
     )
     write_meta(out_dir, meta)
     print(
-        f"{source}: {len(train_text) + len(val_text):,} characters, {tokenizer.kind} tokenizer with vocab {tokenizer.vocab_size:,}"
+        f"{source}: {len(train_text) + len(val_text):,} characters, "
+        f"{tokenizer.kind} tokenizer with vocab {tokenizer.vocab_size:,}"
     )
     print(f"train has {len(train_ids):,} tokens, val has {len(val_ids):,} tokens -> {out_dir}")
     return meta
 
 
-def prepare_cli(here, doc, tokenizer):
-    """The command line of a text prepare script: Tiny Shakespeare or --input, tokenized by
-    --tokenizer."""
+def prepare_cli(here, doc, tokenizer, input_required=False):
+    """The command line of a text prepare script: Tiny Shakespeare or --input (input_required: no
+    default), tokenized by --tokenizer."""
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
-    parser.add_argument(
-        "--input", help="a .txt file or a directory of them (default: Tiny Shakespeare)"
-    )
+    default = "" if input_required else " (default: Tiny Shakespeare)"
+    parser.add_argument("--input", help=f"a .txt file or a directory of them{default}")
     parser.add_argument(
         "--out_dir", default=here, help="where the bins and meta.json go (default: here)"
     )
@@ -175,6 +174,8 @@ def prepare_cli(here, doc, tokenizer):
         help="bpe only: the vocabulary to train (default: 2048)",
     )
     args = parser.parse_args()
+    if input_required and not args.input:
+        raise UserError(f"give your text: python {os.path.relpath(here)}/prepare.py --input=PATH")
     text, source = tiny_shakespeare(args.input)
     train_text, _ = split_text(text)
     prepare(
@@ -182,7 +183,7 @@ def prepare_cli(here, doc, tokenizer):
     )
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The streaming path: a corpus larger than memory
 
 
@@ -206,12 +207,9 @@ def stream_documents(input_path=None, dataset=None, name=None, text_field="text"
     else:
         try:
             ds = load_dataset(dataset, name=name, split="train", streaming=True)
-        except (
-            OSError,
-            ValueError,
-            # offline or unknown: ConnectionError, DatasetNotFoundError (OSErrors); a bad name:
-            # ValueError
-        ) as e:
+        except (OSError, ValueError) as e:
+            # offline or unknown: ConnectionError, DatasetNotFoundError (OSErrors);
+            # a bad name: ValueError
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UserError(
                 f"cannot open the dataset {dataset} ({reason}); offline, pass --input=FILE.parquet"
@@ -220,7 +218,8 @@ def stream_documents(input_path=None, dataset=None, name=None, text_field="text"
         text = row.get(text_field)
         if not isinstance(text, str):
             raise UserError(
-                f"documents need a text column {text_field!r}; this one has {sorted(row)} (see --text_field)"
+                f"documents need a text column {text_field!r}; "
+                f"this one has {sorted(row)} (see --text_field)"
             )
         yield text
 
@@ -265,9 +264,8 @@ def encoded_chunks(documents, num_proc, chunk_docs=256):
     corpus in memory.
     """
     documents = iter(documents)
-    with multiprocessing.Pool(
-        num_proc
-    ) as pool:  # before the first document: forking never copies a reader
+    # the pool starts before the first document is read: forking never copies a reader
+    with multiprocessing.Pool(num_proc) as pool:
         pending = collections.deque()
         while chunk := list(itertools.islice(documents, chunk_docs)):
             pending.append(pool.apply_async(encode_documents, (chunk,)))
@@ -315,12 +313,10 @@ class ShardWriter:
             shard,
             self.tokenizer.vocab_size,
         )
-        if (
-            self.split == "val"
-        ):  # bits per byte needs the text's size: decode, without the separators
-            self.val_bytes += len(
-                self.tokenizer.enc.decode_bytes(shard[shard != self.tokenizer.eot].tolist())
-            )
+        if self.split == "val":
+            # bits per byte needs the text's size: decode, without the separators
+            text_ids = shard[shard != self.tokenizer.eot].tolist()
+            self.val_bytes += len(self.tokenizer.enc.decode_bytes(text_ids))
         self.fill, self.index = 0, self.index + 1
         if self.split == "val" and self.counts["val"] == self.val_tokens:
             self.split, self.index = "train", 0
@@ -340,10 +336,8 @@ def prepare_stream(documents, out_dir, source, shard_tokens, val_tokens, max_tok
     bar = tqdm(
         total=max_tokens or None, unit="tok", unit_scale=True, desc="tokenizing", disable=None
     )
-    with (
-        bar,
-        contextlib.closing(encoded_chunks(documents, num_proc)) as chunks,
-    ):  # closing stops the workers
+    # closing the chunks' generator stops the workers
+    with bar, contextlib.closing(encoded_chunks(documents, num_proc)) as chunks:
         for ids in chunks:
             if max_tokens:
                 ids = ids[: max_tokens - total]
@@ -355,7 +349,8 @@ def prepare_stream(documents, out_dir, source, shard_tokens, val_tokens, max_tok
     writer.flush()
     if writer.counts["train"] == 0:
         raise UserError(
-            f"{source} gave only {total:,} tokens, all for val; give more text or lower --val_tokens={val_tokens}"
+            f"{source} gave only {total:,} tokens, all for val; "
+            f"give more text or lower --val_tokens={val_tokens}"
         )
     meta = {
         **tokenizer.meta(),
@@ -368,7 +363,8 @@ def prepare_stream(documents, out_dir, source, shard_tokens, val_tokens, max_tok
     }
     write_meta(out_dir, meta)
     print(
-        f"{source}: {total:,} tokens, val {meta['val_tokens']:,} and train {meta['train_tokens']:,} in shards of {shard_tokens:,}"
+        f"{source}: {total:,} tokens, val {meta['val_tokens']:,} "
+        f"and train {meta['train_tokens']:,} in shards of {shard_tokens:,}"
     )
     print(f"-> {out_dir}")
     return meta

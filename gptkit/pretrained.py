@@ -52,9 +52,8 @@ def from_pretrained(name_or_dir, override_args=None):
         repo = f"openai-community/{name_or_dir}"
         try:
             directory = snapshot_download(repo, allow_patterns=["config.json", "model.safetensors"])
-        except (
-            OSError
-        ) as e:  # offline without a cached copy, the hub unreachable, ...: say which model
+        except OSError as e:
+            # offline without a cached copy, the hub unreachable, ...: say which model
             raise UserError(f"cannot get {repo} from the Hugging Face hub: {e}") from None
     for filename in ("config.json", "model.safetensors"):
         if not os.path.isfile(os.path.join(directory, filename)):
@@ -70,8 +69,8 @@ def from_pretrained(name_or_dir, override_args=None):
         raise UserError(
             f"{directory}/config.json has no {', '.join(missing)} (expected a GPT-2 config)"
         )
-    # GPT-2 variants this model does not compute would otherwise load silently and give wrong
-    # logits.
+    # GPT-2 variants this model does not compute would otherwise load silently and give
+    # wrong logits.
     supported = {
         "activation_function": ("gelu_new", "gelu_pytorch_tanh"),
         "layer_norm_epsilon": (1e-5,),
@@ -82,7 +81,8 @@ def from_pretrained(name_or_dir, override_args=None):
     for key, allowed in supported.items():
         if hf.get(key, allowed[0]) not in allowed:
             raise UserError(
-                f"{directory}/config.json: {key}={hf[key]!r} is not supported (this model has {allowed[0]!r})"
+                f"{directory}/config.json: {key}={hf[key]!r} is not supported "
+                f"(this model has {allowed[0]!r})"
             )
     config = checked(
         GPTConfig,
@@ -113,7 +113,8 @@ def from_pretrained(name_or_dir, override_args=None):
         tensor = hf_state[hf_key].t() if key.endswith(CONV1D) else hf_state[hf_key]
         if tensor.shape != state[key].shape:
             raise UserError(
-                f"{hf_key}: shape {tuple(tensor.shape)} does not match the model's {tuple(state[key].shape)}"
+                f"{hf_key}: shape {tuple(tensor.shape)} does not match "
+                f"the model's {tuple(state[key].shape)}"
             )
         state[key] = tensor
     model.load_state_dict(state)
@@ -134,9 +135,8 @@ def save_pretrained(model, directory):
         unet=False,
     )
     if any(getattr(cfg, key) != value for key, value in gpt2.items()):
-        raise UserError(
-            f"only the GPT-2 layout ({', '.join(f'{k}={v}' for k, v in gpt2.items())}) has a Hugging Face GPT-2 format"
-        )
+        layout = ", ".join(f"{k}={v}" for k, v in gpt2.items())
+        raise UserError(f"only the GPT-2 layout ({layout}) has a Hugging Face GPT-2 format")
     tensors = {}
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight" and cfg.tie_weights:

@@ -68,8 +68,8 @@ class GPT2Tokenizer:
 
 
 GPT2_DIR = os.path.join(DATA_ROOT, "gpt2_tokenizer")
-# OpenAI's GPT-2 BPE files (MIT), shipped with the repo; these are the sha256 tiktoken checks after
-# a download
+# OpenAI's GPT-2 BPE files (MIT), shipped with the repo; these are the sha256 tiktoken checks
+# after a download
 GPT2_SHA256 = {
     "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
@@ -91,13 +91,15 @@ def gpt2_encoding(directory=GPT2_DIR):
     for name, path in paths.items():
         if not os.path.isfile(path):
             raise UserError(
-                f"{path} is missing: GPT-2's tokenizer files ship with the repo (git checkout {GPT2_DIR})"
+                f"{path} is missing: GPT-2's tokenizer files ship with the repo "
+                f"(git checkout {GPT2_DIR})"
             )
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
         if digest != GPT2_SHA256[name]:
             raise UserError(
-                f"{path} has sha256 {digest[:12]}..., not GPT-2's {GPT2_SHA256[name][:12]}...: restore the original file"
+                f"{path} has sha256 {digest[:12]}..., not GPT-2's {GPT2_SHA256[name][:12]}...: "
+                "restore the original file"
             )
     # the hashes again: tiktoken may serve a path from its cache, and must then check that copy too
     ranks = data_gym_to_mergeable_bpe_ranks(
@@ -133,7 +135,8 @@ class BPETokenizer:
     def train(cls, text, vocab_size):
         if vocab_size < 257:
             raise UserError(
-                f"vocab_size={vocab_size} is too small for a byte-level BPE: at least 257 (256 bytes + {cls.EOT})"
+                f"vocab_size={vocab_size} is too small for a byte-level BPE: "
+                f"at least 257 (256 bytes + {cls.EOT})"
             )
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
