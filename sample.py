@@ -1,22 +1,28 @@
-"""
+r"""
 Generate text from a trained checkpoint, or from GPT-2's weights.
 
-    python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=2 --max_new_tokens=200
-    python sample.py --init_from=gpt2 --start="FILE:prompt.txt" --top_p=0.9 --stop="\\n\\n"
+    python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=2 \
+        --max_new_tokens=200
+    python sample.py --init_from=gpt2 --start="FILE:prompt.txt" --top_p=0.9 --stop="\n\n"
     python sample.py --out_dir=out-shakespeare-char --interactive   # type a prompt, Ctrl-D to quit
     python sample.py --init_from=path/to/hf_gpt2_dir --stream --output=samples.jsonl
 
 The tokenizer is the one the model was trained with (out_dir/meta.json), or GPT-2's for GPT-2
 weights. A nanoGPT out_dir has none: its dataset's meta.pkl is read (--meta_pkl=PATH, or found where
-nanoGPT's sample.py looks), else GPT-2's. Same seed and settings give the same text, streamed
-(--stream, the default on a terminal) or not. --num_samples=N runs the N samples as one batch (the
-weights are read once per token for all of them); sample i draws from its own generator seeded seed
-+ i, so it is the same text as when sampled alone. Only a single sample is streamed; a batch's
-samples are printed when the batch is done. --quantize=int8 samples with int8 weights,
---quantize=int4 with 4-bit ones (decoding.prepare_for_decoding): fewer bytes to stream per token,
-more tokens/s on a CPU (docs/performance.md). --output appends one JSON object per sample: prompt,
-text, tokens (the new token ids of text: see text_tokens), settings, decoding (the kernel the
-model's Linears ran, read from the prepared model) and tokens_per_s.
+nanoGPT's sample.py looks), else GPT-2's.
+
+Same seed and settings give the same text, streamed (--stream, the default on a terminal) or not.
+--num_samples=N runs the N samples as one batch (the weights are read once per token for all of
+them); sample i draws from its own generator seeded seed + i, so it is the same text as when sampled
+alone. Only a single sample is streamed; a batch's samples are printed when the batch is done.
+
+--quantize=int8 samples with int8 weights, --quantize=int4 with 4-bit ones
+(decoding.prepare_for_decoding): fewer bytes to stream per token, more tokens/s on a CPU
+(docs/performance.md).
+
+--output appends one JSON object per sample: prompt, text, tokens (the new token ids of text: see
+text_tokens), settings, decoding (the kernel the model's Linears ran, read from the prepared model)
+and tokens_per_s.
 """
 
 import json
@@ -102,7 +108,8 @@ def encode_prompt(tokenizer, prompt, block_size):
         ids = [tokenizer.eot]  # GPT-2 style: an empty prompt starts a new document
     if len(ids) > block_size:
         print(
-            f"warning: the prompt has {len(ids)} tokens, more than the context of {block_size}; keeping the last {block_size}",
+            f"warning: the prompt has {len(ids)} tokens, more than the context of {block_size}; "
+            f"keeping the last {block_size}",
             file=sys.stderr,
         )
         ids = ids[-block_size:]
@@ -139,9 +146,8 @@ def generate_texts(model, tokenizer, ids, cfg, generators, ctx, on_text=None):
                 text = tokenizer.decode(new_ids[row])
                 if cfg.stop and cfg.stop in text:
                     done[row] = True
-                elif on_text and not text.endswith(
-                    "\ufffd"
-                ):  # wait for the rest of a split UTF-8 character
+                # a text ending in U+FFFD waits for the rest of a split UTF-8 character
+                elif on_text and not text.endswith("\ufffd"):
                     # hold back a possible start of the stop string, so it is never printed
                     safe = len(text) - max(
                         (k for k in range(len(cfg.stop)) if k and text.endswith(cfg.stop[:k])),
@@ -154,9 +160,9 @@ def generate_texts(model, tokenizer, ids, cfg, generators, ctx, on_text=None):
     results = []
     for ids_row in new_ids:
         text = tokenizer.decode(ids_row)
-        results.append(
-            (text[: text.index(cfg.stop)] if cfg.stop and cfg.stop in text else text, ids_row)
-        )
+        if cfg.stop and cfg.stop in text:
+            text = text[: text.index(cfg.stop)]
+        results.append((text, ids_row))
     if on_text:
         on_text(results[0][0][len(shown) :])
     return results
@@ -198,12 +204,11 @@ def generate_text(model, tokenizer, ids, cfg, generator, ctx, on_text=None):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     # a bare --stream means --stream=true (the key is a string so that its default can be "auto")
-    cfg = parse_args(
-        SampleConfig(), ["--stream=true" if arg == "--stream" else arg for arg in argv]
-    )
+    argv = ["--stream=true" if arg == "--stream" else arg for arg in argv]
+    cfg = parse_args(SampleConfig(), argv)
     validate(cfg)
     cfg = replace(cfg, stop=unescape(cfg.stop))
-    hw = hardware.setup(cfg.device, cfg.dtype, decoding=True)
+    hw = hardware.setup_for_sampling(cfg.device, cfg.dtype)
     model, tokenizer = load_model(cfg.init_from, cfg.out_dir, hw.device, cfg.meta_pkl)
     model = prepare_for_decoding(model, cfg.quantize, getattr(torch, hw.dtype))
     decoding = decoding_path(model)
@@ -267,9 +272,8 @@ def main(argv=None):
                     break
                 try:
                     run(unescape(prompt) or "\n", 1, echo=False)
-                except (
-                    UserError
-                ) as e:  # e.g. a character the model has never seen: say so, ask again
+                except UserError as e:
+                    # e.g. a character the model has never seen: say so, ask again
                     print(f"error: {e}", file=sys.stderr)
         else:
             run(read_prompt(cfg.start), cfg.num_samples, echo=True)
