@@ -1,7 +1,7 @@
 # Finetune GPT-2 XL's weights on Tiny Shakespeare in GPT-2 BPE tokens (nanoGPT's preset; a few
-# minutes on one A100). python data/shakespeare/prepare.py && python train.py
-# config/finetune_shakespeare.py init_from also takes gpt2, gpt2-medium, gpt2-large, or a local
-# Hugging Face GPT-2 directory.
+# minutes on one A100).
+#   python data/shakespeare/prepare.py && python train.py config/finetune_shakespeare.py
+# init_from also takes gpt2, gpt2-medium, gpt2-large, or a local Hugging Face GPT-2 directory.
 out_dir = "out-shakespeare"
 eval_interval = 5
 eval_iters = 40

@@ -1,12 +1,14 @@
-# The CPU speedrun frontier, 10 minutes: the lowest full-val loss on Tiny Shakespeare characters we reached within
-# 10 minutes of wall time on a 2-core CPU with native bf16 (the whole command, start-up included; docs/training.md):
+# The CPU speedrun frontier, 10 minutes: the lowest full-val loss on Tiny Shakespeare characters we
+# reached within 10 minutes of wall time on a 2-core CPU with native bf16 (the whole command,
+# start-up included; docs/training.md):
 #     python train.py config/speedrun_10min.py
 #     python bench.py time_to_target --configs=config/speedrun_10min.py
-# The fast config's recipe (config/train_shakespeare_char_fast.py: Muon, value embeddings, U-net skips, a
-# sequence-length warmup) at 1400 steps, which took 307 s: no longer run we measured did better within 10 minutes.
-# More steps of this 0.8M-parameter model overfit (2600 steps: 1.5672 in 479 s; 1320: 1.5634, 1400: 1.5459), a
-# 1.5x wider one (1.8M parameters) is slower per unit of time (1700 steps: 1.5535 in 668 s), and dropout 0.1 cost
-# 0.11 at 1100 steps (1.5596 -> 1.6682). Further needs both: a bigger model, regularized, and more tokens a second.
+# The fast config's recipe (config/train_shakespeare_char_fast.py: Muon, value embeddings, U-net
+# skips, a sequence-length warmup) at 1400 steps, well inside the budget: no longer run we measured
+# did better within 10 minutes. More steps of this 0.8M-parameter model overfit (2600 steps:
+# 1.5672; 1320: 1.5634, 1400: 1.5459), a 1.5x wider one (1.8M parameters) gets less done in the
+# budget (1700 steps, 1.5535, ran past it), and dropout 0.1 cost 0.11 at 1100 steps
+# (1.5596 -> 1.6682). Further needs both: a bigger model, regularized, and more tokens a second.
 out_dir = "out-speedrun-10min"
 dataset = "shakespeare_char"
 device = "cpu"

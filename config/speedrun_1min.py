@@ -1,9 +1,10 @@
 # The CPU speedrun frontier, 1 minute: the lowest full-val loss on Tiny Shakespeare characters we
-# reached within 1 minute of wall time on a 2-core CPU with native bf16 (the whole command, start-up
-# included; docs/training.md): python train.py config/speedrun_1min.py python bench.py
-# time_to_target --configs=config/speedrun_1min.py The fast config's recipe
-# (config/train_shakespeare_char_fast.py: Muon, value embeddings, U-net skips, a sequence-length
-# warmup), run for as many steps as the budget holds.
+# reached within 1 minute of wall time on a 2-core CPU with native bf16 (the whole command,
+# start-up included; docs/training.md):
+#     python train.py config/speedrun_1min.py
+#     python bench.py time_to_target --configs=config/speedrun_1min.py
+# The fast config's recipe (config/train_shakespeare_char_fast.py: Muon, value embeddings, U-net
+# skips, a sequence-length warmup), run for as many steps as the budget holds.
 out_dir = "out-speedrun-1min"
 dataset = "shakespeare_char"
 device = "cpu"

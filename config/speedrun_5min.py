@@ -1,9 +1,10 @@
 # The CPU speedrun frontier, 5 minutes: the lowest full-val loss on Tiny Shakespeare characters we
 # reached within 5 minutes of wall time on a 2-core CPU with native bf16 (the whole command,
-# start-up included; docs/training.md): python train.py config/speedrun_5min.py python bench.py
-# time_to_target --configs=config/speedrun_5min.py The fast config's recipe
-# (config/train_shakespeare_char_fast.py: Muon, value embeddings, U-net skips, a sequence-length
-# warmup), run for as many steps as the budget holds.
+# start-up included; docs/training.md):
+#     python train.py config/speedrun_5min.py
+#     python bench.py time_to_target --configs=config/speedrun_5min.py
+# The fast config's recipe (config/train_shakespeare_char_fast.py: Muon, value embeddings, U-net
+# skips, a sequence-length warmup), run for as many steps as the budget holds.
 out_dir = "out-speedrun-5min"
 dataset = "shakespeare_char"
 device = "cpu"

@@ -1,9 +1,10 @@
 # The notes' recurrent baseline against config/train_long_range.py's GPT: a GRU language model
-# (recurrent.py) on the same sentences, with about the GPT's parameter count (0.131M against 0.130M)
-# and the same CPU time (about 90 s, one thread). python data/long_range/prepare.py, then python
-# train.py config/train_long_range_gru.py (and config/train_long_range.py), then python
-# long_range.py --out_dirs=out-long-range,out-long-range-gru --plot=True   (accuracy by subject-verb
-# distance)
+# (recurrent.py) on the same sentences, with about the GPT's parameter count (0.131M against
+# 0.130M) and the same CPU time (one thread; docs/performance.md):
+#   python data/long_range/prepare.py
+#   python train.py config/train_long_range_gru.py   (and config/train_long_range.py)
+#   python long_range.py --out_dirs=out-long-range,out-long-range-gru --plot=True
+# (the last: accuracy by subject-verb distance)
 out_dir = "out-long-range-gru"
 eval_interval = 500
 eval_iters = 20
@@ -25,8 +26,8 @@ dropout = 0.0
 
 # in the sweep's plateau: 2e-2 to 2e-1 all 100% on the dev sentences, 1e-2 62%, 6e-3 and below ~3%
 learning_rate = 3e-2
-# the GPT's 1,500 in CPU time: a GRU step costs ~0.9 of a GPT step here, whole runs paired at equal
-# load
+# the GPT's 1,500 in CPU time: a GRU step costs a little less than a GPT step (whole runs paired
+# at equal load; docs/performance.md)
 max_iters = 1680
 lr_decay_iters = 1680
 min_lr = 3e-3

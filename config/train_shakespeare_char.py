@@ -1,5 +1,5 @@
-# A baby GPT on Tiny Shakespeare characters (nanoGPT's preset); ~1.47 val loss after 5000 iters on a
-# GPU. On a laptop CPU: config/train_shakespeare_char_cpu.py
+# A baby GPT on Tiny Shakespeare characters (nanoGPT's preset); ~1.47 val loss after 5000 iters on
+# a GPU. On a laptop CPU: config/train_shakespeare_char_cpu.py
 out_dir = "out-shakespeare-char"
 eval_interval = 250  # keep frequent because we'll overfit
 eval_iters = 200

@@ -1,6 +1,6 @@
-# The quickstart: a small character-level GPT on Tiny Shakespeare that trains in about 2-3 minutes
-# on a 2-core CPU (nanoGPT's README CPU settings, run a little longer). python train.py
-# config/train_shakespeare_char_cpu.py
+# The quickstart: a small character-level GPT on Tiny Shakespeare that trains in minutes on a
+# 2-core CPU (nanoGPT's README CPU settings, run a little longer; docs/performance.md):
+#   python train.py config/train_shakespeare_char_cpu.py
 out_dir = "out-shakespeare-char-cpu"
 eval_interval = 500
 eval_iters = 20

@@ -1,10 +1,10 @@
 # The fast recipe for CPUs where training runs in float32: no native bf16 (no avx512_bf16 /
 # amx_bf16, e.g. an AVX2-only CPU; train.py prints "dtype = float32" at start). There a step costs
-# ~1.8x its bf16 time, so this recipe trades per-step work for steps: 3 layers instead of 4 and
-# 2048-token steps instead of 4096, which reach full-val <= 1.88 in ~40% of
-# config/train_shakespeare_char_fast.py's compute (docs/training.md): python train.py
-# config/train_shakespeare_char_fast_fp32.py python bench.py time_to_target --target=1.88
-# --configs=nanogpt,fast_fp32 --repeats=3
+# far more than its bf16 time (docs/performance.md), so this recipe trades per-step work for steps:
+# 3 layers instead of 4 and 2048-token steps instead of 4096, which reach full-val <= 1.88 in ~40%
+# of config/train_shakespeare_char_fast.py's compute (docs/training.md):
+#     python train.py config/train_shakespeare_char_fast_fp32.py
+#     python bench.py time_to_target --target=1.88 --configs=nanogpt,fast_fp32 --repeats=3
 out_dir = "out-shakespeare-char-fast-fp32"
 dataset = "shakespeare_char"
 device = "cpu"
