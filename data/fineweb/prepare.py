@@ -3,8 +3,8 @@ FineWeb-Edu (or any large text corpus) in GPT-2's BPE, streamed: documents are r
 (streaming=True), tokenized by worker processes and written as fixed-size shards val_000.bin, ...,
 train_000.bin, ... here, so the corpus never has to fit in memory.
 
-    python data/fineweb/prepare.py --max_tokens=1_000_000_000               # sample-10BT, first 1B tokens
-    python data/fineweb/prepare.py --input=my_docs.parquet --out_dir=data/my_docs   # local parquet/jsonl/txt
+    python data/fineweb/prepare.py --max_tokens=1_000_000_000  # sample-10BT, first 1B tokens
+    python data/fineweb/prepare.py --input=my_docs.parquet --out_dir=data/my_docs  # local file(s)
 
 Each document is preceded by <|endoftext|>. A local file goes through the same streaming code path:
 a "text" column per row (parquet, jsonl), or blank-line-separated paragraphs (.txt).

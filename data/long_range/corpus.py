@@ -1,8 +1,8 @@
 """
 The notes' example as data: seeded sentences where the word after "jumped" depends only on the
 subject, which sits behind relative clauses full of other nouns. prepare.py writes them as token
-files; the script long_range.py rebuilds the val sentences from meta.json's seed to score a trained
-model.
+files; the script long_range.py rebuilds the val sentences from meta.json's seed to score a
+trained model.
 
 A sentence: [opening] the [adjectives] SUBJECT that|, which|, who CLAUSE [...], jumped SOUND.
     the cat that was sitting on the mat, which was next to the dog, jumped meowing.
@@ -12,8 +12,8 @@ import random
 import re
 from dataclasses import dataclass
 
-# the sentence of our notes (attention_maps.py's default text): "jumped" must reach back past two
-# clauses to "cat"
+# the sentence of our notes (attention_maps.py's default text): "jumped" must reach back past
+# two clauses to "cat"
 NOTES_SENTENCE = "the cat that was sitting on the mat, which was next to the dog, jumped"
 
 SOUNDS = {
@@ -128,8 +128,8 @@ def make_sentence(rng, subject, nearest, n_clauses, all_animals=False):
     words = rng.choice(["", "", *OPENINGS]).split()
     words += ["the", *rng.sample(ADJECTIVES, rng.choice([0, 0, 1, 2])), subject]
     for clause in clauses:
-        # any clause may open with any of these, so no marker word sits right after the subject
-        # alone
+        # any clause may open with any of these, so no marker word sits right after the
+        # subject alone
         words += rng.choice(INTRODUCERS).split()
         for word in clause.split():
             if word == "N":

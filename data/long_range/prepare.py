@@ -46,21 +46,23 @@ def main():
     )
     parser.add_argument(
         "--input",
-        help="not taken: this corpus is generated (a text of your own: data/shakespeare_bpe/prepare.py)",
+        help="not taken: this corpus is generated "
+        "(a text of your own: data/shakespeare_bpe/prepare.py)",
     )
     args = parser.parse_args()
     if args.input is not None:
         raise UserError(
-            "data/long_range generates its sentences from --seed (train and val share no subject and nearest-animal pair, and "
-            "long_range.py regenerates val to score a model), so it reads no --input; "
+            "data/long_range generates its sentences from --seed (train and val share no subject "
+            "and nearest-animal pair, and long_range.py regenerates val to score a model), "
+            "so it reads no --input; "
             "prepare a text of your own with data/shakespeare_bpe/prepare.py --input=PATH"
         )
     if args.train_sentences < 1 or args.val_sentences < 1:
         raise UserError("--train_sentences and --val_sentences must be at least 1")
     train, val = corpus(args.seed, args.train_sentences, args.val_sentences)
     train_text, val_text = as_text(train), as_text(val)
-    # a vocabulary this large has a merge to spare for every word: BPE stops when each word is one
-    # token
+    # a vocabulary this large has a merge to spare for every word: BPE stops when each word is
+    # one token
     tokenizer = BPETokenizer.train(train_text, vocab_size=1024)
     for sentence in val:
         if len(tokenizer.encode(sentence.text)) != len(sentence.words):

@@ -1,5 +1,5 @@
 """
-Tiny Shakespeare in GPT-2's BPE (tiktoken, 50257 tokens), into train.bin / val.bin / meta.json here.
+Tiny Shakespeare in GPT-2's BPE (tiktoken, 50257 tokens) into train.bin / val.bin / meta.json here.
 
     python data/shakespeare/prepare.py                      # data/tinyshakespeare.txt (in the repo)
     python data/shakespeare/prepare.py --input=my_text.txt  # your own text: a file or a directory

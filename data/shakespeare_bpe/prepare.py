@@ -1,9 +1,10 @@
-"""
-Tiny Shakespeare in our own byte-level BPE (Hugging Face `tokenizers`, trained here on the train
-split), into train.bin / val.bin / tokenizer.json / meta.json here.
+r"""
+Tiny Shakespeare in our own byte-level BPE (Hugging Face `tokenizers`, trained on the train split),
+into train.bin / val.bin / tokenizer.json / meta.json here.
 
-    python data/shakespeare_bpe/prepare.py                                   # 2048 tokens, data/tinyshakespeare.txt
-    python data/shakespeare_bpe/prepare.py --vocab_size=4096 --input=my_text.txt --out_dir=data/my_text
+    python data/shakespeare_bpe/prepare.py   # 2048 tokens, data/tinyshakespeare.txt
+    python data/shakespeare_bpe/prepare.py --vocab_size=4096 --input=my_text.txt \
+        --out_dir=data/my_text
 """
 
 import os

@@ -1,8 +1,8 @@
 """
 Tiny Shakespeare, one token per character (65 of them), into train.bin / val.bin / meta.json here.
 
-    python data/shakespeare_char/prepare.py                      # data/tinyshakespeare.txt (in the repo)
-    python data/shakespeare_char/prepare.py --input=my_text.txt  # your own text: a file or a directory
+    python data/shakespeare_char/prepare.py                      # data/tinyshakespeare.txt
+    python data/shakespeare_char/prepare.py --input=my_text.txt  # your own text: file or directory
 """
 
 import os
