@@ -601,10 +601,11 @@ def translation_attention(model, tokenizer, path=None):
     for each French word, the weights of the query that predicts it (the token before it) on the
     English words. Picks the head whose weight from the query writing "sauté" on "jumped" and from
     the one writing "noir" on "black" is highest on average; returns its weights on those pairs and
-    each French word's most attended English word, and draws its two maps to path (if given).
+    [French word, the English word its query weighs most] per sentence, and draws its two maps to
+    path (if given).
     """
     model.eval()
-    maps, result = [], {}
+    maps = []
     for english in (NOTES_SENTENCE, ADJECTIVE_SENTENCE):
         ids = tokenizer.encode(line(english, translate(english)))
         tokens = [tokenizer.decode([i]).strip() for i in ids]
@@ -627,7 +628,10 @@ def translation_attention(model, tokenizer, path=None):
             for i, (f, e) in enumerate(ALIGNED)
         },
         "most_attended": [
-            {f: english[int(w.argmax())] for f, w in zip(french, weights[layer, head], strict=True)}
+            [
+                [f, english[int(w.argmax())]]
+                for f, w in zip(french, weights[layer, head], strict=True)
+            ]
             for english, french, weights in maps
         ],
     }
