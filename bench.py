@@ -2,46 +2,47 @@
 Speed and memory benchmarks. Every subcommand prints ONE JSON object on stdout (progress goes to
 stderr).
 
-    python bench.py train config/train_shakespeare_char_fast.py       # training tok/s, ms/iter, MFU, peak RSS
-    python bench.py train --batch_size=1 --block_size=1024             # GPT-2 124M (the defaults), one sequence
-    python bench.py sample --prompt_len=64 --new_tokens=512 --dtype=float32   # KV cache vs use_cache=False, GPT-2 small
-    python bench.py sample --quantize=int8,int4 --cache=on --repeats=3 --dtype=float32   # int8 and int4 vs fp32, cached
+    python bench.py train config/train_shakespeare_char_fast.py  # tok/s, ms/iter, MFU, peak RSS
+    python bench.py train --batch_size=1 --block_size=1024       # the default GPT-2 124M, batch 1
+    python bench.py sample --prompt_len=64 --new_tokens=512 --dtype=float32  # KV cache vs none
+    python bench.py sample --quantize=int8,int4 --cache=on --repeats=3 --dtype=float32  # vs fp32
     python bench.py time_to_target --target=1.88 --configs=ref,fast --repeats=3
-    python bench.py all                                                # all of the above, one JSON object
+    python bench.py all                                          # all of the above, one JSON object
 
 train: any train.py config file and --key=value apply (the model, its kind, batch, dtype, compile,
-optimizer...).
-    Synthetic tokens (throughput does not depend on the text). Times --iters steps after --warmup steps
-    (the warmup absorbs torch.compile); cpu_ms_per_iter is the process's CPU time per step, which other
-    processes on a shared machine inflate far less than the wall time. MFU uses the PaLM formula
-    (hardware.flops_per_token) against a peak measured on the spot by a large matmul in the same dtype
-    (hardware.measure_peak_flops).
+    optimizer...). Synthetic tokens (throughput does not depend on the text). Times --iters steps
+    after --warmup steps (the warmup absorbs torch.compile); cpu_ms_per_iter is the process's CPU
+    time per step, which other processes on a shared machine inflate far less than the wall time.
+    MFU uses the PaLM formula (hardware.flops_per_token) against a peak measured on the spot by a
+    large matmul in the same dtype (hardware.measure_peak_flops).
 sample: a GPT-2-small-shaped model (GPTConfig defaults; --shape=gpt2-xl: 1.5B) with random weights,
-batch 1;
-    --prompt_len random tokens, then --new_tokens greedy tokens per path: `cached` is sample.py's path
-    (decoding.prepare_for_decoding in the decoding dtype), --quantize=int8,int4 adds sample.py --quantize's,
-    --plain=true model.generate on the unprepared model, and `uncached` is nanoGPT's generate on the plain model
-    (recompute the whole cropped context, fp32 on CPUs as nanoGPT runs there; minutes on a 2-core CPU at 512 new
-    tokens; --cache=on leaves it out, --cache=quantized times only the --quantize paths). Paths run interleaved
-    --repeats times (medians reported). The read limit: read_gb_per_s is a sum over a 512 MiB buffer at the run's
-    thread count (bytes read per second, best of 10), measured before the first path and after every path's run;
-    <path>_weight_bytes_per_token is every weight byte a cached token reads (every Linear, LM head, norm, int8/int4
-    scales; not the embedding lookups), kv_bytes_per_token the mean keys and values it reads, and
-    <path>_read_fraction = tok/s x (weight + KV bytes per token) / the read bandwidth measured right before or after
-    that run (the higher), the median over repeats (_best: the highest).
+    batch 1; --prompt_len random tokens, then --new_tokens greedy tokens per path: `cached` is
+    sample.py's path (decoding.prepare_for_decoding in the decoding dtype), --quantize=int8,int4
+    adds sample.py --quantize's, --plain=true model.generate on the unprepared model, and `uncached`
+    is nanoGPT's generate on the plain model (recompute the whole cropped context, fp32 on CPUs as
+    nanoGPT runs there; minutes on a 2-core CPU at 512 new tokens; --cache=on leaves it out,
+    --cache=quantized times only the --quantize paths). Paths run interleaved --repeats times
+    (medians reported). The read limit: read_gb_per_s is a sum over a 512 MiB buffer at the run's
+    thread count (bytes read per second, best of 10), measured before the first path and after every
+    path's run; <path>_weight_bytes_per_token is every weight byte a cached token reads (every
+    Linear, LM head, norm, int8/int4 scales; not the embedding lookups), kv_bytes_per_token the mean
+    keys and values it reads, and <path>_read_fraction = tok/s x (weight + KV bytes per token) / the
+    read bandwidth measured right before or after that run (the higher), the median over repeats
+    (_best: the highest).
 time_to_target: runs `python train.py <config>` exactly as a user would, in a subprocess, and times
-its
-    whole wall clock (interpreter start, data, model build, compile, its own periodic evals and checkpoint
-    writes). Then, untimed, it scores the run's checkpoint on the FULL val split (train.py --eval_only,
-    i.e. train.evaluate_split) and reports whether that loss is <= --target. time_to_target_s is the wall
-    time when the target was reached, null when it was not. Configs are run interleaved (ref, fast, ref,
-    fast, ...) --repeats times so background load hits both alike; speedup is median(ref) / median(fast).
-    Config names: "ref" (nanoGPT's README CPU command, with this repo's dtype/attention choices), "nanogpt"
-    (the same command as nanoGPT's train.py runs it on a CPU: float32, SDPA), "fast" (config/train_shakespeare_char_fast.py),
-    "fast_fp32" (config/train_shakespeare_char_fast_fp32.py, for CPUs without native bf16), a path to a config file,
-    or "frontier": the speedrun configs (config/speedrun_*.py, 1 to 10 minutes; ~20 minutes in all). --plot=PNG draws
-    each config's full-val loss against its wall minutes (docs/speedrun_frontier.png:
-    python bench.py time_to_target --configs=frontier --plot=docs/speedrun_frontier.png).
+    its whole wall clock (interpreter start, data, model build, compile, its own periodic evals and
+    checkpoint writes). Then, untimed, it scores the run's checkpoint on the FULL val split
+    (train.py --eval_only, i.e. train.evaluate_split) and reports whether that loss is <= --target.
+    time_to_target_s is the wall time when the target was reached, null when it was not. Configs are
+    run interleaved (ref, fast, ref, fast, ...) --repeats times so background load hits both alike;
+    speedup is median(ref) / median(fast). Config names: "ref" (nanoGPT's README CPU command, with
+    this repo's dtype/attention choices), "nanogpt" (the same command as nanoGPT's train.py runs it
+    on a CPU: float32, SDPA), "fast" (config/train_shakespeare_char_fast.py), "fast_fp32"
+    (config/train_shakespeare_char_fast_fp32.py, for CPUs without native bf16), a path to a config
+    file, or "frontier": the speedrun configs (config/speedrun_*.py, 1 to 10 minutes; ~20 minutes in
+    all). --plot=PNG draws each config's full-val loss against its wall minutes, as
+    docs/speedrun_frontier.png was drawn:
+        python bench.py time_to_target --configs=frontier --plot=docs/speedrun_frontier.png
 Peak RSS is the process's high-water mark (ru_maxrss); each subcommand of `all` runs in its own
 process.
 """
@@ -69,8 +70,7 @@ from model import GPT, GPTConfig
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
-# nanoGPT's README command for a CPU (the issue's reference): 2000 iterations of a 0.8M-parameter
-# model
+# nanoGPT's README command for a CPU (the issue's reference): 2000 iterations, 0.8M parameters
 REFERENCE = [
     "config/train_shakespeare_char.py",
     "--device=cpu",
@@ -87,17 +87,17 @@ REFERENCE = [
     "--dropout=0.0",
     "--eval_interval=500",
 ]
-# what nanoGPT's own train.py computes for that command on a CPU: float32 (its autocast is for CUDA
-# only) and F.scaled_dot_product_attention; "ref" instead runs the command with this repo's
+# what nanoGPT's own train.py computes for that command on a CPU: float32 (its autocast is for
+# CUDA only) and F.scaled_dot_product_attention; "ref" instead runs the command with this repo's
 # machine-aware choices
 NANOGPT = [*REFERENCE, "--dtype=float32", "--sdpa=true"]
 NAMED_CONFIGS = {
     "ref": REFERENCE,
     "nanogpt": NANOGPT,
-    "fast": ["config/train_shakespeare_char_fast.py"],  # CPUs with native bf16
-    "fast_fp32": [
-        "config/train_shakespeare_char_fast_fp32.py"
-    ],  # CPUs that train in float32 (AVX2)
+    # CPUs with native bf16
+    "fast": ["config/train_shakespeare_char_fast.py"],
+    # CPUs that train in float32 (AVX2)
+    "fast_fp32": ["config/train_shakespeare_char_fast_fp32.py"],
 }
 # the speedrun frontier: the lowest full-val loss in 1, 1.5, 2, 5 and 10 minutes on a 2-core CPU
 # (docs/training.md)
@@ -152,7 +152,7 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Training throughput
 
 
@@ -203,6 +203,7 @@ def bench_train(bench, train_argv):
     dt = statistics.median(times)
     peak = hardware.measure_peak_flops(device, getattr(torch, dtype))
     tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
+    mfu = hardware.estimate_mfu(model, cfg.batch_size * cfg.gradient_accumulation_steps, dt, peak)
     return {
         "params_M": round(model.get_num_params() / 1e6, 3),
         "device": device,
@@ -213,23 +214,17 @@ def bench_train(bench, train_argv):
         "tokens_per_iter": tokens_per_iter,
         "ms_per_iter": round(dt * 1000, 2),
         "tok_per_s": round(tokens_per_iter / dt),
-        "cpu_ms_per_iter": round(
-            statistics.median(cpu_times) * 1000, 2
-        ),  # this process's CPU time: what a busy machine does not add
+        # this process's CPU time: what a busy machine does not add
+        "cpu_ms_per_iter": round(statistics.median(cpu_times) * 1000, 2),
         "warmup_s": round(warmup_s, 2),
         "peak_tflops": round(peak / 1e12, 3),
-        "mfu": round(
-            hardware.estimate_mfu(
-                model, cfg.batch_size * cfg.gradient_accumulation_steps, dt, peak
-            ),
-            4,
-        ),
+        "mfu": round(mfu, 4),
         "peak_rss_mib": round(peak_rss_mib()),
         "choices": asdict(choices),
     }
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Sampling throughput: KV cache against recomputing the context every token
 
 
@@ -290,9 +285,9 @@ def sample_paths(bench, plain, dtype):
         "off": ["uncached"],
         "quantized": [],
     }[bench.cache]
-    names += [q for q in bench.quantize.split(",") if q != "none"] + (
-        ["generate"] if bench.plain else []
-    )
+    names += [q for q in bench.quantize.split(",") if q != "none"]
+    if bench.plain:
+        names.append("generate")
     if not names:
         raise UserError(
             "--cache=quantized times only the --quantize paths: give --quantize=int8 or int4"
@@ -303,18 +298,14 @@ def sample_paths(bench, plain, dtype):
         if name in ("uncached", "generate"):
             paths[name] = (model, name == "generate")
         else:
-            paths[name] = (
-                prepare_for_decoding(
-                    model, "none" if name == "cached" else name, getattr(torch, dtype)
-                ),
-                True,
-            )
+            quantize = "none" if name == "cached" else name
+            paths[name] = (prepare_for_decoding(model, quantize, getattr(torch, dtype)), True)
     return paths
 
 
 def bench_sample(bench, train_argv):
     cfg = parse_args(TrainConfig(), train_argv)  # only device and dtype are used
-    hw = hardware.setup(cfg.device, cfg.dtype, decoding=True)
+    hw = hardware.setup_for_sampling(cfg.device, cfg.dtype)
     device, dtype = hw.device, hw.dtype
     torch.manual_seed(bench.seed)
     # GPT-2 small (12 layers, 768 wide) or XL; 1024 context
@@ -343,12 +334,10 @@ def bench_sample(bench, train_argv):
     }
     paths = sample_paths(bench, plain, dtype)
     kv_bytes = kv_bytes_per_token(plain.config, bench.prompt_len, bench.new_tokens)
-    times, fractions, outputs, bandwidths = (
-        {name: [] for name in paths},
-        {name: [] for name in paths},
-        {},
-        [read_bandwidth(device)],
-    )
+    times = {name: [] for name in paths}
+    fractions = {name: [] for name in paths}
+    outputs = {}
+    bandwidths = [read_bandwidth(device)]
     for r in range(bench.repeats):  # interleaved, so background load hits every path alike
         for name, (model, use_cache) in paths.items():
             print(f"run {r}: {name}, {bench.new_tokens} tokens...", file=sys.stderr)
@@ -359,14 +348,12 @@ def bench_sample(bench, train_argv):
                 )
             hardware.sync(device)
             times[name].append(time.perf_counter() - t0)
-            assert outputs[name].shape == (1, bench.prompt_len + bench.new_tokens), outputs[
-                name
-            ].shape
+            expected = (1, bench.prompt_len + bench.new_tokens)
+            assert outputs[name].shape == expected, outputs[name].shape
             # the read limit right beside this decode: measured before and after it, the higher
             bandwidths.append(read_bandwidth(device))
-            bytes_per_s = (
-                bench.new_tokens / times[name][-1] * (weight_bytes_per_token(model) + kv_bytes)
-            )
+            tok_per_s = bench.new_tokens / times[name][-1]
+            bytes_per_s = tok_per_s * (weight_bytes_per_token(model) + kv_bytes)
             fractions[name].append(bytes_per_s / max(bandwidths[-2:]))
     result["read_gb_per_s"] = round(statistics.median(bandwidths) / 1e9, 2)
     result["read_gb_per_s_min_max"] = [
@@ -380,23 +367,23 @@ def bench_sample(bench, train_argv):
         result[f"{name}_tok_per_s"] = round(bench.new_tokens / dt, 2)
         if name != "uncached":
             result[f"{name}_weight_bytes_per_token"] = weight_bytes_per_token(model)
-            # of the read limit
+            # the fraction of the read limit this path reached
             result[f"{name}_read_fraction"] = round(statistics.median(fractions[name]), 3)
             result[f"{name}_read_fraction_best"] = round(max(fractions[name]), 3)
     if "cached" in paths and "uncached" in paths:
         result["kv_cache_speedup"] = round(
             result["cached_tok_per_s"] / result["uncached_tok_per_s"], 2
         )
-        # greedy tokens
+        # whether the two paths picked the same greedy tokens
         result["cached_equals_uncached"] = torch.equal(outputs["cached"], outputs["uncached"])
     for name in ("int8", "int4", "generate"):
         if "cached" in paths and name in paths:
-            # vs sample.py's path
+            # against sample.py's path
             result[f"{name}_speedup"] = round(
                 result[f"{name}_tok_per_s"] / result["cached_tok_per_s"], 2
             )
             differs = (outputs[name] != outputs["cached"])[0, bench.prompt_len :].nonzero()
-            # null: all equal
+            # null when every greedy token equals sample.py's
             result[f"{name}_first_greedy_token_differing"] = (
                 differs[0].item() if len(differs) else None
             )
@@ -405,7 +392,7 @@ def bench_sample(bench, train_argv):
     return result
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Time to target: the user's command, timed whole, scored on the full val split
 
 
@@ -415,7 +402,8 @@ def config_args(name):
     if os.path.isfile(name) or os.path.isfile(os.path.join(ROOT, name)):  # train.py runs in ROOT
         return [name]
     raise UserError(
-        f"unknown config {name!r}: use {', '.join(NAMED_CONFIGS)}, frontier or a path to a config file"
+        f"unknown config {name!r}: use {', '.join(NAMED_CONFIGS)}, frontier "
+        "or a path to a config file"
     )
 
 
@@ -470,8 +458,10 @@ def bench_time_to_target(bench, train_argv):
                 )
     result = {
         "target": bench.target,
-        "definition": "wall time of `python train.py <config>` (all of it), "
-        "scored untimed on the full val split; null when its loss is above target",
+        "definition": (
+            "wall time of `python train.py <config>` (all of it), "
+            "scored untimed on the full val split; null when its loss is above target"
+        ),
         "load_avg_1_5_15_before": [round(x, 2) for x in load_before],
         "configs": {},
     }
@@ -517,7 +507,7 @@ def plot_frontier(configs, target, path):
     save_figure(fig, path)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def bench_all(bench, train_argv):

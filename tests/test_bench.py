@@ -35,13 +35,10 @@ def test_bench_train_reports_throughput_mfu_and_memory(char_data):
     assert out["tokens_per_iter"] == 8 * 32
     assert out["optimizer"] == "muon" and out["params_M"] < 0.1
     choices = out["choices"]  # what was chosen for this machine, and why
-    assert choices["dtype"] in ("float32", "bfloat16") and choices["newton_schulz_dtype"] in (
-        "float32",
-        "bfloat16",
-    )
-    assert set(choices["reasons"]) == {"dtype", "newton_schulz_dtype", "sdpa", "threads"} and all(
-        choices["reasons"].values()
-    )
+    assert choices["dtype"] in ("float32", "bfloat16")
+    assert choices["newton_schulz_dtype"] in ("float32", "bfloat16")
+    assert set(choices["reasons"]) == {"dtype", "newton_schulz_dtype", "sdpa", "threads"}
+    assert all(choices["reasons"].values())
     # sdpa=auto on CPU; OMP_NUM_THREADS=1
     assert choices["sdpa"] == (choices["dtype"] == "float32") and choices["threads"] == 1
 
@@ -66,20 +63,17 @@ def test_bench_sample_reports_every_path_and_its_fraction_of_the_read_bandwidth(
         out["int8_tok_per_s"] / out["cached_tok_per_s"], rel=0.02
     )
     # the same greedy tokens
-    assert (
-        out["cached_equals_uncached"] is True
-        and out["generate_first_greedy_token_differing"] is None
-    )
-    # fp32: 4 bytes a parameter, the tied head counted once, the position table (a lookup) not at
-    # all
+    assert out["cached_equals_uncached"] is True
+    assert out["generate_first_greedy_token_differing"] is None
+    # fp32: 4 bytes a parameter, the tied head counted once, the position table (a lookup) not
+    # at all
     fp32_bytes = 4 * (124_475_904 - 1024 * 768)
     assert (
         out["cached_weight_bytes_per_token"] == out["generate_weight_bytes_per_token"] == fp32_bytes
     )
     head_rows = -(-50304 // 16) * 16
-    int4_weights = (
-        fp32_bytes - 4 * 50304 * 768
-    ) // 8 + head_rows * 768 // 2  # every Linear's 4-bit weight...
+    # every Linear's 4-bit weight...
+    int4_weights = (fp32_bytes - 4 * 50304 * 768) // 8 + head_rows * 768 // 2
     # ...plus its scales and offsets, biases and norms
     assert out["int4_weight_bytes_per_token"] > int4_weights
     assert (
@@ -91,12 +85,8 @@ def test_bench_sample_reports_every_path_and_its_fraction_of_the_read_bandwidth(
     assert out["kv_bytes_per_token"] == 2 * 12 * (4 + 3 / 2) * 768 * 4
     low, high = out["read_gb_per_s_min_max"]
     assert 0 < low <= out["read_gb_per_s"] <= high
-    for path in (
-        "cached",
-        "int8",
-        "int4",
-        "generate",
-    ):  # each run divided by the bandwidth measured beside it
+    # each run divided by the bandwidth measured beside it
+    for path in ("cached", "int8", "int4", "generate"):
         nbytes = out[f"{path}_weight_bytes_per_token"] + out["kv_bytes_per_token"]
         assert (
             low * 0.99
@@ -146,9 +136,8 @@ def test_bench_time_to_target_scores_the_full_val_split(char_data, tmp_path):
     assert len(run["runs"]) == 1 and 0 < run["runs"][0]["val_loss"] < math.log(65)
     assert run["time_to_target_s"] == run["median_wall_s"] > 0
     # train.py's choices.json
-    assert (
-        run["runs"][0]["choices"]["threads"] >= 1 and "sdpa" in run["runs"][0]["choices"]["reasons"]
-    )
+    choices = run["runs"][0]["choices"]
+    assert choices["threads"] >= 1 and "sdpa" in choices["reasons"]
     missed = bench("time_to_target", f"--configs={config}", "--target=0.1")
     assert missed["configs"][str(config)]["time_to_target_s"] is None
 
@@ -162,7 +151,7 @@ def test_bench_bad_input_is_one_clear_line(args):
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Muon
 
 
@@ -217,7 +206,7 @@ def test_configure_muon_puts_block_matrices_on_muon_and_the_rest_on_adamw():
     assert sorted(every) == sorted(names.values())  # each parameter exactly once
     with pytest.raises(ValueError, match="2-D"):
         MuonAdamW([dict(params=[torch.nn.Parameter(torch.zeros(3))], use_muon=True)])
-    # shares a group
+    # without embedding_lr the token embedding shares a group
     assert not any(g["params"] == [model.transformer.wte.weight] for g in optimizer.param_groups)
 
 
@@ -244,15 +233,15 @@ def test_embedding_lr_gives_the_token_embedding_its_own_group():
         and not group.get("use_muon")
     )
     every = [id(p) for g in optimizer.param_groups for p in g["params"]]
-    # the untied head stays at learning_rate
     assert sorted(every) == sorted(id(p) for p in model.parameters())
+    # the untied head stays at learning_rate
     assert any(
         p is model.lm_head.weight
         for g in optimizer.param_groups
         if g["lr_scale"] == 1.0
         for p in g["params"]
     )
-    # tied head
+    # a tied head, and value embeddings: they join the token embedding's group
     model = GPT(
         GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=16, value_embeds=True)
     )
@@ -289,13 +278,15 @@ def test_muon_fits_a_batch():
 
 
 def test_muon_never_imports_the_compiler():
-    """torch.optim.Optimizer's methods import torch._dynamo on first call (1.5 s of start-up);
-    MuonAdamW's do not."""
+    """torch.optim.Optimizer's methods import torch._dynamo on first call (start-up time a short
+    CPU run feels); MuonAdamW's do not."""
     code = (
-        "import sys, torch; from model import GPT, GPTConfig; from muon import configure_muon\n"
+        "import sys, torch; from model import GPT, GPTConfig\n"
+        "from gptkit.muon import configure_muon\n"
         "model = GPT(GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16))\n"
         "opt = configure_muon(model, 1e-3, 0.05, 0.1, (0.9, 0.95), embedding_lr=0.1)\n"
-        "x = torch.randint(32, (2, 8)); model(x, x)[1].backward(); opt.step(); opt.zero_grad(set_to_none=True)\n"
+        "x = torch.randint(32, (2, 8)); model(x, x)[1].backward()\n"
+        "opt.step(); opt.zero_grad(set_to_none=True)\n"
         "opt.load_state_dict(opt.state_dict()); assert opt.param_groups[1]['lr'] == 0.1\n"
         "print('torch._dynamo' in sys.modules)"
     )
@@ -321,9 +312,8 @@ def test_train_with_muon_learns_and_resumes(char_data, tmp_path):
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["val_loss"] < metrics[0]["val_loss"] - 0.5, metrics
     choices = json.loads((tmp_path / "choices.json").read_text())
-    assert (choices["dtype"], choices["sdpa"]) == ("float32", False) and choices["reasons"][
-        "sdpa"
-    ] == "set by sdpa"
+    assert (choices["dtype"], choices["sdpa"]) == ("float32", False)
+    assert choices["reasons"]["sdpa"] == "set by sdpa"
     # the optimizer state (momentum buffers, Adam moments) round-trips through a weights_only
     # checkpoint
     run_script(
