@@ -26,9 +26,9 @@ TINY = [
 ]
 
 
-# `make test` hands whole files to whichever pytest-xdist worker is free, in this order: the longest
-# first (measured), so no long file starts last while the other core idles (files not named keep
-# their place, after these); the torchrun files apart, since they take turns
+# `make test` hands whole files to whichever pytest-xdist worker is free, in this order: the
+# longest first (measured), so no long file starts last while the other core idles (files not
+# named keep their place, after these); the torchrun files apart, since they take turns
 # (one_torchrun_file_at_a_time).
 LONGEST_FIRST = [
     "test_long_range.py",
@@ -160,8 +160,8 @@ def tiny_run(char_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Run a module's tiny in-process models on one thread: on a busy 2-core machine two OpenMP
-    threads spin-wait for each other and make tiny forward passes ~100x slower (measured: 13 s vs
-    0.07 s)."""
+    threads spin-wait for each other and make tiny forward passes many times slower (measured:
+    docs/performance.md)."""
     import torch
 
     before = torch.get_num_threads()
@@ -232,11 +232,11 @@ def cli(capsys):
     return run
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Training tests (test_train.py, test_resume.py, test_faults.py, test_wandb.py, test_ddp.py)
 
-# Tiny models gain nothing from threads; on a shared 2-core machine extra threads only spin (100x
-# slower).
+# Tiny models gain nothing from threads; on a shared 2-core machine extra threads only spin
+# (one_torch_thread).
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
@@ -270,7 +270,7 @@ def run_train_main(argv, monkeypatch, capsys):
     return code, out, err.strip().splitlines()
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Tiny in-process GPTs (test_model.py, test_decoding.py)
 
 VOCAB = 37
@@ -308,12 +308,8 @@ def tiny_gpt(seed=0, **overrides):
     from model import GPT, GPTConfig
 
     torch.manual_seed(seed)
-    config = GPTConfig(
-        **{
-            **dict(block_size=12, vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=16, dropout=0.0),
-            **overrides,
-        }
-    )
+    defaults = dict(block_size=12, vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+    config = GPTConfig(**{**defaults, **overrides})
     model = GPT(config).eval()
     # larger weights than GPT-2's init, so logits are far from uniform and greedy picks are clear
     with torch.no_grad():

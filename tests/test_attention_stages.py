@@ -86,10 +86,8 @@ def test_stage2_is_scaled_dot_product_of_projections():
 def test_stage3_without_mask_and_dropout_equals_stage2():
     torch.manual_seed(0)
     x = torch.randn(2, 6, 8)
-    stage2, stage3 = (
-        SelfAttention(8, 4, qkv_bias=True),
-        CausalAttention(8, 4, context_length=10, dropout=0.0, qkv_bias=True),
-    )
+    stage2 = SelfAttention(8, 4, qkv_bias=True)
+    stage3 = CausalAttention(8, 4, context_length=10, dropout=0.0, qkv_bias=True)
     stage3.load_state_dict(stage2.state_dict())
     masked, masked_weights = stage3(x, return_weights=True)
     assert torch.all(masked_weights.triu(diagonal=1) == 0)  # the mask does hide the future
@@ -106,9 +104,8 @@ def test_stage3_dropout_acts_on_weights_in_training_only():
     attn = CausalAttention(8, 4, context_length=6, dropout=0.5)
     x = torch.randn(1, 6, 8)
     _, weights = attn(x, return_weights=True)
-    assert (weights == 0).sum() > (
-        torch.ones(6, 6).triu(1) == 1
-    ).sum()  # dropped entries besides the mask
+    # dropped entries besides the mask
+    assert (weights == 0).sum() > (torch.ones(6, 6).triu(1) == 1).sum()
     attn.eval()
     _, weights = attn(x, return_weights=True)
     assert_close(weights.sum(dim=-1), torch.ones(1, 6))
@@ -130,8 +127,8 @@ def mha_from_causal_heads(heads, d_in, context_length, use_sdpa=False):
         )
     with torch.no_grad():
         for i, head in enumerate(heads):
-            # c_attn's rows are [all heads' q | all heads' k | all heads' v]; head i owns rows
-            # i*hs:(i+1)*hs of each
+            # c_attn's rows are [all heads' q | all heads' k | all heads' v];
+            # head i owns rows i*hs:(i+1)*hs of each
             for j, linear in enumerate((head.W_query, head.W_key, head.W_value)):
                 rows = slice(j * d_out + i * hs, j * d_out + (i + 1) * hs)
                 mha.c_attn.weight[rows] = linear.weight

@@ -109,19 +109,15 @@ def test_greedy_flags_give_the_models_greedy_continuation(sharp, cli, tmp_path, 
     assert reference(sharp)[0] != greedy  # the default settings draw something else
     records, _ = run_sample(cli, sharp, tmp_path / "out.jsonl", "--num_samples=2", flag)
     # two seeds, one continuation: nothing was drawn
-    assert [r["tokens"] for r in records] == [
-        greedy,
-        greedy,
-    ]
+    assert [r["tokens"] for r in records] == [greedy, greedy]
 
 
 def test_use_cache_false_recomputes_the_context_and_gives_the_same_text(sharp, cli, tmp_path):
     lengths = []
 
     def record(module, args):
-        if (
-            isinstance(module, torch.nn.Embedding) and args[0].dim() == 2
-        ):  # the token embedding gets (B, T)
+        # the token embedding gets (B, T)
+        if isinstance(module, torch.nn.Embedding) and args[0].dim() == 2:
             lengths.append(args[0].shape[1])
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
@@ -179,15 +175,15 @@ def test_text_tokens_keeps_a_token_that_straddles_the_stop_string():
     assert sample.text_tokens(tokenizer, ids, "") == []  # --stop=" Hel"
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # attention_maps.py and bench.py
 
 
 def test_attention_query_format_and_save_dir_flags(char_checkpoint, tmp_path, cli):
     out = tmp_path / "run"
     shutil.copytree(char_checkpoint, out)
-    # no --save_dir: out_dir. The notes' sentence is cropped to the 32-character context: "was next
-    # to the dog, jumped"
+    # no --save_dir: out_dir. The notes' sentence is cropped to the 32-character context:
+    # "was next to the dog, jumped"
     code, stdout, err = cli(attention.main, f"--out_dir={out}", "--format=json", "--query=dog")
     assert code == 0, err
     assert stdout == f"wrote {out / 'attention.json'}\n"
@@ -196,12 +192,8 @@ def test_attention_query_format_and_save_dir_flags(char_checkpoint, tmp_path, cl
     code, _, err = cli(attention.main, f"--out_dir={out}", "--format=json")
     jumped = json.loads((out / "attention.json").read_text())
     assert dog["words"] == jumped["words"] == ["was", "next", "to", "the", "dog", ",", "jumped"]
-    assert (dog["query"], dog["query_index"], jumped["query"], jumped["query_index"]) == (
-        "dog",
-        4,
-        "jumped",
-        6,
-    )
+    assert (dog["query"], dog["query_index"]) == ("dog", 4)
+    assert (jumped["query"], jumped["query_index"]) == ("jumped", 6)
     assert dog["attention"] == jumped["attention"]  # one forward pass; the query picks its row
     weights = np.array(dog["attention"])
     np.testing.assert_allclose(dog["query_attention"], weights[:, :, 4].mean(1), atol=1e-5)
@@ -237,7 +229,6 @@ def test_bench_sample_cache_flag_chooses_the_paths():
     )
     out = json.loads(result.stdout)
     assert out["dtype"] == "float32" and (out["prompt_len"], out["new_tokens"]) == (2, 2)
-    assert {key.removesuffix("_tok_per_s") for key in out if key.endswith("_tok_per_s")} == {
-        "uncached"
-    }
+    paths = {key.removesuffix("_tok_per_s") for key in out if key.endswith("_tok_per_s")}
+    assert paths == {"uncached"}
     assert not {"kv_cache_speedup", "int8_speedup", "cached_equals_uncached"} & set(out)

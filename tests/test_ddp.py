@@ -39,19 +39,15 @@ def test_two_ranks_match_one_process_with_twice_the_accumulation(char_data, tmp_
     # 4 micro-batches per step in total: 2 on each of 2 ranks, or 4 in one process
     ddp = run_script(*TORCHRUN, *train_args(char_data, tmp_path / "ddp", *ARGS), env=ONE_THREAD)
 
-    expected, got = (
-        read_jsonl(tmp_path / "single" / "metrics.jsonl"),
-        read_jsonl(tmp_path / "ddp" / "metrics.jsonl"),
-    )
+    expected = read_jsonl(tmp_path / "single" / "metrics.jsonl")
+    got = read_jsonl(tmp_path / "ddp" / "metrics.jsonl")
     assert [m["iter"] for m in got] == [0, 4, 8, 12]
     for a, b in zip(expected, got, strict=True):
-        assert (
-            abs(a["val_loss"] - b["val_loss"]) < 1e-5
-            and abs(a["train_loss"] - b["train_loss"]) < 1e-5
-        )
+        assert abs(a["val_loss"] - b["val_loss"]) < 1e-5
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-5
         assert a["tokens"] == b["tokens"]
-    # the gradient itself (its norm is scale-sensitive, unlike Adam's update): averaged over ranks
-    # as over micro-steps
+    # the gradient itself (its norm is scale-sensitive, unlike Adam's update): averaged over
+    # ranks as over micro-steps
     assert len(grad_norms(ddp.stdout)) == 12
     for a, b in zip(grad_norms(single.stdout), grad_norms(ddp.stdout), strict=True):
         assert abs(a - b) <= 2e-4
@@ -70,9 +66,8 @@ def test_sigterm_to_one_rank_stops_both_after_a_checkpoint(char_data, tmp_path):
     ]
     proc = start_until(out / "ckpt_000004.pt", *TORCHRUN, *args)
     ranks = torchrun_ranks(proc)
-    rank1 = next(
-        pid for pid in ranks if b"RANK=1" in open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-    )
+    environ = {pid: open(f"/proc/{pid}/environ", "rb").read().split(b"\0") for pid in ranks}
+    rank1 = next(pid for pid in ranks if b"RANK=1" in environ[pid])
     # rank 1 alone: rank 0 learns of it at the next step and stops with it
     os.kill(rank1, signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)

@@ -11,10 +11,7 @@ from conftest import ONE_THREAD, read_jsonl, run_script, start_until, torchrun_r
 from test_ddp import ARGS, TORCHRUN
 
 # keep_last: ckpt_000004.pt appears once the iter-4 checkpoint is complete
-DDP = [
-    *ARGS,
-    "--keep_last=10",
-]
+DDP = [*ARGS, "--keep_last=10"]
 COMPARED = ("iter", "train_loss", "val_loss", "lr", "tokens")
 
 

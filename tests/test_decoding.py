@@ -29,9 +29,8 @@ def test_fp32_decoding_keeps_the_logits_and_the_greedy_tokens(switch):
     prompt = torch.randint(0, VOCAB, (2, 4), generator=torch.Generator().manual_seed(1))
     greedy, logits = model.generate(prompt, 12, temperature=0), all_logits(model, prompt)
     prepare_for_decoding(model)
-    assert isinstance(model.lm_head, PackedLinear) and not any(
-        isinstance(m, torch.nn.Linear) for m in model.modules()
-    )
+    assert isinstance(model.lm_head, PackedLinear)
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
     assert model.transformer.h[0].mlp.c_fc.weight.is_mkldnn  # oneDNN's blocked layout, not torch's
     assert_close(all_logits(model, prompt), logits, rtol=0, atol=1e-5)
     assert torch.equal(model.generate(prompt, 12, temperature=0), greedy)
@@ -46,9 +45,8 @@ def test_bf16_decoding_packs_every_linear_and_keeps_the_greedy_tokens():
     greedy, logits = model.generate(prompt, 12, temperature=0), all_logits(model, prompt)
     prepare_for_decoding(model, dtype=torch.bfloat16)
     # oneDNN's layout
-    assert (
-        isinstance(model.lm_head, PackedLinear) and model.transformer.h[0].mlp.c_fc.weight.is_mkldnn
-    )
+    assert isinstance(model.lm_head, PackedLinear)
+    assert model.transformer.h[0].mlp.c_fc.weight.is_mkldnn
     assert ((all_logits(model, prompt) - logits).norm() / logits.norm()) < 0.02
     assert torch.equal(model.generate(prompt, 12, temperature=0), greedy)
 
@@ -62,9 +60,8 @@ def test_packed_linear_computes_the_linear_at_every_batch_shape(bias, shape):
         assert_close(PackedLinear(linear)(x), linear(x), rtol=0, atol=1e-5)
         if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # else bf16 is refused: see the test below
             out = PackedLinear(linear, torch.bfloat16)(x)
-            assert (
-                out.dtype == torch.float32 and ((out - linear(x)).norm() / linear(x).norm()) < 0.02
-            )
+            assert out.dtype == torch.float32
+            assert ((out - linear(x)).norm() / linear(x).norm()) < 0.02
 
 
 def test_cpu_decoding_refuses_a_dtype_it_cannot_pack():
@@ -80,9 +77,8 @@ def test_int8_logits_stay_close_to_fp32_and_greedy_picks_mostly_agree(switch):
     idx = torch.randint(0, VOCAB, (4, 12), generator=torch.Generator().manual_seed(2))
     logits = all_logits(model, idx)
     int8 = prepare_for_decoding(tiny_gpt(**SWITCHES[switch]), "int8")
-    assert isinstance(int8.lm_head, Int8Linear) and isinstance(
-        int8.transformer.h[1].attn.c_attn, Int8Linear
-    )
+    assert isinstance(int8.lm_head, Int8Linear)
+    assert isinstance(int8.transformer.h[1].attn.c_attn, Int8Linear)
     assert not any(isinstance(m, torch.nn.Linear) for m in int8.modules())
     int8_logits = all_logits(int8, idx)
     relative_error = ((int8_logits - logits).norm() / logits.norm()).item()
@@ -96,9 +92,8 @@ def test_int8_linear_matches_its_dequantized_weights():
     linear = torch.nn.Linear(64, 40)
     quantized = Int8Linear(linear)
     dequantized = quantized.weight_t.t().float() * quantized.scale[:, None]  # (out, in)
-    assert (
-        dequantized - linear.weight
-    ).abs().max() <= quantized.scale.max() / 2 + 1e-7  # round to nearest
+    # round to nearest
+    assert (dequantized - linear.weight).abs().max() <= quantized.scale.max() / 2 + 1e-7
     x = torch.randn(3, 5, 64)
     assert_close(
         quantized(x), torch.nn.functional.linear(x, dequantized, linear.bias), rtol=0.02, atol=0.02
@@ -134,31 +129,26 @@ def test_int4_linear_is_its_dequantized_weights_group_by_group(
     assert quantized.group_size == group_size
     with torch.no_grad():
         # the kernel applied to the identity reads out its dequantized weights, (in, out)
-        dequantized = quantized(torch.eye(in_features)).t() - (
-            0 if linear.bias is None else linear.bias[:, None]
-        )
+        bias = 0 if linear.bias is None else linear.bias[:, None]
+        dequantized = quantized(torch.eye(in_features)).t() - bias
         # (out, groups, group)
         groups = linear.weight.view(out_features, -1, min(group_size, in_features))
-        step = (
-            groups.amax(-1, keepdim=True) - groups.amin(-1, keepdim=True)
-        ) / 15  # one 4-bit step per group
+        # one 4-bit step per group
+        step = (groups.amax(-1, keepdim=True) - groups.amin(-1, keepdim=True)) / 15
         error = (dequantized.view_as(groups) - groups).abs()
-        assert (
-            error <= step / 2 + 0.01 * groups.abs().amax(-1, keepdim=True)
-        ).all()  # nearest level, bf16 scales
+        # nearest level, bf16 scales
+        assert (error <= step / 2 + 0.01 * groups.abs().amax(-1, keepdim=True)).all()
         x = torch.randn(3, 5, in_features)
         expected = torch.nn.functional.linear(x.bfloat16().float(), dequantized, linear.bias)
         assert_close(quantized(x), expected, rtol=0.02, atol=0.02)
-    assert (
-        quantized.weight.dtype == torch.uint8
-        and quantized.weight.numel() == -(-out_features // 16) * 16 * max(in_features, 32) // 2
-    )
+    assert quantized.weight.dtype == torch.uint8
+    assert quantized.weight.numel() == -(-out_features // 16) * 16 * max(in_features, 32) // 2
 
 
 @pytest.fixture(scope="module")
 def trained():
     """A 2-layer, 64-wide character GPT trained here for 150 steps on Tiny Shakespeare's first 90%
-    (~3 s on one thread), and a fixed held-out batch from the last 10%: 64 windows of 32
+    (seconds on one thread), and a fixed held-out batch from the last 10%: 64 windows of 32
     characters."""
     text = SHAKESPEARE.read_text(encoding="utf-8")
     stoi = {c: i for i, c in enumerate(sorted(set(text)))}
@@ -172,10 +162,8 @@ def trained():
     generator = torch.Generator().manual_seed(0)
     for _ in range(150):
         starts = torch.randint(len(train) - 33, (16,), generator=generator)
-        x, y = (
-            torch.stack([train[i : i + 32] for i in starts]),
-            torch.stack([train[i + 1 : i + 33] for i in starts]),
-        )
+        x = torch.stack([train[i : i + 32] for i in starts])
+        y = torch.stack([train[i + 1 : i + 33] for i in starts])
         _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -183,9 +171,8 @@ def trained():
     return model.eval(), val[: 64 * 32].view(64, 32), val[1 : 64 * 32 + 1].view(64, 32)
 
 
-@pytest.mark.parametrize(
-    "quantize, tolerance", [("int8", 0.01), ("int4", 0.05)]
-)  # issue 20's loss budgets, nats/token
+# issue 20's loss budgets, nats/token
+@pytest.mark.parametrize("quantize, tolerance", [("int8", 0.01), ("int4", 0.05)])
 def test_quantized_loss_stays_within_its_budget_of_fp32(trained, quantize, tolerance):
     model, x, y = trained
     with torch.no_grad():
@@ -203,8 +190,8 @@ def test_int4_is_one_line_on_a_gpu_and_on_a_cpu_without_its_vectorized_kernel(ch
         UserError, match="^--quantize=int4 is for sampling on a CPU; on cuda sample without it$"
     ):
         check_quantize("int4", "cuda")
-    # this CPU with ATen's dispatch held to its scalar code, where the int4 kernel is a slow loop:
-    # sample.py says so
+    # this CPU with ATen's dispatch held to its scalar code, where the int4 kernel is a slow
+    # loop: sample.py says so
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
     result = run_script(
         "sample.py",
@@ -216,5 +203,6 @@ def test_int4_is_one_line_on_a_gpu_and_on_a_cpu_without_its_vectorized_kernel(ch
     )
     assert result.returncode == 2 and result.stdout == "", result.stderr
     assert result.stderr.strip().splitlines() == [
-        "error: --quantize=int4 needs torch's AVX2/AVX-512 int4 kernel (this CPU and torch build: DEFAULT); use --quantize=int8"
+        "error: --quantize=int4 needs torch's AVX2/AVX-512 int4 kernel "
+        "(this CPU and torch build: DEFAULT); use --quantize=int8"
     ]

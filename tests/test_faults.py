@@ -51,8 +51,8 @@ def test_corrupt_or_truncated_checkpoint_is_refused_and_left_untouched(
 
 
 def test_out_dir_not_writable(char_data, tmp_path, monkeypatch, capsys):
-    # Tests run as root, whom permissions do not stop; a path under a regular file cannot be written
-    # by anyone.
+    # Tests run as root, whom permissions do not stop; a path under a regular file cannot be
+    # written by anyone.
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     for out_dir in (blocker / "out", blocker):
@@ -66,8 +66,8 @@ def test_disk_full_while_saving_keeps_the_old_checkpoint(char_data, resumable):
     assert len(before) > 200_000  # larger than the limit below, so its rewrite must fail
 
     def small_disk():
-        # writes past 200 kB fail with EFBIG, like a full disk (SIGXFSZ would kill the process
-        # instead)
+        # writes past 200 kB fail with EFBIG, like a full disk (SIGXFSZ would kill the
+        # process instead)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 

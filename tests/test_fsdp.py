@@ -20,11 +20,7 @@ from conftest import (
 from test_ddp import ARGS, TORCHRUN, grad_norms
 
 # keep_last: ckpt_000004.pt appears once the iter-4 checkpoint is complete
-FSDP = [
-    *ARGS,
-    "--keep_last=10",
-    "--fsdp=True",
-]
+FSDP = [*ARGS, "--keep_last=10", "--fsdp=True"]
 COMPARED = ("iter", "train_loss", "val_loss", "lr", "tokens")
 
 
@@ -35,10 +31,8 @@ def metrics(out):
 def assert_close_metrics(expected, got):
     assert [m["iter"] for m in got] == [m["iter"] for m in expected] == [0, 4, 8, 12]
     for a, b in zip(expected, got, strict=True):
-        assert (
-            abs(a["val_loss"] - b["val_loss"]) < 1e-5
-            and abs(a["train_loss"] - b["train_loss"]) < 1e-5
-        ), (a, b)
+        assert abs(a["val_loss"] - b["val_loss"]) < 1e-5, (a, b)
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-5, (a, b)
         assert a["tokens"] == b["tokens"]
 
 
@@ -62,12 +56,11 @@ def test_two_fsdp_ranks_match_one_process_and_save_its_checkpoint_format(
     (single_out, single_stdout), (out, stdout) = single, sharded
     assert "2 rank(s)" in stdout and stdout.count("model: ") == 1
     assert_close_metrics(metrics(single_out), metrics(out))
-    for a, b in zip(
-        grad_norms(single_stdout), grad_norms(stdout), strict=True
-    ):  # clipped on DTensors, same norm
+    # clipped on DTensors, same norm
+    for a, b in zip(grad_norms(single_stdout), grad_norms(stdout), strict=True):
         assert abs(a - b) <= 2e-4
-    # one file, keyed as one process keys it: the optimizer state by parameter index, not by sharded
-    # name
+    # one file, keyed as one process keys it: the optimizer state by parameter index, not by
+    # sharded name
     expected, got = (torch.load(d / "ckpt.pt", weights_only=True) for d in (single_out, out))
     assert got.keys() == expected.keys() and got["model"].keys() == expected["model"].keys()
     assert got["optimizer"]["param_groups"] == expected["optimizer"]["param_groups"]
@@ -95,8 +88,8 @@ def test_sigkill_of_fsdp_ranks_then_resume_sharded_and_in_one_process(
 ):
     killed = tmp_path / "killed"
     proc = start_until(killed / "ckpt_000004.pt", *TORCHRUN, *train_args(char_data, killed, *FSDP))
-    # both ranks and torchrun, like a lost node: nothing more is saved (torchrun starts each rank in
-    # its own session)
+    # both ranks and torchrun, like a lost node: nothing more is saved (torchrun starts each rank
+    # in its own session)
     ranks = torchrun_ranks(proc)
     for pid in [*ranks, proc.pid]:
         os.kill(pid, signal.SIGKILL)

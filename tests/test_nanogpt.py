@@ -1,5 +1,5 @@
 """
-Coming from nanoGPT (gptkit/nanogpt.py, gptkit/nanogpt.py): its checkpoints sample, evaluate and
+Coming from nanoGPT (gptkit/nanogpt.py): its checkpoints sample, evaluate and
 resume here, its meta.pkl is read without running anything, its data folders train and its config
 files parse. Every nanoGPT file here is made the way nanoGPT's own code writes it (a condensed copy
 of its model.py and train.py below: same modules, same names, same saved dict), and each foreign
@@ -23,7 +23,6 @@ from conftest import ONE_THREAD, SHAKESPEARE, run_script, run_train_main
 import attention_maps as attention
 import sample
 from gptkit import checkpoint, nanogpt
-from gptkit import nanogpt as data_nanogpt
 from gptkit.base import UserError
 from gptkit.configurator import ConfigError, parse_overrides
 from gptkit.tokenizer import GPT2Tokenizer
@@ -35,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process tiny mode
 TEXT = SHAKESPEARE.read_text(encoding="utf-8")[:200_000]
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # nanoGPT's model.py, condensed: the same modules under the same names, so the same state dict
 
 
@@ -65,16 +64,10 @@ class NanoAttention(nn.Module):
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.attn_dropout, self.resid_dropout = (
-            nn.Dropout(config.dropout),
-            nn.Dropout(config.dropout),
-        )
-        self.n_head, self.n_embd, self.dropout, self.flash = (
-            config.n_head,
-            config.n_embd,
-            config.dropout,
-            flash,
-        )
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head, self.n_embd = config.n_head, config.n_embd
+        self.dropout, self.flash = config.dropout, flash
         if not flash:  # nanoGPT on PyTorch < 2.0: the mask is a persistent buffer, saved in ckpt.pt
             mask = torch.tril(torch.ones(config.block_size, config.block_size))
             self.register_buffer("bias", mask.view(1, 1, config.block_size, config.block_size))
@@ -90,9 +83,8 @@ class NanoAttention(nn.Module):
             )
         else:
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-            att = self.attn_dropout(
-                F.softmax(att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf")), dim=-1)
-            )
+            att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))
+            att = self.attn_dropout(F.softmax(att, dim=-1))
             y = att @ v
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
@@ -157,13 +149,9 @@ class NanoGPT(nn.Module):
             x = block(x)
         # all positions (nanoGPT: only the last without targets)
         logits = self.lm_head(self.transformer.ln_f(x))
-        loss = (
-            None
-            if targets is None
-            else F.cross_entropy(
-                logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
-            )
-        )
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss
 
     def configure_optimizers(self, weight_decay, learning_rate, betas):
@@ -178,12 +166,12 @@ class NanoGPT(nn.Module):
         return torch.optim.AdamW(optim_groups, lr=learning_rate, betas=betas)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # nanoGPT's data/*/prepare.py and train.py, condensed: a checkout with data/<name>/ and
 # out-<name>/ckpt.pt
 
-# the keys of nanoGPT train.py's `config` (its globals of type int, float, bool, str), with its
-# defaults
+# the keys of nanoGPT train.py's `config` (its globals of type int, float, bool, str), with
+# its defaults
 NANOGPT_DEFAULTS = dict(
     out_dir="out",
     eval_interval=2000,
@@ -220,8 +208,8 @@ NANOGPT_DEFAULTS = dict(
     compile=True,
 )
 
-# nanoGPT's config/train_shakespeare_char.py with a model small enough for a test (the issue's
-# 2L/4H/64d)
+# nanoGPT's config/train_shakespeare_char.py with a model small enough for a test
+# (the issue's 2L/4H/64d)
 SMALL_RUN = dict(
     out_dir="out-shakespeare-char",
     eval_interval=20,
@@ -257,12 +245,10 @@ def prepare_char(data_dir, text):
     stoi = {ch: i for i, ch in enumerate(chars)}
     itos = {i: ch for i, ch in enumerate(chars)}
     n = len(text)
-    np.array([stoi[c] for c in text[: int(n * 0.9)]], dtype=np.uint16).tofile(
-        os.path.join(data_dir, "train.bin")
-    )
-    np.array([stoi[c] for c in text[int(n * 0.9) :]], dtype=np.uint16).tofile(
-        os.path.join(data_dir, "val.bin")
-    )
+    train_ids = np.array([stoi[c] for c in text[: int(n * 0.9)]], dtype=np.uint16)
+    val_ids = np.array([stoi[c] for c in text[int(n * 0.9) :]], dtype=np.uint16)
+    train_ids.tofile(os.path.join(data_dir, "train.bin"))
+    val_ids.tofile(os.path.join(data_dir, "val.bin"))
     with open(os.path.join(data_dir, "meta.pkl"), "wb") as f:
         pickle.dump({"vocab_size": len(chars), "itos": itos, "stoi": stoi}, f)
 
@@ -272,12 +258,10 @@ def prepare_gpt2(data_dir, text):
     own BPE files)."""
     os.makedirs(data_dir, exist_ok=True)
     n, enc = len(text), GPT2Tokenizer().enc
-    np.array(enc.encode_ordinary(text[: int(n * 0.9)]), dtype=np.uint16).tofile(
-        os.path.join(data_dir, "train.bin")
-    )
-    np.array(enc.encode_ordinary(text[int(n * 0.9) :]), dtype=np.uint16).tofile(
-        os.path.join(data_dir, "val.bin")
-    )
+    train_ids = np.array(enc.encode_ordinary(text[: int(n * 0.9)]), dtype=np.uint16)
+    val_ids = np.array(enc.encode_ordinary(text[int(n * 0.9) :]), dtype=np.uint16)
+    train_ids.tofile(os.path.join(data_dir, "train.bin"))
+    val_ids.tofile(os.path.join(data_dir, "val.bin"))
 
 
 def nanogpt_train(checkout, settings, flash=True, compiled=False, resume=False):
@@ -348,9 +332,8 @@ def nanogpt_train(checkout, settings, flash=True, compiled=False, resume=False):
         if it > g.lr_decay_iters:
             return g.min_lr
         decay_ratio = (it - g.warmup_iters) / (g.lr_decay_iters - g.warmup_iters)
-        return g.min_lr + 0.5 * (1.0 + math.cos(math.pi * decay_ratio)) * (
-            g.learning_rate - g.min_lr
-        )
+        coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
+        return g.min_lr + coeff * (g.learning_rate - g.min_lr)
 
     evals = {}
     X, Y = get_batch("train")
@@ -393,10 +376,8 @@ def checkout(tmp_path_factory):
     root = tmp_path_factory.mktemp("nanoGPT")
     prepare_char(root / "data" / "shakespeare_char", TEXT)
     evals = nanogpt_train(root, SMALL_RUN)
-    # it learned
-    assert (root / "out-shakespeare-char" / "ckpt.pt").exists() and evals[40] < evals[0] - 0.5, (
-        evals
-    )
+    assert (root / "out-shakespeare-char" / "ckpt.pt").exists()
+    assert evals[40] < evals[0] - 0.5, evals  # it learned
     return evals, root
 
 
@@ -425,7 +406,7 @@ def one_error_line(code, err, *fragments):
     return lines[0]
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Checkpoints: the same model, the same optimizer
 
 
@@ -450,12 +431,10 @@ def test_nanogpt_checkpoint_is_the_same_model_and_the_same_adamw(flash, compiled
     ref, ckpt = reference(path, flash)
     ours_ckpt = checkpoint.load_checkpoint(path)
     ours = checkpoint.model_from_checkpoint(ours_ckpt).eval()
-    assert ours_ckpt["iter_num"] == 20 and ours_ckpt["best_val_loss"] == pytest.approx(
-        ckpt["best_val_loss"].item()
-    )
-    idx = torch.randint(
-        0, ours.config.vocab_size, (3, 32), generator=torch.Generator().manual_seed(0)
-    )
+    assert ours_ckpt["iter_num"] == 20
+    assert ours_ckpt["best_val_loss"] == pytest.approx(ckpt["best_val_loss"].item())
+    vocab = ours.config.vocab_size
+    idx = torch.randint(0, vocab, (3, 32), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(ours(idx, idx)[0], ref(idx)[0])
 
     ref_opt = ref.configure_optimizers(0.1, 1e-3, (0.9, 0.99))
@@ -463,9 +442,7 @@ def test_nanogpt_checkpoint_is_the_same_model_and_the_same_adamw(flash, compiled
     our_opt = configure_adamw(ours, 0.1, 1e-3, (0.9, 0.99), "cpu")
     our_opt.load_state_dict(ours_ckpt["optimizer"])
     for step in range(3):
-        x = torch.randint(
-            0, ours.config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(step)
-        )
+        x = torch.randint(0, vocab, (4, 32), generator=torch.Generator().manual_seed(step))
         for model, opt in ((ref, ref_opt), (ours, our_opt)):
             model(x, x.roll(-1, 1))[1].backward()
             opt.step()
@@ -506,8 +483,8 @@ def test_sample_on_a_nanogpt_out_dir_finds_its_meta_pkl_and_matches_its_model(
     assert text == "".join(meta["itos"][i] for i in ids)
     assert listing(root) == before  # sampling writes nothing
 
-    # out_dir elsewhere: the meta.pkl is not where nanoGPT looks, so it must be named (a 65-token
-    # model is not GPT-2's)
+    # out_dir elsewhere: the meta.pkl is not where nanoGPT looks, so it must be named
+    # (a 65-token model is not GPT-2's)
     moved = tmp_path / "moved"
     shutil.copytree(out_dir, moved)
     code, _, err = cli(sample.main, f"--out_dir={moved}", "--start=ROMEO:", "--device=cpu")
@@ -590,7 +567,7 @@ def test_gpt2_bpe_without_meta_pkl(tmp_path, cli):
     assert out.split("\n---------------")[0] == enc.decode(ids)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # train.py: --eval_only and --init_from=resume on nanoGPT's out_dir, and its data folders
 
 
@@ -607,14 +584,11 @@ def test_eval_only_on_a_nanogpt_out_dir_takes_its_dataset_and_matches_its_model(
     assert code == 0, err
     result = json.loads(stdout.strip().splitlines()[-1])
 
-    # nanoGPT's model on the same tokens: val.bin in non-overlapping block_size windows, every token
-    # predicted once
+    # nanoGPT's model on the same tokens: val.bin in non-overlapping block_size windows, every
+    # token predicted once
     ref, _ = reference(out_dir / "ckpt.pt")
-    val = torch.from_numpy(
-        np.fromfile(root / "data" / "shakespeare_char" / "val.bin", dtype=np.uint16).astype(
-            np.int64
-        )
-    )
+    val_bin = root / "data" / "shakespeare_char" / "val.bin"
+    val = torch.from_numpy(np.fromfile(val_bin, dtype=np.uint16).astype(np.int64))
     nats = sum(
         F.cross_entropy(
             ref(val[None, s : s + 32][:, : len(val) - 1 - s])[0][0],
@@ -625,9 +599,8 @@ def test_eval_only_on_a_nanogpt_out_dir_takes_its_dataset_and_matches_its_model(
     )
     assert result["iter"] == 40 and result["tokens"] == len(val) - 1
     assert result["loss"] == pytest.approx(nats / (len(val) - 1), abs=1e-5)
-    assert (out_dir / "ckpt.pt").read_bytes() == (
-        checkout[1] / "out-shakespeare-char" / "ckpt.pt"
-    ).read_bytes()
+    original = checkout[1] / "out-shakespeare-char" / "ckpt.pt"
+    assert (out_dir / "ckpt.pt").read_bytes() == original.read_bytes()
 
 
 def test_resume_continues_the_nanogpt_run_and_writes_our_format(checkout, tmp_path):
@@ -650,27 +623,26 @@ def test_resume_continues_the_nanogpt_run_and_writes_our_format(checkout, tmp_pa
     )
     notes = [line for line in result.stdout.splitlines() if "is nanoGPT's" in line]
     assert notes == [
-        f"{out_dir / 'ckpt.pt'} is nanoGPT's: continuing its run at iter 40 (best val loss {evals[40]:.4f}) with its config and "
-        "AdamW state, fresh RNG state (nanoGPT saves none); checkpoints are written back in this project's format"
+        f"{out_dir / 'ckpt.pt'} is nanoGPT's: continuing its run at iter 40 "
+        f"(best val loss {evals[40]:.4f}) with its config and AdamW state, "
+        "fresh RNG state (nanoGPT saves none); "
+        "checkpoints are written back in this project's format"
     ]
-    # its schedule and log_interval: step 50 (index 49) at warmup 5, cosine from 1e-3 to min_lr 1e-4
-    # at 100
+    # its schedule and log_interval: step 50 (index 49) at warmup 5, cosine from 1e-3 to
+    # min_lr 1e-4 at 100
     lr = 1e-4 + 0.5 * (1 + math.cos(math.pi * (49 - 5) / 95)) * (1e-3 - 1e-4)
     logged = [line for line in result.stdout.splitlines() if line.startswith("iter ")]
-    assert [line.split(":")[0] for line in logged] == [
-        "iter 50",
-        "iter 60",
-    ] and f"lr {lr:.2e}," in logged[0], logged
+    assert [line.split(":")[0] for line in logged] == ["iter 50", "iter 60"], logged
+    assert f"lr {lr:.2e}," in logged[0], logged
 
     metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["iter"] for m in metrics] == [60]
-    # nanoGPT's own resume of the same checkpoint to iter 60 (other batches, so within noise of
-    # ours)
+    # nanoGPT's own resume of the same checkpoint to iter 60 (other batches, so within noise
+    # of ours)
     nano_root = copy_checkout(checkout, tmp_path / "nano")
     nano = nanogpt_train(nano_root, {**SMALL_RUN, "max_iters": 60}, resume=True)
-    assert metrics[0]["val_loss"] < evals[40] and metrics[0]["val_loss"] == pytest.approx(
-        nano[60], abs=0.1
-    ), (metrics, nano, evals)
+    assert metrics[0]["val_loss"] < evals[40], (metrics, evals)
+    assert metrics[0]["val_loss"] == pytest.approx(nano[60], abs=0.1), (metrics, nano)
 
     written = torch.load(out_dir / "ckpt.pt", weights_only=True)
     assert (
@@ -686,9 +658,8 @@ def test_resume_continues_the_nanogpt_run_and_writes_our_format(checkout, tmp_pa
         and config["beta2"] == 0.99
     )
     vocab = pickle.load(open(root / "data" / "shakespeare_char" / "meta.pkl", "rb"))["itos"]
-    assert json.loads((out_dir / "meta.json").read_text())["chars"] == [
-        vocab[i] for i in range(len(vocab))
-    ]
+    chars = json.loads((out_dir / "meta.json").read_text())["chars"]
+    assert chars == [vocab[i] for i in range(len(vocab))]
 
 
 def test_nanogpt_data_folder_trains_without_preparing(checkout, tmp_path):
@@ -747,7 +718,7 @@ def test_eval_gpt2_config_evaluates_gpt2_weights_on_a_gpt2_data_folder(
     ]
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # meta.pkl: plain data only, nothing ever runs
 
 
@@ -771,11 +742,10 @@ def test_meta_pkl_reads_nanogpt_vocabulary_in_every_protocol(tmp_path):
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
         path = tmp_path / f"meta{protocol}.pkl"
         path.write_bytes(pickle.dumps(meta, protocol=protocol))
-        assert data_nanogpt.read_meta_pkl(path) == meta
-    tokenizer = data_nanogpt.meta_tokenizer(meta)
-    assert tokenizer.encode("ROMEO:") == [meta["stoi"][c] for c in "ROMEO:"] and tokenizer.decode(
-        range(10, 20)
-    ) == "".join(chars[10:20])
+        assert nanogpt.read_meta_pkl(path) == meta
+    tokenizer = nanogpt.meta_tokenizer(meta)
+    assert tokenizer.encode("ROMEO:") == [meta["stoi"][c] for c in "ROMEO:"]
+    assert tokenizer.decode(range(10, 20)) == "".join(chars[10:20])
 
 
 @pytest.mark.parametrize("protocol", [0, 2, pickle.DEFAULT_PROTOCOL])
@@ -785,7 +755,7 @@ def test_malicious_meta_pkl_is_refused_and_never_runs(protocol, checkout, tmp_pa
     meta = pickle.load(open(checkout[1] / "data" / "shakespeare_char" / "meta.pkl", "rb"))
     evil.write_bytes(pickle.dumps({**meta, "vocab_size": Payload(marker)}, protocol=protocol))
     with pytest.raises(UserError, match="holds more than plain dicts, strings and ints"):
-        data_nanogpt.read_meta_pkl(evil)
+        nanogpt.read_meta_pkl(evil)
     # through sample.py, as --meta_pkl
     shutil.copytree(checkout[1] / "out-shakespeare-char", tmp_path / "moved")
     code, out, err = cli(
@@ -797,32 +767,19 @@ def test_malicious_meta_pkl_is_refused_and_never_runs(protocol, checkout, tmp_pa
     assert marker.exists()
 
 
+# nanoGPT's meta.pkl of a two-character vocabulary
+TWO_CHARS = {"vocab_size": 2, "itos": {0: "a", 1: "b"}, "stoi": {"a": 0, "b": 1}}
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
         (b"not a pickle at all", "is not a readable pickle"),
-        (
-            pickle.dumps({"vocab_size": 2, "itos": {0: "a", 1: "b"}, "stoi": {"a": 0, "b": 1}})[
-                :-9
-            ],
-            "is not a readable pickle",
-        ),
-        (
-            pickle.dumps({"vocab_size": 2, "itos": ["a", "b"], "stoi": {"a": 0, "b": 1}}),
-            "holds more than plain",
-        ),  # a list
-        (
-            pickle.dumps({"vocab_size": 2.0, "itos": {0: "a", 1: "b"}, "stoi": {"a": 0, "b": 1}}),
-            "holds more than plain",
-        ),
-        (
-            pickle.dumps({"vocab_size": 3, "itos": {0: "a", 1: "b"}, "stoi": {"a": 0, "b": 1}}),
-            "is not nanoGPT's meta.pkl",
-        ),
-        (
-            pickle.dumps({"vocab_size": 2, "itos": {0: "a", 1: "b"}, "stoi": {"a": 1, "b": 0}}),
-            "is not nanoGPT's meta.pkl",
-        ),
+        (pickle.dumps(TWO_CHARS)[:-9], "is not a readable pickle"),
+        (pickle.dumps({**TWO_CHARS, "itos": ["a", "b"]}), "holds more than plain"),
+        (pickle.dumps({**TWO_CHARS, "vocab_size": 2.0}), "holds more than plain"),
+        (pickle.dumps({**TWO_CHARS, "vocab_size": 3}), "is not nanoGPT's meta.pkl"),
+        (pickle.dumps({**TWO_CHARS, "stoi": {"a": 1, "b": 0}}), "is not nanoGPT's meta.pkl"),
         (pickle.dumps({"itos": {0: "a"}}), "is not nanoGPT's meta.pkl"),
     ],
     ids=["garbage", "truncated", "list", "float", "wrong_size", "stoi_not_inverse", "missing_keys"],
@@ -833,11 +790,11 @@ def test_meta_pkl_that_is_not_nanogpts_plain_dict_is_refused_in_one_line(
     path = tmp_path / "meta.pkl"
     path.write_bytes(content)
     with pytest.raises(UserError, match=message) as e:
-        data_nanogpt.read_meta_pkl(path)
+        nanogpt.read_meta_pkl(path)
     assert "\n" not in str(e.value)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Foreign files: one line, exit 2, nothing written
 
 
@@ -937,11 +894,12 @@ def test_foreign_data_folder_gets_one_line_and_nothing_is_written(
     assert listing(tmp_path) == before and not out_dir.exists() and not marker.exists()
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Config files: nanoGPT's own, as they are in its config/ folder
 
 NANOGPT_CONFIGS = {
-    "train_shakespeare_char.py": """# train a miniature character-level shakespeare model
+    "train_shakespeare_char.py": """\
+# train a miniature character-level shakespeare model
 # good for debugging and playing on macbooks and such
 
 out_dir = 'out-shakespeare-char'
@@ -979,7 +937,8 @@ warmup_iters = 100 # not super necessary potentially
 # device = 'cpu'  # run on cpu only
 # compile = False # do not torch compile the model
 """,
-    "train_gpt2.py": """# config for training GPT-2 (124M) down to very nice loss of ~2.85 on 1 node of 8X A100 40GB
+    "train_gpt2.py": """\
+# config for training GPT-2 (124M) down to very nice loss of ~2.85 on 1 node of 8X A100 40GB
 # launch as the following (e.g. in a screen session) and wait ~5 days:
 # $ torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py
 
@@ -1005,7 +964,8 @@ log_interval = 10
 # weight decay
 weight_decay = 1e-1
 """,
-    "eval_gpt2.py": """# evaluate the base gpt2
+    "eval_gpt2.py": """\
+# evaluate the base gpt2
 # n_layer=12, n_head=12, n_embd=768
 # 124M parameters
 batch_size = 8
@@ -1014,7 +974,8 @@ eval_only = True
 wandb_log = False
 init_from = 'gpt2'
 """,
-    "finetune_shakespeare.py": """import time
+    "finetune_shakespeare.py": """\
+import time
 
 out_dir = 'out-shakespeare'
 eval_interval = 5
@@ -1041,11 +1002,8 @@ learning_rate = 3e-5
 decay_lr = False
 """,
 }
-for size in (
-    "medium",
-    "large",
-    "xl",
-):  # eval_gpt2_{medium,large,xl}.py differ only in init_from (and comments)
+# eval_gpt2_{medium,large,xl}.py differ only in init_from (and comments)
+for size in ("medium", "large", "xl"):
     NANOGPT_CONFIGS[f"eval_gpt2_{size}.py"] = NANOGPT_CONFIGS["eval_gpt2.py"].replace(
         "'gpt2'", f"'gpt2-{size}'"
     )
@@ -1068,8 +1026,10 @@ def test_finetune_shakespeare_config_names_every_line_it_cannot_take(tmp_path, m
     with pytest.raises(ConfigError) as e:
         parse_overrides(TrainConfig(), [str(path)])
     assert str(e.value) == (
-        f"{path}:1: a config file holds only `key = value` lines, got `import time`: delete it, a config file needs no modules; "
-        f"{path}:8: only literals, arithmetic and names assigned above are allowed, got `str(time.time())`: calls are not run, "
+        f"{path}:1: a config file holds only `key = value` lines, got `import time`: "
+        "delete it, a config file needs no modules; "
+        f"{path}:8: only literals, arithmetic and names assigned above are allowed, "
+        "got `str(time.time())`: calls are not run, "
         "write the value itself (a number or a 'string')"
     )
     code, _, err = run_train_main([path], monkeypatch, capsys)

@@ -56,9 +56,8 @@ def copy_run(tiny_run, out):
 
 
 def assert_one_error_line(result, expected):
-    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-        f"error: {expected}"
-    ], result.stderr
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: {expected}"], result.stderr
 
 
 def test_a_new_run_never_replaces_a_checkpoint_unless_told_to(char_data, tiny_run, tmp_path):
@@ -73,7 +72,8 @@ def test_a_new_run_never_replaces_a_checkpoint_unless_told_to(char_data, tiny_ru
         )
         assert_one_error_line(
             result,
-            f"{out} already holds a checkpoint (iter 60, best val loss {best:.4f}): continue it with --init_from=resume, "
+            f"{out} already holds a checkpoint (iter 60, best val loss {best:.4f}): "
+            "continue it with --init_from=resume, "
             "start elsewhere with another --out_dir, or replace it with --overwrite=True",
         )
         assert run_files(out) == before  # byte for byte, nothing added
@@ -81,11 +81,7 @@ def test_a_new_run_never_replaces_a_checkpoint_unless_told_to(char_data, tiny_ru
     train(char_data, out, *ARGS, "--max_iters=4", "--eval_interval=2", "--overwrite=True")
     assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] == 4
     # the old run's rows are gone
-    assert [m["iter"] for m in read_jsonl(out / "metrics.jsonl")] == [
-        0,
-        2,
-        4,
-    ]
+    assert [m["iter"] for m in read_jsonl(out / "metrics.jsonl")] == [0, 2, 4]
     assert not (out / "ckpt_000060.pt").exists()  # the old run's numbered checkpoints too
 
 
@@ -106,11 +102,12 @@ def test_two_runs_started_at_once_one_trains_the_other_stops_at_the_lock(char_da
 
     assert loser.returncode == 2, loser_err
     assert loser_err.strip().splitlines() == [
-        f"error: out_dir {tmp_path} is in use by another training run (pid {winner.pid}); wait for it to end, or choose another --out_dir"
+        f"error: out_dir {tmp_path} is in use by another training run (pid {winner.pid}); "
+        "wait for it to end, or choose another --out_dir"
     ]
     assert winner.returncode == 128 + signal.SIGTERM, winner_out
-    # everything in out_dir is the winner's: its seed in config.json and the checkpoint, one row per
-    # evaluation
+    # everything in out_dir is the winner's: its seed in config.json and the checkpoint, one row
+    # per evaluation
     winner_seed = json.loads((tmp_path / "config.json").read_text())["seed"]
     assert winner_seed == 1 + procs.index(winner)
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
@@ -140,14 +137,15 @@ def test_readers_need_no_lock_and_kill_9_leaves_no_stale_lock(char_data, tmp_pat
         train(char_data, tmp_path, "--eval_only=True")
         assert json.loads((tmp_path / "eval.json").read_text())["iter"] >= 10
         # undisturbed
-        assert holder.poll() is None and (tmp_path / ".lock").read_text().strip() == str(holder.pid)
+        assert holder.poll() is None
+        assert (tmp_path / ".lock").read_text().strip() == str(holder.pid)
     finally:
         holder.kill()  # SIGKILL: no handler runs, nothing is cleaned up
     holder.communicate(timeout=60)
     assert holder.returncode == -signal.SIGKILL
 
-    # the OS dropped the dead run's lock: a resume runs (with max_iters, a key that may change on
-    # resume)
+    # the OS dropped the dead run's lock: a resume runs (with max_iters, a key that may change
+    # on resume)
     iter_num = torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"]
     train(char_data, tmp_path, *ARGS, "--init_from=resume", f"--max_iters={iter_num + 10}")
     assert read_jsonl(tmp_path / "metrics.jsonl")[-1]["iter"] == iter_num + 10
@@ -170,7 +168,8 @@ def test_resume_refuses_settings_the_checkpoint_fixes_and_applies_those_that_may
     )
     assert_one_error_line(
         result,
-        f"{out / 'ckpt.pt'} was trained with other settings, which cannot change on resume: n_layer: checkpoint 2 vs given 1, "
+        f"{out / 'ckpt.pt'} was trained with other settings, which cannot change on resume: "
+        "n_layer: checkpoint 2 vs given 1, "
         "block_size: checkpoint 32 vs given 64, weight_decay: checkpoint 0.1 vs given 0.5; "
         "drop them to continue it, or start a new run with another --out_dir",
     )
@@ -196,9 +195,8 @@ def test_resume_refuses_settings_the_checkpoint_fixes_and_applies_those_that_may
     run_script("train.py", *args, env=ONE_THREAD)
     checkpoint = torch.load(out / "ckpt.pt", weights_only=True)
     assert checkpoint["iter_num"] == 62
-    assert {
-        k: checkpoint["model_args"][k] for k in ("n_layer", "n_embd", "block_size", "dropout")
-    } == dict(n_layer=2, n_embd=32, block_size=32, dropout=0.1)
+    kept = {k: checkpoint["model_args"][k] for k in ("n_layer", "n_embd", "block_size", "dropout")}
+    assert kept == dict(n_layer=2, n_embd=32, block_size=32, dropout=0.1)
 
 
 def test_resume_and_eval_only_without_block_size_keep_the_runs_own(char_data, tiny_run, tmp_path):

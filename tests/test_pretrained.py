@@ -82,10 +82,7 @@ def test_our_save_pretrained_loads_in_transformers(variant, idx, tmp_path):
     ).eval()
     save_pretrained(ours, tmp_path)
     # no temp files left
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "config.json",
-        "model.safetensors",
-    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
     hf, info = GPT2LMHeadModel.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     with torch.no_grad():
@@ -118,10 +115,16 @@ def test_hub_name_loads_from_the_hugging_face_cache_offline(hf_model_dir, idx, t
     save_file(tensors, snapshot / "model.safetensors")
     save_file({"idx": idx}, tmp_path / "idx.safetensors")
     code = (
-        "import sys\nfrom safetensors.torch import load_file, save_file\nfrom base import UserError\nfrom pretrained import from_pretrained\n"
+        "import sys\n"
+        "from safetensors.torch import load_file, save_file\n"
+        "from gptkit.base import UserError\n"
+        "from gptkit.pretrained import from_pretrained\n"
         "idx = load_file(sys.argv[1])['idx']\n"
         "save_file({'logits': from_pretrained('gpt2').eval()(idx, idx)[0]}, sys.argv[2])\n"
-        "try:\n    from_pretrained('gpt2-medium')\nexcept UserError as e:\n    print(type(e).__name__, e)\n"
+        "try:\n"
+        "    from_pretrained('gpt2-medium')\n"
+        "except UserError as e:\n"
+        "    print(type(e).__name__, e)\n"
     )
     env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = run_script(
@@ -129,11 +132,10 @@ def test_hub_name_loads_from_the_hugging_face_cache_offline(hf_model_dir, idx, t
     )
     with torch.no_grad():
         expected = hf(idx).logits
-    assert (
-        load_file(tmp_path / "logits.safetensors")["logits"] - expected
-    ).abs().max().item() < 1e-4
-    # a model that is not in the cache, offline: a UserError (one line from the CLIs) saying what
-    # happened
+    logits = load_file(tmp_path / "logits.safetensors")["logits"]
+    assert (logits - expected).abs().max().item() < 1e-4
+    # a model that is not in the cache, offline: a UserError (one line from the CLIs) saying
+    # what happened
     assert result.stdout.startswith(
         "UserError cannot get openai-community/gpt2-medium from the Hugging Face hub: "
     )
@@ -183,12 +185,13 @@ def test_checkpoints_we_cannot_compute_are_rejected(hf_model_dir, tmp_path):
 
 
 def test_only_the_gpt2_layout_can_be_saved_in_its_format(tmp_path):
+    # GPT2LMHeadModel would load them and compute another function
     for switch in (
         dict(pos="rope"),
         dict(logit_softcap=30.0),
         dict(value_embeds=True),
         dict(unet=True),
-    ):  # GPT2LMHeadModel would load them and compute another function
+    ):
         model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=8, **switch))
         with pytest.raises(ValueError, match="GPT-2 layout"):
             save_pretrained(model, tmp_path)

@@ -9,8 +9,8 @@ from conftest import read_jsonl, start_until, train, train_args
 
 # dropout > 0 so the resumed run must also restore the RNG state; 2 micro-steps so accumulation
 # resumes too; keep_last makes ckpt_000020.pt appear once the iter-20 checkpoint is complete; the
-# interruption comes during the sequence-length warmup (train.seq_len), whose windows must continue
-# as they were
+# interruption comes during the sequence-length warmup (train.seq_len), whose windows must
+# continue as they were
 ARGS = [
     "--max_iters=50",
     "--eval_interval=10",
@@ -36,7 +36,7 @@ def uninterrupted(char_data, tmp_path_factory):
 
 def start_and_interrupt(char_data, out, sig):
     """Start a run, send `sig` as soon as its iter-20 checkpoint exists, and return (returncode,
-    stdout)."""
+    stdout, stderr)."""
     args = train_args(char_data, out, "--dtype=float32", *ARGS)
     proc = start_until(out / "ckpt_000020.pt", *args)
     proc.send_signal(sig)

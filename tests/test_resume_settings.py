@@ -116,8 +116,8 @@ def test_a_changed_key_is_applied_and_named_in_one_line(half_run, tmp_path):
         and checkpoint["config"]["seed"] == 7
     )
     assert checkpoint["model_args"]["dropout"] == 0.0
-    # tokens are counted, not iter * today's batch: 10 iters of 2 micro-steps of 4 rows, then 2 of 2
-    # of 2
+    # tokens are counted, not iter * today's batch: 10 iters of 2 micro-steps of 4 rows,
+    # then 2 of 2 of 2
     block = checkpoint["config"]["block_size"]
     assert checkpoint["tokens"] == metrics(out)[-1]["tokens"] == (10 * 2 * 4 + 2 * 2 * 2) * block
 
@@ -127,7 +127,8 @@ def test_a_changed_key_is_applied_and_named_in_one_line(half_run, tmp_path):
     [
         (
             ["--batch_size=2", "--n_layer=3"],
-            "was trained with other settings, which cannot change on resume: n_layer: checkpoint 2 vs given 3",
+            "was trained with other settings, which cannot change on resume: "
+            "n_layer: checkpoint 2 vs given 3",
         ),
         (["--batch_size=2", "--dataset=no_such_dataset"], "no_such_dataset"),
     ],
@@ -139,13 +140,8 @@ def test_a_refused_resume_prints_its_error_line_and_nothing_else(
     code, stdout, err = run_train_main(
         ["--init_from=resume", f"--out_dir={out}", *extra], monkeypatch, capsys
     )
-    assert (
-        code == 2
-        and stdout == ""
-        and len(err) == 1
-        and err[0].startswith("error: ")
-        and message in err[0]
-    ), (stdout, err)
+    assert code == 2 and stdout == "", (stdout, err)
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] == 10
 
 

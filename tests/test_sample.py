@@ -53,18 +53,15 @@ def test_same_seed_same_text_streamed_or_not_and_output_jsonl(char_checkpoint, t
     for record, block in zip(records, blocks, strict=False):
         assert set(record) == {"prompt", "text", "tokens", "settings", "decoding", "tokens_per_s"}
         assert record["prompt"] == "ROMEO:" and block == "ROMEO:" + record["text"] + "\n"
-        assert (
-            len(record["tokens"]) == 20
-            and "".join(chars[i] for i in record["tokens"]) == record["text"]
-        )
+        assert len(record["tokens"]) == 20
+        assert "".join(chars[i] for i in record["tokens"]) == record["text"]
         assert record["settings"]["seed"] == 7 and record["settings"]["max_new_tokens"] == 20
         assert record["tokens_per_s"] > 0
     # sample i draws from its own generator, seeded seed + i
     assert records[0]["text"] != records[1]["text"]
+    # --output appends
     streamed_records = read_jsonl(tmp_path / "streamed.jsonl")
-    assert [r["text"] for r in streamed_records] == [
-        r["text"] for r in records
-    ] * 2  # --output appends
+    assert [r["text"] for r in streamed_records] == [r["text"] for r in records] * 2
 
 
 def test_generate_text_streams_in_pieces_and_never_prints_the_stop_string(char_checkpoint):
@@ -139,9 +136,8 @@ def test_quantize_int8_samples_text(char_checkpoint, tmp_path, cli):
     code, out, err = cli(sample.main, *args)
     assert code == 0, err
     records = read_jsonl(tmp_path / "q.jsonl")
-    assert len(records) == 2 and all(
-        len(r["tokens"]) == 20 and r["settings"]["quantize"] == "int8" for r in records
-    )
+    assert len(records) == 2
+    assert all(len(r["tokens"]) == 20 and r["settings"]["quantize"] == "int8" for r in records)
     assert out.count(SEP) == 2
 
 
@@ -166,9 +162,8 @@ def test_a_cpu_without_onednn_bf16_samples_in_float32_and_names_the_dtype_it_can
     )
     lines = bf16.stderr.strip().splitlines()
     assert bf16.returncode == 2 and bf16.stdout == "" and len(lines) == 1, bf16.stderr
-    assert lines[0].startswith("error: this CPU cannot sample in torch.bfloat16") and lines[
-        0
-    ].endswith("use --dtype=float32")
+    assert lines[0].startswith("error: this CPU cannot sample in torch.bfloat16")
+    assert lines[0].endswith("use --dtype=float32")
 
 
 def test_stop_string_escapes_mean_newline():
@@ -264,7 +259,8 @@ def test_checkpoint_that_needs_unpickling_is_refused_and_its_code_never_runs(
     code, out, err = cli(sample.main, *base_args(out_dir))
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
+    assert len(lines) == 1
+    assert lines[0].startswith(
         f"error: {out_dir / 'ckpt.pt'} is corrupt, truncated or unsafe to load"
     )
     assert not marker.exists()

@@ -32,7 +32,8 @@ def test_a_second_run_cannot_take_an_out_dir_a_first_run_holds(char_data, tmp_pa
         held.close()
     assert result.returncode == 2 and result.stdout == "", result.stdout
     assert result.stderr.strip().splitlines() == [
-        f"error: out_dir {tmp_path} is in use by another training run (pid {os.getpid()}); wait for it to end, or choose another --out_dir"
+        f"error: out_dir {tmp_path} is in use by another training run (pid {os.getpid()}); "
+        "wait for it to end, or choose another --out_dir"
     ]
     assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # nothing written
 
@@ -88,8 +89,8 @@ def assert_identical(a, b, where="checkpoint"):
 
 
 # Newton-Schulz's dtype is decided per process by timing a bf16 matmul; with oneDNN held to AVX2,
-# bf16 is emulated (~0.02x fp32's speed), so every process decides float32 whatever the load, and
-# two runs can be compared bit for bit
+# bf16 is emulated (far slower than fp32: docs/performance.md), so every process decides float32
+# whatever the load, and two runs can be compared bit for bit
 MUON_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
 MUON = [
     "--optimizer=muon",
@@ -128,9 +129,8 @@ def test_muon_state_round_trips_through_a_checkpoint_bit_for_bit(char_data, tmp_
 
 def test_compile_true_through_train_py_saves_the_plain_models_keys(char_data, tmp_path):
     """torch.compile on the CPU (inductor and a C++ compiler): with a cold inductor cache the
-    suite's slowest test, ~40 s of CPU (118 s wall on the 2-core Zen 4 at load 9), nearly all of it
-    compiling the evaluation and training graphs; under 24 s wall once /tmp/torchinductor_<user>
-    holds them."""
+    suite's slowest test, nearly all of it compiling the evaluation and training graphs; far
+    quicker once /tmp/torchinductor_<user> holds them (docs/performance.md)."""
     args = [
         "--compile=True",
         "--n_layer=1",

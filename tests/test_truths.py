@@ -34,10 +34,8 @@ def test_long_range_prepare_answers_input_with_one_error_line(tmp_path):
     )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and result.stdout == "" and len(lines) == 1, result.stderr
-    assert (
-        lines[0].startswith("error: data/long_range generates its sentences from --seed")
-        and "shakespeare_bpe/prepare.py --input" in lines[0]
-    )
+    assert lines[0].startswith("error: data/long_range generates its sentences from --seed")
+    assert "shakespeare_bpe/prepare.py --input" in lines[0]
     assert not (tmp_path / "out").exists()
 
 
@@ -47,8 +45,9 @@ def test_every_prepare_script_documents_input():
         assert "--input" in result.stdout, script
 
 
-# what the documented commands write inside the checkout (docs/sampling.md's --output=samples.jsonl, docs/attention.md's
-# --save_dir=., docs/data.md's data/my_text and data/my_docs, every out_dir, W&B's files, make's .venv)
+# what the documented commands write inside the checkout (docs/sampling.md's
+# --output=samples.jsonl, docs/attention.md's --save_dir=., docs/data.md's data/my_text and
+# data/my_docs, every out_dir, W&B's files, make's .venv)
 WRITTEN = [
     "samples.jsonl",
     "attention_heads.png",
@@ -75,12 +74,10 @@ SHIPPED = [
 
 
 def test_gitignore_covers_what_documented_commands_write_into_the_checkout():
-    if (
-        subprocess.run(
-            ["git", "rev-parse", "--is-inside-work-tree"], cwd=ROOT, capture_output=True
-        ).returncode
-        != 0
-    ):
+    inside = subprocess.run(
+        ["git", "rev-parse", "--is-inside-work-tree"], cwd=ROOT, capture_output=True
+    )
+    if inside.returncode != 0:
         pytest.skip("not a git checkout")
 
     def ignored(paths):
@@ -96,7 +93,5 @@ def test_gitignore_covers_what_documented_commands_write_into_the_checkout():
 def test_license_is_mit():
     text = (ROOT / "LICENSE").read_text()
     assert text.startswith("MIT License\n\nCopyright (c) 2026 the nanoGPT, trusted authors\n")
-    assert (
-        "Permission is hereby granted, free of charge" in text
-        and 'THE SOFTWARE IS PROVIDED "AS IS"' in text
-    )
+    assert "Permission is hereby granted, free of charge" in text
+    assert 'THE SOFTWARE IS PROVIDED "AS IS"' in text
