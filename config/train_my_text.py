@@ -1,6 +1,5 @@
 # Train on your own text (a .txt file or a directory of them) with a BPE trained on it, on a CPU:
-#   python data/shakespeare_bpe/prepare.py --input=path/to/my_texts --out_dir=data/my_text \
-#       --vocab_size=2048
+#   python data/my_text/prepare.py --input=path/to/my_texts
 #   python train.py config/train_my_text.py
 #   python sample.py --out_dir=out-my-text --start="Once upon a time"
 # --tokenizer=char (small alphabets, tiny corpora) or --tokenizer=gpt2 (large corpora) work the

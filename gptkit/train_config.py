@@ -107,7 +107,8 @@ class TrainConfig:
     # gptkit/distributed.py) instead of DDP
     fsdp: bool = False
     device: str = "auto"  # "auto" (cuda > mps > cpu) | "cpu" | "cuda" | "cuda:1" | "mps"
-    # "auto" (decided for this machine: hardware.training_choices) | "float32" | "bfloat16" | "float16"
+    # "auto" (decided for this machine: hardware.training_choices) | "float32" | "bfloat16" |
+    # "float16"
     dtype: str = "auto"
     compile: bool = False  # torch.compile: faster steps on GPU after a slow first one
     seed: int = 1337

@@ -31,6 +31,7 @@ TINY = [
 # named keep their place, after these); the torchrun files apart, since they take turns
 # (one_torchrun_file_at_a_time).
 LONGEST_FIRST = [
+    "test_attention_page.py",
     "test_long_range.py",
     "test_bench.py",
     "test_fsdp.py",

@@ -35,7 +35,7 @@ def test_long_range_prepare_answers_input_with_one_error_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and result.stdout == "" and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: data/long_range generates its sentences from --seed")
-    assert "shakespeare_bpe/prepare.py --input" in lines[0]
+    assert "data/my_text/prepare.py --input" in lines[0]
     assert not (tmp_path / "out").exists()
 
 

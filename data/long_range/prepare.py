@@ -15,7 +15,7 @@ pair, val also has sentences longer than any in train, and the notes' sentence i
 
 It takes no --input, unlike the text scripts: those guarantees, and long_range.py's scoring (which
 regenerates val from the seed in meta.json), hold only for generated sentences. --input is answered
-with one error line that points to data/shakespeare_bpe/prepare.py, the script for a text of your
+with one error line that points to data/my_text/prepare.py, the script for a text of your
 own.
 """
 
@@ -46,8 +46,7 @@ def main():
     )
     parser.add_argument(
         "--input",
-        help="not taken: this corpus is generated "
-        "(a text of your own: data/shakespeare_bpe/prepare.py)",
+        help="not taken: this corpus is generated (a text of your own: data/my_text/prepare.py)",
     )
     args = parser.parse_args()
     if args.input is not None:
@@ -55,7 +54,7 @@ def main():
             "data/long_range generates its sentences from --seed (train and val share no subject "
             "and nearest-animal pair, and long_range.py regenerates val to score a model), "
             "so it reads no --input; "
-            "prepare a text of your own with data/shakespeare_bpe/prepare.py --input=PATH"
+            "prepare a text of your own with data/my_text/prepare.py --input=PATH"
         )
     if args.train_sentences < 1 or args.val_sentences < 1:
         raise UserError("--train_sentences and --val_sentences must be at least 1")
