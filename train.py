@@ -209,7 +209,7 @@ def evaluate_and_save(run, eval_batches, lr):
         save_run_checkpoint(run, best=improved and cfg.keep_best)
     if not run.dist.master:
         return
-    # two points are no curve, and a speedrun with two evaluations saves 0.6 s of matplotlib
+    # two points are no curve, and a speedrun with two evaluations never imports matplotlib
     plotted = len(progress.metrics) >= 3
     if plotted:
         tracking.plot_losses(progress.metrics, os.path.join(cfg.out_dir, "loss.png"))

@@ -188,10 +188,10 @@ def measure_bf16_speedup(n_embd, repeats=7):
             t0 = time.perf_counter()
             a @ b
             best[name] = min(best.get(name, math.inf), time.perf_counter() - t0)
-        if (
-            best["bf16"] > 4 * best["fp32"]
-        ):  # emulated (0.02-0.05x, Zen 4 limited to AVX2): no repeat can make it
-            break  # fast, and each costs ~0.1 s there
+        # emulated bf16 is many times slower than fp32: no repeat can make it fast, and each
+        # repeat costs time there
+        if best["bf16"] > 4 * best["fp32"]:
+            break
     return best["fp32"] / best["bf16"]
 
 
@@ -210,11 +210,11 @@ class TrainingChoices:
 
 def training_choices(device, dtype="auto", sdpa="auto", n_embd=768, measure=True):
     """
-    Look at the machine (device: a --device setting, "auto" too) and decide (the decide_* functions)
-    what --dtype and --sdpa ("auto" or not) become. On a CPU whose flags promise native bf16, and
-    when measure, this first times a bf16 against an fp32 matmul of the model's width (~0.1 s).
-    measure=False decides by the flags alone: DDP ranks do, since their timings could differ and
-    they must agree.
+    Look at the machine (device: a --device setting, "auto" too) and decide (the decide_*
+    functions) what --dtype and --sdpa ("auto" or not) become. On a CPU whose flags promise native
+    bf16, and when measure, this first times a bf16 against an fp32 matmul of the model's width (a
+    fraction of a second). measure=False decides by the flags alone: DDP ranks do, since their
+    timings could differ and they must agree.
     """
     device_type = kind(pick_device(device))
     flags, speedup, facts = frozenset(), None, {}
