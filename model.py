@@ -7,14 +7,16 @@
   4. MultiHeadAttention       - new: the same heads batched (one matmul), an output projection
 
 "Beyond the notes" adds what the GPT's attention (GPTAttention, a stage-4 subclass) needs: QK-norm,
-rotary positions, a KV cache, the fused SDPA kernel. Then the GPT: embeddings, pre-norm blocks, a
-final norm, an LM head tied to the token embedding, the speedruns' levers (off by default,
-GPTConfig), and generation with the KV cache. Module names are GPT-2's checkpoint keys, so its
-weights load key-for-key (gptkit/pretrained.py). No files and no CPU kernels here
-(gptkit/checkpoint.py, gptkit/decoding.py).
+rotary positions, a KV cache, the fused SDPA kernel; and how the next token is picked (greedy,
+temperature, top-k, top-p). Then the GPT: embeddings, pre-norm blocks, a final norm, an LM head tied
+to the token embedding, the speedruns' levers (off by default, GPTConfig), and generation with the
+KV cache. Module names are GPT-2's checkpoint keys, so its weights load key-for-key
+(gptkit/pretrained.py). This file imports torch alone: no files, no formats, no CPU kernels
+(gptkit/checkpoint.py, gptkit/decoding.py); a bad setting raises ValueError.
 
-Shapes: B batch, T sequence length (time), C embedding size (n_embd), nh heads, hs head size (C //
-nh).
+Shapes: B batch, T sequence length (time), C embedding size (n_embd), nh heads, hs head size
+(C // nh).
+
     python -c "import model; print(model.GPT(model.GPTConfig()).get_num_params())"
 """
 
@@ -154,9 +156,8 @@ class MultiHeadAttention(nn.Module):
         self.d_out, self.num_heads = d_out, num_heads
         self.head_size = head_size(d_out, num_heads)
         # New names, GPT-2's own, so its checkpoints load key-for-key: the notes' W_query, W_key,
-        # W_value are fused into c_attn (its rows: every head's q, then k, then v), and the output
-        # projection is c_proj.
-        # new: heads (and q, k, v) in one matmul
+        # W_value are fused into c_attn (its rows: every head's q, then k, then v; new: every head
+        # in one matmul), and the output projection is c_proj.
         self.c_attn = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
         self.c_proj = nn.Linear(d_out, d_out, bias=proj_bias)  # new: mixes what the heads found
         self.attn_dropout = nn.Dropout(dropout)  # on the weights, as stage 3
@@ -171,16 +172,13 @@ class MultiHeadAttention(nn.Module):
         return [t.view(B, T, self.num_heads, self.head_size).transpose(1, 2) for t in (q, k, v)]
 
     def attend(self, q, k, v, mask):
-        """Stage 3's math on every head at once: (context (B, nh, T, hs), weights (B, nh, T,
-        T_k))."""
+        """Stage 3's math on every head at once: context (B, nh, T, hs) and the weights
+        (B, nh, T, T_k)."""
         # (B, nh, T, hs) @ (B, nh, hs, T_k) -> (B, nh, T, T_k)
         attn_scores = q @ k.transpose(-2, -1) / self.head_size**0.5
         attn_weights = self.attn_dropout(causal_softmax(attn_scores, mask))
-        # (B, nh, T, T_k) @ (B, nh, T_k, hs) -> (B, nh, T, hs)
-        return (
-            attn_weights @ v,
-            attn_weights,
-        )
+        context = attn_weights @ v  # (B, nh, T, T_k) @ (B, nh, T_k, hs) -> (B, nh, T, hs)
+        return context, attn_weights
 
     def project(self, context):
         """(B, nh, T, hs) -> heads side by side again (B, T, d_out), mixed by c_proj."""
@@ -202,8 +200,8 @@ class MultiHeadAttention(nn.Module):
 
 
 def rope_cache(head_size, length, base=10000.0):
-    """cos/sin tables for rotary position embeddings (Su et al. 2021, RoFormer), each (length,
-    hs/2)."""
+    """cos/sin tables for rotary position embeddings (Su et al. 2021, RoFormer), each
+    (length, hs/2)."""
     angles = torch.outer(
         torch.arange(length).float(),
         1.0 / base ** (torch.arange(0, head_size, 2).float() / head_size),
@@ -228,15 +226,11 @@ class KVCache:
     def update(self, k, v):
         B, nh, T, hs = k.shape
         if self.k is None:
-            self.k, self.v = (
-                k.new_empty(B, nh, self.max_length, hs),
-                v.new_empty(B, nh, self.max_length, hs),
-            )
+            self.k = k.new_empty(B, nh, self.max_length, hs)
+            self.v = v.new_empty(B, nh, self.max_length, hs)
         assert self.length + T <= self.max_length, (self.length, T, self.max_length)
-        self.k[:, :, self.length : self.length + T], self.v[:, :, self.length : self.length + T] = (
-            k,
-            v,
-        )
+        new = slice(self.length, self.length + T)  # the positions of the T new tokens
+        self.k[:, :, new], self.v[:, :, new] = k, v
         self.length += T
         return self.k[:, :, : self.length], self.v[:, :, : self.length]  # (B, nh, length, hs)
 
@@ -282,10 +276,8 @@ class GPTAttention(MultiHeadAttention):
         mask = self.mask[past : past + T, : past + T]  # (T, past + T), True = masked
         if self.sdpa and not return_weights and past == 0:
             dropout_p = self.attn_dropout.p if self.training else 0.0
-            context, weights = (
-                F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True),
-                None,
-            )
+            context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            weights = None
         else:
             # decoding (past > 0) takes the math too: for one query it is a few tiny matmuls, while
             # SDPA's kernels cost more per call, or build a plan per new key length (cuDNN)
@@ -334,9 +326,7 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
     # distribution as torch.multinomial, which on CPU draws an exponential per vocabulary entry: a
     # cost a KV-cached decoding step notices at GPT-2's vocabulary.
     cdf = probs.cumsum(dim=-1)  # (B, vocab_size)
-    if isinstance(
-        generator, (list, tuple)
-    ):  # one draw per row from its own generator, as if sampled alone
+    if isinstance(generator, (list, tuple)):  # one draw per row from its own generator
         assert len(generator) == probs.shape[0], (len(generator), probs.shape)
         u = torch.cat(
             [torch.rand(1, 1, generator=g, device=probs.device, dtype=cdf.dtype) for g in generator]
@@ -411,17 +401,22 @@ def make_norm(config):
     )
 
 
+def value_embeddings(config):
+    """One token-embedding table per layer, added to that layer's attention values
+    (modded-nanogpt)."""
+    return nn.ModuleList(
+        [nn.Embedding(config.vocab_size, config.n_embd) for _ in range(config.n_layer)]
+    )
+
+
 class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         # GPT-2's GELU is the tanh approximation (HF logits parity needs it); nanoGPT's nn.GELU()
         # the exact erf form
-        self.act = (
-            None
-            if config.mlp == "relu2"
-            else nn.GELU(approximate="tanh" if config.mlp == "gelu" else "none")
-        )
+        approximate = "tanh" if config.mlp == "gelu" else "none"
+        self.act = None if config.mlp == "relu2" else nn.GELU(approximate=approximate)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -463,20 +458,16 @@ class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
+        C, V = config.n_embd, config.vocab_size
+        learned_positions = config.pos == "learned"  # else rotary, applied inside attention
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
-                wpe=nn.Embedding(config.block_size, config.n_embd)
-                if config.pos == "learned"
-                else None,  # positions
+                wte=nn.Embedding(V, C),  # token embeddings
+                wpe=nn.Embedding(config.block_size, C) if learned_positions else None,
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
                 ln_f=make_norm(config),
-                ve=nn.ModuleList(
-                    [nn.Embedding(config.vocab_size, config.n_embd) for _ in range(config.n_layer)]
-                )
-                if config.value_embeds
-                else None,
+                ve=value_embeddings(config) if config.value_embeds else None,  # beyond the notes
             )
         )
         # one per U-net skip
@@ -485,12 +476,9 @@ class GPT(nn.Module):
         if config.tie_weights:
             self.transformer.wte.weight = self.lm_head.weight
         if config.pos == "rope":
-            for name, table in zip(
-                ("rope_cos", "rope_sin"),
-                rope_cache(config.n_embd // config.n_head, config.block_size),
-                strict=True,
-            ):
-                self.register_buffer(name, table, persistent=False)
+            cos, sin = rope_cache(config.n_embd // config.n_head, config.block_size)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
         # Scale residual projections by 1/sqrt(2 * n_layer) so the residual stream's variance does
         # not grow with depth (GPT-2 paper, section 2.3).
@@ -510,10 +498,9 @@ class GPT(nn.Module):
     def get_num_params(self, non_embedding=True):
         """Parameter count; non_embedding leaves out the position table (the token embedding is the
         tied head)."""
+        n_params = sum(p.numel() for p in self.parameters())
         wpe = self.transformer.wpe
-        return sum(p.numel() for p in self.parameters()) - (
-            wpe.weight.numel() if non_embedding and wpe is not None else 0
-        )
+        return n_params - (wpe.weight.numel() if non_embedding and wpe is not None else 0)
 
     def _embed(self, idx, past=0):
         """Token (+ learned position) embeddings of idx (B, T) at positions past.., and the rope
