@@ -198,36 +198,15 @@ def evaluate_and_save(run, eval_batches, lr):
         progress.metrics.append(record)
         tracking.write_metrics(cfg.out_dir, progress.metrics)
         tqdm.write(
-            f"step {progress.iter_num}: train loss {losses['train']:.4f}, "
-            f"val loss {losses['val']:.4f}"
+            f"step {record['iter']}: train loss {record['train_loss']:.4f}, "
+            f"val loss {record['val_loss']:.4f}"
         )
-    # rank 0's decision on every rank: under FSDP the save is a gather that all ranks must join, or
-    # none
-    if distributed.rank0_decides(
-        (improved or cfg.always_save_checkpoint) and progress.iter_num > 0, run.dist
-    ):
+    # rank 0's decision on every rank: under FSDP the save is a gather all ranks join, or none
+    save = (improved or cfg.always_save_checkpoint) and progress.iter_num > 0
+    if distributed.rank0_decides(save, run.dist):
         save_run_checkpoint(run, best=improved and cfg.keep_best)
-    if not run.dist.master:
-        return
-    # two points are no curve, and a speedrun with two evaluations never imports matplotlib
-    plotted = len(progress.metrics) >= 3
-    if plotted:
-        tracking.plot_losses(progress.metrics, os.path.join(cfg.out_dir, "loss.png"))
-    if run.wandb is not None:
-        import wandb
-
-        plot = {"loss_plot": wandb.Image(os.path.join(cfg.out_dir, "loss.png"))} if plotted else {}
-        # no "lr" here: at this step W&B's lr is that of the step just taken, logged after it
-        run.wandb.log(
-            {
-                "iter": record["iter"],
-                "train/loss": losses["train"],
-                "val/loss": losses["val"],
-                "tokens": record["tokens"],
-                **plot,
-            },
-            step=record["iter"],
-        )
+    if run.dist.master:
+        tracking.show_evaluation(cfg.out_dir, progress.metrics, run.wandb)  # loss.png, W&B
 
 
 # --------------------------------------------------------------------------------------------------
@@ -454,29 +433,17 @@ def save_run_checkpoint(run, best=False):
 
 def log_step(run, lossf, lr, grad_norm, dt):
     """One line of the step's loss, lr, grad norm, speed and MFU; the same numbers to W&B."""
-    cfg = run.cfg
+    sequences = run.cfg.batch_size * run.cfg.gradient_accumulation_steps
+    peak_flops = run.peak_flops * run.dist.world_size
+    mfu = hardware.estimate_mfu(run.raw_model, sequences, dt, peak_flops)
     tok_s = run.tokens_per_iter / dt
-    mfu = hardware.estimate_mfu(
-        run.raw_model,
-        cfg.batch_size * cfg.gradient_accumulation_steps,
-        dt,
-        run.peak_flops * run.dist.world_size,
-    )
     tqdm.write(
         f"iter {run.progress.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, grad norm {grad_norm:.4f}, "
         f"{dt * 1000:.1f} ms/iter, {tok_s:,.0f} tok/s, mfu {mfu * 100:.1f}%"
     )
     if run.wandb is not None:
-        run.wandb.log(
-            {
-                "train/loss_step": lossf,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "tok_per_s": tok_s,
-                "mfu": mfu,
-            },
-            step=run.progress.iter_num,
-        )
+        step = {"train/loss_step": lossf, "lr": lr, "grad_norm": grad_norm, "tok_per_s": tok_s}
+        run.wandb.log(step | {"mfu": mfu}, step=run.progress.iter_num)
 
 
 def catch_stop_signals(stop_signal):

@@ -66,6 +66,26 @@ def plot_losses(metrics, path):
     save_figure(fig, path)
 
 
+def show_evaluation(out_dir, metrics, wandb_run):
+    """After an evaluation (rank 0): loss.png from the third on (two points are no curve, and a
+    speedrun that evaluates twice never imports matplotlib), and the losses to W&B."""
+    plotted = len(metrics) >= 3
+    path = os.path.join(out_dir, "loss.png")
+    if plotted:
+        plot_losses(metrics, path)
+    if wandb_run is None:
+        return
+    import wandb
+
+    record = metrics[-1]
+    logged = {"iter": record["iter"], "train/loss": record["train_loss"]}
+    logged |= {"val/loss": record["val_loss"], "tokens": record["tokens"]}
+    if plotted:
+        logged["loss_plot"] = wandb.Image(path)
+    # no "lr" here: at this step W&B's lr is that of the step just taken, logged after it
+    wandb_run.log(logged, step=record["iter"])
+
+
 # --------------------------------------------------------------------------------------------------
 # Weights & Biases
 
