@@ -7,13 +7,21 @@ one way to build a model from a checkpoint, an out_dir or GPT-2's weights; and o
 A checkpoint (ckpt.pt) holds: model (state dict), optimizer, model_args (its config's fields;
 model_type too for a model that is not a GPT), config (TrainConfig), iter_num, best_val_loss,
 tokens, elapsed_s, rng, wandb_run_id. Its tokenizer is in meta.json next to it. nanoGPT's ckpt.pt
-loads too, read into this layout (gptkit/nanogpt.py); any other file is refused.
+loads too, translated into this layout where it is read (gptkit/nanogpt.py); any other file is
+refused. A translated checkpoint also holds what later steps need, in optional fields that train.py
+never writes and any checkpoint may hold:
+- config_errors: {key: one line} for settings of the run that could not be carried (of the wrong
+  type); a resume raises that line unless the user gives the key.
+- resume_note: one line a resume prints.
+- tokenizer_source: where the tokenizer is when out_dir has no meta.json (load_model):
+  {"meta_pkl": path}, {"gpt2": the line printed}, or {"missing": the line raised}.
 """
 
 import json
 import math
 import os
 import random
+import sys
 from dataclasses import fields
 from pickle import UnpicklingError
 
@@ -159,21 +167,25 @@ def model_from_checkpoint(checkpoint, **overrides):
 
 def load_model(init_from, out_dir, device, meta_pkl=""):
     """(model in eval mode on device, tokenizer): out_dir's checkpoint (init_from="resume") or GPT-2
-    weights. A nanoGPT out_dir (no meta.json) has its dataset's meta.pkl (meta_pkl, or where nanoGPT
-    looks), or GPT-2 BPE."""
+    weights. The tokenizer is out_dir's meta.json; without one, where the checkpoint says
+    (tokenizer_source: a nanoGPT run's meta.pkl, or GPT-2 BPE) or the meta.pkl meta_pkl names,
+    and none for a checkpoint that says nothing."""
     if init_from == "resume":
         checkpoint = load_checkpoint(os.path.join(out_dir, "ckpt.pt"), map_location=device)
         model = model_from_checkpoint(checkpoint)
         meta_path = os.path.join(out_dir, "meta.json")
-        if checkpoint.get("nanogpt") is not None and not os.path.isfile(meta_path):
-            return model.eval().to(device), nanogpt.run_tokenizer(checkpoint, out_dir, meta_pkl)
-        if not os.path.isfile(meta_path):
+        if os.path.isfile(meta_path):
+            with open(meta_path) as f:
+                tokenizer = load_tokenizer(json.load(f), out_dir)
+        elif checkpoint.get("tokenizer_source") is not None:
+            vocab_size = checkpoint["model_args"]["vocab_size"]
+            source = checkpoint["tokenizer_source"]
+            tokenizer = source_tokenizer(source, vocab_size, out_dir, meta_pkl)
+        else:
             raise UserError(
                 f"{out_dir} has no meta.json, so its tokenizer is unknown; "
                 "it is written by train.py"
             )
-        with open(meta_path) as f:
-            tokenizer = load_tokenizer(json.load(f), out_dir)
     elif init_from in PRETRAINED or os.path.isdir(init_from):
         model, tokenizer = from_pretrained(init_from), GPT2Tokenizer()
     else:
@@ -182,6 +194,27 @@ def load_model(init_from, out_dir, device, meta_pkl=""):
             "or a directory"
         )
     return model.eval().to(device), tokenizer
+
+
+def source_tokenizer(source, vocab_size, out_dir, meta_pkl=""):
+    """The tokenizer a checkpoint's tokenizer_source names, or the meta.pkl meta_pkl names, which
+    must hold the model's vocab_size tokens."""
+    if meta_pkl:
+        if not os.path.isfile(meta_pkl):
+            raise UserError(f"--meta_pkl={meta_pkl} does not exist")
+        source = {"meta_pkl": meta_pkl}
+    if "missing" in source:
+        raise UserError(source["missing"])
+    if "gpt2" in source:
+        print(source["gpt2"], file=sys.stderr)
+        return GPT2Tokenizer()
+    tokenizer = nanogpt.meta_pkl_tokenizer(source["meta_pkl"])
+    if tokenizer.vocab_size != vocab_size:
+        raise UserError(
+            f"{source['meta_pkl']} has {tokenizer.vocab_size} tokens but the model in {out_dir} "
+            f"has {vocab_size}: give its own with --meta_pkl=PATH"
+        )
+    return tokenizer
 
 
 def rng_state():

@@ -1,8 +1,11 @@
 """
 nanoGPT's files, read as this project's where they are read, and nowhere else: its checkpoints
-(as_ours), its data folders (data_meta) and meta.pkl (read_meta_pkl, which runs nothing), the
-tokenizer of a run. What nanoGPT writes (github.com/karpathy/nanoGPT, its last commit: train.py,
-model.py, sample.py, data/*/prepare.py):
+(as_ours), its data folders (data_meta) and meta.pkl (meta_pkl_tokenizer; read_meta_pkl runs
+nothing). A checkpoint is translated once, with everything later steps need in fields of our own
+layout (gptkit/checkpoint.py), so no other module asks whose it was.
+
+What nanoGPT writes (github.com/karpathy/nanoGPT, its last commit: train.py, model.py, sample.py,
+data/*/prepare.py):
 
 - out*/ckpt.pt: torch.save({'model': state dict, 'optimizer': AdamW state dict, 'model_args':
   {n_layer, n_head, n_embd, block_size, bias, vocab_size, dropout}, 'iter_num', 'best_val_loss'
@@ -105,9 +108,11 @@ def as_ours(checkpoint, path):
 
 
 def from_nanogpt(checkpoint, path):
-    """nanoGPT's checkpoint as ours: its weights under our names, its AdamW state in our parameter
-    order, its config under our keys. Marked with "nanogpt" (its own config), which our checkpoints
-    never hold."""
+    """nanoGPT's checkpoint (path: <out_dir>/ckpt.pt) as ours, once, where it is read: its weights
+    under our names, its AdamW state in our parameter order, its settings under our keys with its
+    dataset found (carried_settings), and in our checkpoint's optional fields what later steps need:
+    the settings it could not carry (config_errors), the line a resume prints (resume_note) and
+    where its tokenizer is, as it has no meta.json (tokenizer_source)."""
     args = checkpoint["model_args"]
     state = {
         name.removeprefix("_orig_mod."): tensor for name, tensor in checkpoint["model"].items()
@@ -136,25 +141,28 @@ def from_nanogpt(checkpoint, path):
             f"{path} has nanoGPT's model_args but not its weights "
             f"({', '.join(wrong[:3])} missing, extra or of another shape); it was left untouched"
         )
+    out_dir = os.path.dirname(path)
     saved = checkpoint.get("config") or {}
-    best = checkpoint.get("best_val_loss", float("inf"))
+    settings, errors = carried_settings(saved, out_dir)
+    iter_num = int(checkpoint.get("iter_num", 0))
+    best = float(checkpoint.get("best_val_loss", float("inf")))  # nanoGPT saves a 0-d tensor
     return {
         "model": state,
         "optimizer": optimizer_state(checkpoint.get("optimizer"), state, tied, model, path),
         "model_args": asdict(config),
-        # its CARRIED settings: TrainConfig keys of the same meaning (an int where we take a
-        # float, as that float)
-        "config": {
-            k: float(v) if CARRIED[k] is float and type(v) is int else v
-            for k, v in saved.items()
-            if k in CARRIED
-        },
-        "iter_num": int(checkpoint.get("iter_num", 0)),
-        "best_val_loss": float(best),  # nanoGPT saves the eval's 0-d tensor
+        "config": settings,
+        "config_errors": errors,
+        "iter_num": iter_num,
+        "best_val_loss": best,
         "elapsed_s": 0.0,
         "rng": None,  # nanoGPT saves none: a resume starts the RNG fresh
         "wandb_run_id": None,
-        "nanogpt": saved,
+        "resume_note": (
+            f"{path} is nanoGPT's: continuing its run at iter {iter_num} (best val loss "
+            f"{best:.4f}) with its config and AdamW state, fresh RNG state (nanoGPT saves none); "
+            "checkpoints are written back in this project's format"
+        ),
+        "tokenizer_source": tokenizer_source(saved.get("dataset"), config.vocab_size, out_dir),
     }
 
 
@@ -204,32 +212,25 @@ def optimizer_state(saved, state, tied, model, path):
     }
 
 
-def resume_settings(checkpoint, given, out_dir):
-    """A nanoGPT run resumed or evaluated continues with its own settings: the keys the user gave,
-    and for the others its config's, with its dataset found in the nanoGPT checkout beside out_dir
-    when there (find_data_dir)."""
-    if checkpoint.get("nanogpt") is None:
-        return given
-    saved = {k: v for k, v in checkpoint["config"].items() if k not in given}
-    for key, value in saved.items():
-        if type(value) is not CARRIED[key]:
-            raise UserError(
-                f"its nanoGPT config has {key}={value!r}, which should be a "
-                f"{CARRIED[key].__name__}: give --{key}=..."
-            )
-    if "dataset" in saved:
-        saved["dataset"] = find_data_dir(saved["dataset"], out_dir)
-    return {**saved, **given}
-
-
-def resume_note(checkpoint, path):
-    """The one line a resumed nanoGPT run prints."""
-    return (
-        f"{path} is nanoGPT's: continuing its run at iter {checkpoint['iter_num']} (best val loss "
-        f"{checkpoint['best_val_loss']:.4f}) with its config and AdamW state, "
-        "fresh RNG state (nanoGPT saves none); "
-        "checkpoints are written back in this project's format"
-    )
+def carried_settings(saved, out_dir):
+    """(settings, errors): its config's CARRIED settings, which a resumed or evaluated nanoGPT run
+    continues with where the user gives none: an int where we take a float, as that float, and its
+    dataset found in the nanoGPT checkout beside out_dir when there (find_data_dir). errors: for
+    each setting of another type, the one line a resume raises unless the user gives that key."""
+    settings = {
+        k: float(v) if CARRIED[k] is float and type(v) is int else v
+        for k, v in saved.items()
+        if k in CARRIED
+    }
+    errors = {
+        k: f"its nanoGPT config has {k}={v!r}, which should be a {CARRIED[k].__name__}: "
+        f"give --{k}=..."
+        for k, v in settings.items()
+        if type(v) is not CARRIED[k]
+    }
+    if "dataset" in settings and "dataset" not in errors:
+        settings["dataset"] = find_data_dir(settings["dataset"], out_dir)
+    return settings, errors
 
 
 def find_data_dir(dataset, out_dir):
@@ -246,48 +247,32 @@ def find_data_dir(dataset, out_dir):
 # The tokenizer of a run
 
 
-def run_tokenizer(checkpoint, out_dir, meta_pkl=""):
-    """The tokenizer of a nanoGPT run, found as nanoGPT's sample.py finds it: meta_pkl if given,
-    else data/<its dataset>/meta.pkl of the nanoGPT checkout (beside out_dir, or the current
-    directory) or of this repo; with none, GPT-2 BPE, which only a model of at least GPT-2's
-    vocabulary can be."""
-    vocab_size = checkpoint["model_args"]["vocab_size"]
-    if meta_pkl:
-        candidates = [meta_pkl]
-        if not os.path.isfile(meta_pkl):
-            raise UserError(f"--meta_pkl={meta_pkl} does not exist")
-    else:
-        dataset = checkpoint["nanogpt"].get("dataset", "")
-        roots = (os.path.dirname(os.path.abspath(out_dir)), os.getcwd(), os.path.dirname(DATA_ROOT))
-        candidates = (
-            list(dict.fromkeys(os.path.join(root, "data", dataset, "meta.pkl") for root in roots))
-            if dataset
-            else []
-        )
+def tokenizer_source(dataset, vocab_size, out_dir):
+    """Where a nanoGPT run's tokenizer is, found as nanoGPT's sample.py finds it, for load_model to
+    read (unless it is given a meta.pkl): data/<its dataset>/meta.pkl of the nanoGPT checkout
+    (beside out_dir, or the current directory) or of this repo, as {"meta_pkl": path}; with none,
+    GPT-2 BPE, {"gpt2": the line that says so}, which only a model of at least GPT-2's vocabulary
+    can be, else {"missing": the one-line error}."""
+    roots = (os.path.dirname(os.path.abspath(out_dir)), os.getcwd(), os.path.dirname(DATA_ROOT))
+    candidates = (
+        list(dict.fromkeys(os.path.join(root, "data", dataset, "meta.pkl") for root in roots))
+        if isinstance(dataset, str) and dataset
+        else []
+    )
     for path in candidates:
         if os.path.isfile(path):
-            meta = read_meta_pkl(path)
-            if meta["vocab_size"] != vocab_size:
-                raise UserError(
-                    f"{path} has {meta['vocab_size']} tokens but the model in {out_dir} "
-                    f"has {vocab_size}: give its own with --meta_pkl=PATH"
-                )
-            return meta_tokenizer(meta)
+            return {"meta_pkl": path}
     looked = (
         f" (looked for {', '.join(candidates)})"
         if candidates
         else " (its checkpoint names no dataset)"
     )
     if vocab_size < GPT2_VOCAB:
-        raise UserError(
-            f"{out_dir} holds a nanoGPT model of {vocab_size} tokens, so its tokenizer is "
-            f"its dataset's meta.pkl, which was not found{looked}: name it with --meta_pkl=PATH"
-        )
-    print(
-        f"no meta.pkl for this nanoGPT run{looked}: GPT-2 BPE, as nanoGPT's sample.py",
-        file=sys.stderr,
-    )
-    return GPT2Tokenizer()
+        return {
+            "missing": f"{out_dir} holds a nanoGPT model of {vocab_size} tokens, so its tokenizer "
+            f"is its dataset's meta.pkl, which was not found{looked}: name it with --meta_pkl=PATH"
+        }
+    return {"gpt2": f"no meta.pkl for this nanoGPT run{looked}: GPT-2 BPE, as nanoGPT's sample.py"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -369,6 +354,11 @@ def check_meta(meta, path):
             "as its data/shakespeare_char/prepare.py writes"
         )
     return meta
+
+
+def meta_pkl_tokenizer(path):
+    """The CharTokenizer of a nanoGPT meta.pkl, read without running anything (read_meta_pkl)."""
+    return meta_tokenizer(read_meta_pkl(path))
 
 
 def meta_tokenizer(meta):

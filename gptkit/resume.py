@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 
-from gptkit import distributed, nanogpt
+from gptkit import distributed
 from gptkit.base import UserError
 from gptkit.checkpoint import load_checkpoint, lock_out_dir, refuse_to_overwrite
 from gptkit.tracking import read_metrics
@@ -74,9 +74,10 @@ def run_settings(given):
     what the user gave (config files, --key=value). A resume or --eval_only continues the run in
     out_dir as it was: the settings saved in its checkpoint (its "config"; the model keys of its
     model_args where an older checkpoint has no config; today's default for a key it lacks), then
-    what the user gave. changes: [(key, the run's value, the value used)] for each key the
-    checkpoint records that differs from it, for the lines describe_changes prints once every check
-    passed.
+    what the user gave. A setting the checkpoint could not carry (its config_errors: a nanoGPT
+    run's of the wrong type) must be given. changes: [(key, the run's value, the value used)] for
+    each key the checkpoint records that differs from it, for the lines describe_changes prints
+    once every check passed.
     """
     if not continues_checkpoint(given):
         return TrainConfig(**given), []
@@ -91,16 +92,11 @@ def run_settings(given):
         for k, v in checkpoint["model_args"].items()
         if k in keys and k not in ("sdpa", "vocab_size")
     }
-    saved = checkpoint.get("config", {})
-    if (
-        checkpoint.get("nanogpt") is not None
-    ):  # the keys its config shares with ours, type-checked, its dataset found
-        saved = {
-            k: v
-            for k, v in nanogpt.resume_settings(checkpoint, given, out_dir).items()
-            if k not in given
-        }
-    saved = {k: v for k, v in saved.items() if k in keys}
+    errors = checkpoint.get("config_errors", {})
+    for key, message in errors.items():
+        if key not in given:
+            raise UserError(message)
+    saved = {k: v for k, v in checkpoint.get("config", {}).items() if k in keys and k not in errors}
     recorded = {**model_keys, **saved}
     settings = {**{k: getattr(TrainConfig, k) for k in keys}, **recorded, **given}
     if settings["fsdp"] and not distributed.launched() and "fsdp" not in given:
@@ -272,8 +268,8 @@ def resume_progress(checkpoint, model, optimizer, dist, out_dir):
     if checkpoint is None:
         return Progress(), None
     distributed.load_optimizer(model, optimizer, checkpoint["optimizer"], dist)
-    if checkpoint.get("nanogpt") is not None and dist.master:
-        print(nanogpt.resume_note(checkpoint, os.path.join(out_dir, "ckpt.pt")))
+    if checkpoint.get("resume_note") and dist.master:
+        print(checkpoint["resume_note"])
     iter_num = checkpoint["iter_num"]
     progress = Progress(
         iter_num=iter_num,

@@ -6,6 +6,7 @@ of its model.py and train.py below: same modules, same names, same saved dict), 
 file gets one line, exit 2, and nothing written.
 """
 
+import ast
 import json
 import math
 import os
@@ -18,13 +19,14 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import ONE_THREAD, SHAKESPEARE, run_script, run_train_main
+from conftest import ONE_THREAD, ROOT, SHAKESPEARE, run_script, run_train_main
 
 import attention_maps as attention
 import sample
 from gptkit import checkpoint, nanogpt
 from gptkit.base import UserError
 from gptkit.configurator import ConfigError, parse_overrides
+from gptkit.resume import run_settings
 from gptkit.tokenizer import GPT2Tokenizer
 from gptkit.train_config import TrainConfig, configure_adamw
 
@@ -660,6 +662,48 @@ def test_resume_continues_the_nanogpt_run_and_writes_our_format(checkout, tmp_pa
     vocab = pickle.load(open(root / "data" / "shakespeare_char" / "meta.pkl", "rb"))["itos"]
     chars = json.loads((out_dir / "meta.json").read_text())["chars"]
     assert chars == [vocab[i] for i in range(len(vocab))]
+
+
+def test_nanogpt_setting_of_another_type_must_be_given_and_changes_are_described(
+    checkout, tmp_path
+):
+    """A setting of its config that is not of our type stops a resume with one line until it is
+    given; the others are the run's own (its dataset found beside out_dir), and a given one that
+    differs is a change, described as for our checkpoints."""
+    root = copy_checkout(checkout, tmp_path)
+    path = root / "out-shakespeare-char" / "ckpt.pt"
+    saved = torch.load(path, weights_only=True)
+    saved["config"]["batch_size"] = "8"
+    torch.save(saved, path)
+    given = {"init_from": "resume", "out_dir": str(path.parent)}
+    with pytest.raises(UserError) as e:
+        run_settings(given)
+    assert str(e.value) == (
+        "its nanoGPT config has batch_size='8', which should be a int: give --batch_size=..."
+    )
+    cfg, changes = run_settings({**given, "batch_size": 4, "max_iters": 60})
+    assert cfg.batch_size == 4 and cfg.beta2 == 0.99 and cfg.warmup_iters == 5
+    assert cfg.dataset == str(root / "data" / "shakespeare_char")
+    assert changes == [("max_iters", 40, 60)]
+
+
+def test_only_gptkit_nanogpt_knows_nanogpts_formats():
+    """Outside gptkit/nanogpt.py, modules call it only at the doors, where a nanoGPT file is read
+    (a checkpoint, a data folder, a meta.pkl), and no library module asks for a key named after
+    it: past the door nothing asks whose a checkpoint was."""
+    doors = {"as_ours", "data_meta", "meta_pkl_tokenizer"}
+    used = set()
+    for path in sorted(ROOT.glob("*.py")) + sorted((ROOT / "gptkit").glob("*.py")):
+        if path.name == "nanogpt.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "gptkit.nanogpt":
+                used |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.Attribute) and getattr(node.value, "id", "") == "nanogpt":
+                used.add(node.attr)
+            elif path.parent.name == "gptkit" and isinstance(node, ast.Constant):
+                assert node.value != "nanogpt", f"{path.name} line {node.lineno}"
+    assert used == doors
 
 
 def test_nanogpt_data_folder_trains_without_preparing(checkout, tmp_path):
