@@ -174,7 +174,7 @@ def evaluate(model, tokenizer, sentences, longest_train):
         / len(sentences),
         "chance": 1 / len(ANIMALS),
     }
-    if not hasattr(model, "attention_maps"):  # the GRU: no heads to look into
+    if not model.has_attention:  # the GRU: no heads to look into
         return result | {"best_head": None, "notes_sentence": notes_sentence(model, tokenizer)}
     beats, on_subject, on_distractor = subject_heads(model, tokenizer, sentences)
     layer, head = divmod(int(beats.argmax()), beats.shape[1])
@@ -613,12 +613,13 @@ def translation_attention(model, tokenizer, path=None):
         weights = model.attention_maps(torch.tensor(ids))  # (n_layer, n_head, T, T)
         # row r: the query at sep + r, which predicts the French token sep + r + 1
         maps.append((tokens[:sep], tokens[sep + 1 : end], weights[:, :, sep : end - 1, :sep]))
+    # (2, n_layer, n_head)
     aligned = torch.stack(
         [
             weights[:, :, french.index(f), english.index(e)]
             for (english, french, weights), (f, e) in zip(maps, ALIGNED, strict=True)
         ]
-    )  # (2, n_layer, n_head)
+    )
     layer, head = divmod(int(aligned.mean(0).argmax()), aligned.shape[2])
     result = {
         "layer": layer + 1,  # 1-based, as attention_maps.py's pictures number them
