@@ -60,7 +60,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from gptkit import hardware
+from gptkit import decode_step, hardware
 from gptkit.base import UserError, save_figure
 from gptkit.configurator import ConfigError, parse_args, run_cli
 from gptkit.decoding import check_quantize, prepare_for_decoding
@@ -114,6 +114,10 @@ class BenchConfig:
     quantize: str = "none"  # sample: "none", or int8, int4 or "int8,int4": adds those cached paths
     # sample: adds model.generate on the unprepared model (the cache, plain nn.Linear)
     plain: bool = False
+    # sample: adds <path>_loop, model.generate on each prepared model (the notes' loop around the
+    # same kernels, what sample.py ran before gptkit.decode_step)
+    loop: bool = False
+    profile_tokens: int = 16  # sample: tokens per path under torch.profiler, for the top ops
     # sample: "gpt2" (124M) | "gpt2-xl" (1.5B: 48 layers, 1600 wide, 25 heads), random weights
     shape: str = "gpt2"
     target: float = 1.88  # time_to_target: full-val-split loss to reach
@@ -275,10 +279,11 @@ SHAPES = {
 
 
 def sample_paths(bench, plain, dtype):
-    """name -> (model, use_cache). `cached` is sample.py's path in the decoding dtype, `int8`/`int4`
-    its --quantize ones, `generate` the plain model's model.generate with the cache (what a Python
-    caller gets without prepare_for_decoding), `uncached` nanoGPT's generate. A single path is
-    prepared in place, not on a copy: GPT-2 XL in fp32 is 6.2 GB."""
+    """name -> (model, generate). `cached` is sample.py's path in the decoding dtype (the prepared
+    model's Linears under gptkit.decode_step), `int8`/`int4` its --quantize ones, `<name>_loop` the
+    same prepared model in model.generate (--loop=true), `generate` the plain model's model.generate
+    with the cache (what a Python caller gets without prepare_for_decoding), `uncached` nanoGPT's
+    generate. A single path is prepared in place, not on a copy: GPT-2 XL in fp32 is 6.2 GB."""
     names = {
         "both": ["uncached", "cached"],
         "on": ["cached"],
@@ -296,11 +301,50 @@ def sample_paths(bench, plain, dtype):
     for name in names:
         model = plain if len(names) == 1 else copy.deepcopy(plain)
         if name in ("uncached", "generate"):
-            paths[name] = (model, name == "generate")
-        else:
-            quantize = "none" if name == "cached" else name
-            paths[name] = (prepare_for_decoding(model, quantize, getattr(torch, dtype)), True)
+            use_cache = name == "generate"
+            paths[name] = (model, lambda m, *a, c=use_cache, **k: m.generate(*a, use_cache=c, **k))
+            continue
+        quantize = "none" if name == "cached" else name
+        model = prepare_for_decoding(model, quantize, getattr(torch, dtype))
+        paths[name] = (model, decode_step.generate)
+        if bench.loop:
+            paths[f"{name}_loop"] = (model, lambda m, *a, **k: m.generate(*a, **k))
     return paths
+
+
+def kernel_modules(model):
+    """The model's Linears as prepared (PackedLinear, Int8Linear, Int4Linear or nn.Linear), in
+    order: the matrices a token streams."""
+    return [m for m in model.modules() if hasattr(m, "in_features") and hasattr(m, "out_features")]
+
+
+@torch.no_grad()
+def linears_s_per_token(model, device, repeats=5):
+    """Seconds one token spends in the model's Linears alone: each kernel module (its own casts,
+    quantization and padding included) on one (1, 1, in) row, all of them in turn, best of
+    `repeats` after a warm pass."""
+    modules = kernel_modules(model)
+    rows = [torch.randn(1, 1, m.in_features, device=device) for m in modules]
+    best = float("inf")
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        for module, row in zip(modules, rows, strict=True):
+            module(row)
+        hardware.sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@torch.no_grad()
+def top_ops(generate, model, prompt, tokens, n=8):
+    """{op: ms per token} for the n ops with the most self CPU time while `generate` makes `tokens`
+    greedy tokens (torch.profiler; the prompt's forward included, so a long prompt weighs in)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        generate(model, prompt, tokens, temperature=0)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {e.key: round(e.self_cpu_time_total / 1e3 / tokens, 3) for e in events[:n]}
 
 
 def bench_sample(bench, train_argv):
@@ -339,13 +383,11 @@ def bench_sample(bench, train_argv):
     outputs = {}
     bandwidths = [read_bandwidth(device)]
     for r in range(bench.repeats):  # interleaved, so background load hits every path alike
-        for name, (model, use_cache) in paths.items():
+        for name, (model, generate) in paths.items():
             print(f"run {r}: {name}, {bench.new_tokens} tokens...", file=sys.stderr)
             t0 = time.perf_counter()
             with hw.ctx:
-                outputs[name] = model.generate(
-                    prompt.to(device), bench.new_tokens, temperature=0, use_cache=use_cache
-                )
+                outputs[name] = generate(model, prompt.to(device), bench.new_tokens, temperature=0)
             hardware.sync(device)
             times[name].append(time.perf_counter() - t0)
             expected = (1, bench.prompt_len + bench.new_tokens)
@@ -370,20 +412,36 @@ def bench_sample(bench, train_argv):
             # the fraction of the read limit this path reached
             result[f"{name}_read_fraction"] = round(statistics.median(fractions[name]), 3)
             result[f"{name}_read_fraction_best"] = round(max(fractions[name]), 3)
+            # the split of a token's time: the Linears alone, and everything else
+            token_ms = 1e3 * dt / bench.new_tokens
+            linears_ms = 1e3 * linears_s_per_token(model, device)
+            result[f"{name}_ms_per_token"] = round(token_ms, 3)
+            result[f"{name}_linears_ms_per_token"] = round(linears_ms, 3)
+            result[f"{name}_else_fraction"] = round(1 - linears_ms / token_ms, 3)
+            if bench.profile_tokens:
+                with hw.ctx:
+                    result[f"{name}_top_ops_ms_per_token"] = top_ops(
+                        paths[name][1],
+                        model,
+                        prompt.to(device),
+                        min(bench.profile_tokens, bench.new_tokens),
+                    )
     if "cached" in paths and "uncached" in paths:
         result["kv_cache_speedup"] = round(
             result["cached_tok_per_s"] / result["uncached_tok_per_s"], 2
         )
         # whether the two paths picked the same greedy tokens
         result["cached_equals_uncached"] = torch.equal(outputs["cached"], outputs["uncached"])
-    for name in ("int8", "int4", "generate"):
-        if "cached" in paths and name in paths:
-            # against sample.py's path
+    # int8, int4 and generate against sample.py's fp32 path; each <path>_loop against its <path>
+    pairs = [(name, "cached") for name in ("int8", "int4", "generate")]
+    pairs += [(name, name.removesuffix("_loop")) for name in paths if name.endswith("_loop")]
+    for name, reference in pairs:
+        if name in paths and reference in paths:
             result[f"{name}_speedup"] = round(
-                result[f"{name}_tok_per_s"] / result["cached_tok_per_s"], 2
+                result[f"{name}_tok_per_s"] / result[f"{reference}_tok_per_s"], 2
             )
-            differs = (outputs[name] != outputs["cached"])[0, bench.prompt_len :].nonzero()
-            # null when every greedy token equals sample.py's
+            differs = (outputs[name] != outputs[reference])[0, bench.prompt_len :].nonzero()
+            # null when every greedy token equals the reference's
             result[f"{name}_first_greedy_token_differing"] = (
                 differs[0].item() if len(differs) else None
             )

@@ -18,7 +18,8 @@ alone. Only a single sample is streamed; a batch's samples are printed when the 
 
 --quantize=int8 samples with int8 weights, --quantize=int4 with 4-bit ones
 (decoding.prepare_for_decoding): fewer bytes to stream per token, more tokens/s on a CPU
-(docs/performance.md).
+(docs/performance.md). After the prompt each token runs gptkit.decode_step's step over a static KV
+cache: model.py's numbers with fewer ops around the kernels.
 
 --output appends one JSON object per sample: prompt, text, tokens (the new token ids of text: see
 text_tokens), settings, decoding (the kernel the model's Linears ran, read from the prepared model)
@@ -32,7 +33,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from gptkit import hardware
+from gptkit import decode_step, hardware
 from gptkit.base import UserError, checked
 from gptkit.checkpoint import load_model
 from gptkit.configurator import parse_args, run_cli
@@ -126,14 +127,17 @@ def generate_texts(model, tokenizer, ids, cfg, generators, ctx, on_text=None):
     device = next(model.parameters()).device
     idx = torch.tensor([ids] * len(generators), dtype=torch.long, device=device)  # (N, T)
     new_ids, done, shown = [[] for _ in generators], [False] * len(generators), ""
-    stream = model.generate_stream(
-        idx,
-        cfg.max_new_tokens,
+    settings = dict(
         temperature=cfg.temperature,
         top_k=cfg.top_k,
         top_p=cfg.top_p if cfg.top_p < 1 else None,
         generator=list(generators),
-        use_cache=cfg.use_cache,
+    )
+    # the KV cache: gptkit.decode_step's static one, the same tokens as model.generate_stream's
+    stream = (
+        decode_step.generate_stream(model, idx, cfg.max_new_tokens, **settings)
+        if cfg.use_cache
+        else model.generate_stream(idx, cfg.max_new_tokens, use_cache=False, **settings)
     )
     with ctx:
         for tokens in stream:  # (N, 1)

@@ -68,12 +68,15 @@ class Int8Linear(nn.Module):
 
     def forward(self, x):
         rows = x.reshape(-1, self.in_features).float()  # (B*T, in)
-        x_scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127  # (B*T, 1)
-        x_int8 = (rows / x_scale).round().to(torch.int8)
+        # one kernel for abs().amax(), the rest in place on fresh tensors: a token runs this 49
+        # times in GPT-2 small, so each op saved is ~49 dispatches, and the numbers are the same
+        x_scale = torch.linalg.vector_norm(rows, float("inf"), dim=1, keepdim=True)  # (B*T, 1)
+        x_scale = x_scale.clamp_(min=1e-12).div_(127)
+        x_int8 = (rows / x_scale).round_().to(torch.int8)
         # (B*T, out), exact int32 sums rescaled
         y = torch._int_mm(x_int8, self.weight_t) * (x_scale * self.scale)
         if self.bias is not None:
-            y = y + self.bias
+            y.add_(self.bias)
         return y.view(*x.shape[:-1], self.out_features).type_as(x)
 
 
@@ -125,9 +128,10 @@ class Int4Linear(nn.Module):
             rows = nn.functional.pad(rows, (0, self.padded_in - self.in_features))
         # (B*T, padded out)
         y = torch._weight_int4pack_mm_for_cpu(rows, self.weight, self.group_size, self.scale_zero)
-        y = y[:, : self.out_features].float()
-        if self.bias is not None:
-            y = y + self.bias
+        if y.shape[1] != self.out_features:
+            y = y[:, : self.out_features]
+        # bf16 + fp32 bias is computed in fp32: the cast and the add in one op
+        y = y.float() if self.bias is None else torch.add(self.bias, y)
         return y.view(*x.shape[:-1], self.out_features).type_as(x)
 
 

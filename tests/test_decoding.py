@@ -206,3 +206,38 @@ def test_int4_is_one_line_on_a_gpu_and_on_a_cpu_without_its_vectorized_kernel(ch
         "error: --quantize=int4 needs torch's AVX2/AVX-512 int4 kernel "
         "(this CPU and torch build: DEFAULT); use --quantize=int8"
     ]
+
+
+def int8_forward_before_hoisting(m, x):
+    """Int8Linear.forward as it was before its ops were folded (d580eb3): the reference."""
+    rows = x.reshape(-1, m.in_features).float()
+    x_scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
+    y = torch._int_mm((rows / x_scale).round().to(torch.int8), m.weight_t) * (x_scale * m.scale)
+    y = y if m.bias is None else y + m.bias
+    return y.view(*x.shape[:-1], m.out_features).type_as(x)
+
+
+def int4_forward_before_hoisting(m, x):
+    """Int4Linear.forward as it was before its ops were folded (d580eb3): the reference."""
+    rows = x.reshape(-1, m.in_features).to(torch.bfloat16)
+    rows = torch.nn.functional.pad(rows, (0, m.padded_in - m.in_features))
+    y = torch._weight_int4pack_mm_for_cpu(rows, m.weight, m.group_size, m.scale_zero)
+    y = y[:, : m.out_features].float()
+    y = y if m.bias is None else y + m.bias
+    return y.view(*x.shape[:-1], m.out_features).type_as(x)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("in_out", [(48, 80), (768, 2304), (64, 65)])
+@pytest.mark.parametrize(
+    "kernel, reference",
+    [(Int8Linear, int8_forward_before_hoisting), (Int4Linear, int4_forward_before_hoisting)],
+)
+def test_the_quantized_kernels_keep_their_numbers_bit_for_bit(kernel, reference, in_out, bias):
+    if kernel is Int4Linear:
+        check_quantize("int4")
+    torch.manual_seed(0)
+    module = kernel(torch.nn.Linear(*in_out, bias=bias))
+    for shape in [(1, 1, in_out[0]), (3, in_out[0]), (2, 5, in_out[0])]:
+        x = torch.randn(*shape)
+        assert torch.equal(module(x), reference(module, x)), shape
