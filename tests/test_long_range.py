@@ -119,8 +119,8 @@ def trained(prepared, tmp_path_factory):
     """
     config/train_long_range.py on one thread: the README's run (same seed, same train.bin). The head
     that finds the subject forms late, so nothing shorter is safe. Measured on the held-out
-    sentences: 1,000 iterations 5% right, 1,200 92%, 1,500 99.7%; n_embd=32 for 1,500 iterations,
-    0%.
+    sentences, without value embeddings: 1,000 iterations 5% right, 1,200 92%, 1,500 99.7%;
+    n_embd=32 for 1,500 iterations, 0%. With them (the shipped config): 1,500 iterations 99.55%.
     """
     out = tmp_path_factory.mktemp("long_range_run")
     run_script(
