@@ -1,7 +1,7 @@
 # The notes' encoder-decoder (part ②) against config/train_translate.py's GPT: a GRU language model
-# (recurrent.py) on the same `english = french` lines. Decoder-only, it is the encoder while it reads
-# the English and the decoder once it writes the French: at "=" its hidden state, 108 numbers, is
-# the one vector that carries the whole sentence, and the French is written from that vector
+# (recurrent.py) on the same `english = french` lines. Decoder-only, it is the encoder while it
+# reads the English and the decoder once it writes the French: at "=" its hidden state, 108 numbers,
+# is the one vector that carries the whole sentence, and the French is written from that vector
 # alone. About the GPT's parameters (134,460 against 136,448) and CPU time (docs/translation.md).
 # python data/translate/prepare.py, then python train.py config/train_translate_gru.py
 out_dir = "out-translate-gru"
