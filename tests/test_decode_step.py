@@ -57,8 +57,6 @@ def test_a_step_allocates_no_cache_and_writes_its_token_in_place():
         step.step(torch.tensor([[token]]))
     assert step.length == 7
     assert [(c.k.data_ptr(), c.v.data_ptr()) for c in step.caches] == pointers
-    # the positions past the tokens are untouched zeros
-    assert all(c.k[:, :, 7:].abs().sum() == 0 for c in step.caches)
 
 
 def test_generate_stream_checks_its_settings_and_stops_when_asked():
