@@ -49,6 +49,7 @@ process.
 
 import copy
 import json
+import math
 import os
 import resource
 import statistics
@@ -66,7 +67,7 @@ from gptkit.configurator import ConfigError, parse_args, run_cli
 from gptkit.decoding import check_quantize, prepare_for_decoding
 from gptkit.loader import data_dir_for, load_meta
 from gptkit.train_config import TrainConfig, build_optimizer, new_model, validate
-from model import GPT, GPTConfig
+from model import GPT, Block, GPTConfig
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -118,6 +119,9 @@ class BenchConfig:
     # same kernels, what sample.py ran before gptkit.decode_step)
     loop: bool = False
     profile_tokens: int = 16  # sample: tokens per path under torch.profiler, for the top ops
+    # sample: build the one --quantize path's random model a block at a time, each block quantized
+    # before the next is built, so the fp32 model is never whole (GPT-2 XL's peak RSS)
+    layerwise: bool = False
     # sample: "gpt2" (124M) | "gpt2-xl" (1.5B: 48 layers, 1600 wide, 25 heads), random weights
     shape: str = "gpt2"
     target: float = 1.88  # time_to_target: full-val-split loss to reach
@@ -278,6 +282,31 @@ SHAPES = {
 }
 
 
+def layerwise_model(config, quantize, device):
+    """A random GPT with GPT's own initialization, each block built and quantized before the next:
+    at most one block in fp32 at a time (GPT-2 XL: 6.2 GB in fp32 whole, ~1 GB in int4). Its
+    weights are not the whole-built model's (another draw of the RNG)."""
+    with torch.device("meta"):  # shapes only
+        model = GPT(config)
+    for i in range(config.n_layer):
+        block = Block(config).to(device)
+        block.apply(model._init_weights)
+        for name, p in block.named_parameters():  # GPT-2's scaled residual init, as GPT.__init__
+            if name.endswith("c_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        model.transformer.h[i] = prepare_for_decoding(block.eval(), quantize)
+    t = model.transformer
+    for module in (t.wte, t.wpe, t.ln_f):
+        module.to_empty(device=device)
+        module.reset_parameters() if module is t.ln_f else model._init_weights(module)
+    model.lm_head = torch.nn.Linear(config.n_embd, config.vocab_size, bias=False, device=device)
+    if config.tie_weights:
+        model.lm_head.weight = t.wte.weight
+    else:
+        model._init_weights(model.lm_head)
+    return prepare_for_decoding(model.eval(), quantize)
+
+
 def sample_paths(bench, plain, dtype):
     """name -> (model, generate). `cached` is sample.py's path in the decoding dtype (the prepared
     model's Linears under gptkit.decode_step), `int8`/`int4` its --quantize ones, `<name>_loop` the
@@ -352,8 +381,18 @@ def bench_sample(bench, train_argv):
     hw = hardware.setup_for_sampling(cfg.device, cfg.dtype)
     device, dtype = hw.device, hw.dtype
     torch.manual_seed(bench.seed)
+    with torch.device("meta"):  # counted on shapes: a layerwise model's int4 weights are buffers
+        n_params = GPT(SHAPES[bench.shape]).get_num_params()
     # GPT-2 small (12 layers, 768 wide) or XL; 1024 context
-    plain = GPT(SHAPES[bench.shape]).to(device).eval()
+    if bench.layerwise:
+        quantize = bench.quantize.split(",")
+        if bench.cache != "quantized" or len(quantize) != 1 or quantize[0] == "none":
+            raise UserError(
+                "--layerwise=true builds one path: give --cache=quantized --quantize=int4"
+            )
+        plain = layerwise_model(SHAPES[bench.shape], quantize[0], device)
+    else:
+        plain = GPT(SHAPES[bench.shape]).to(device).eval()
     if bench.prompt_len + bench.new_tokens > plain.config.block_size:
         raise UserError(
             f"prompt_len + new_tokens must be <= {plain.config.block_size}, the model's context"
@@ -365,7 +404,7 @@ def bench_sample(bench, train_argv):
     )
     result = {
         "shape": bench.shape,
-        "params_M": round(plain.get_num_params() / 1e6, 3),
+        "params_M": round(n_params / 1e6, 3),
         "device": device,
         "dtype": dtype,
         "threads": torch.get_num_threads(),
