@@ -13,8 +13,8 @@ A Python caller gets sample.py's speed with one call:
 
     out = generate(prepare_for_decoding(model.eval(), "int4"), idx, 100, temperature=0)
 
-The step stays eager on a CPU: there the Linears' kernels are already oneDNN's or ATen's, and a
-torch.compile of the step costs more than a sample saves (measured: docs/performance.md).
+The step is eager: no torch.compile of it is built yet (the issue's prototype, Inductor freezing
+with plain F.linear, ran slower than eager on a CPU: docs/sampling.md).
 """
 
 import torch
