@@ -133,12 +133,12 @@ def generate_texts(model, tokenizer, ids, cfg, generators, ctx, on_text=None):
         top_p=cfg.top_p if cfg.top_p < 1 else None,
         generator=list(generators),
     )
-    # the KV cache: gptkit.decode_step's static one, the same tokens as model.generate_stream's
-    stream = (
-        decode_step.generate_stream(model, idx, cfg.max_new_tokens, **settings)
-        if cfg.use_cache
-        else model.generate_stream(idx, cfg.max_new_tokens, use_cache=False, **settings)
-    )
+    # a GPT's KV cache: gptkit.decode_step's static one, the same tokens as model.generate_stream's;
+    # the GRU carries its own state (recurrent.py)
+    if cfg.use_cache and model.has_attention:
+        stream = decode_step.generate_stream(model, idx, cfg.max_new_tokens, **settings)
+    else:
+        stream = model.generate_stream(idx, cfg.max_new_tokens, use_cache=cfg.use_cache, **settings)
     with ctx:
         for tokens in stream:  # (N, 1)
             for row, token in enumerate(tokens[:, 0].tolist()):
