@@ -120,7 +120,8 @@ def trained(prepared, tmp_path_factory):
     config/train_long_range.py on one thread: the README's run (same seed, same train.bin). The head
     that finds the subject forms late, so nothing shorter is safe. Measured on the held-out
     sentences, without value embeddings: 1,000 iterations 5% right, 1,200 92%, 1,500 99.7%;
-    n_embd=32 for 1,500 iterations, 0%. With them (the shipped config): 1,500 iterations 99.55%.
+    n_embd=32 for 1,500 iterations, 0%. With them, AdamW: 1,500 iterations 99.55%; with them and
+    Muon (the shipped config): 100% of these 401 sentences.
     """
     out = tmp_path_factory.mktemp("long_range_run")
     run_script(
