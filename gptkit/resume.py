@@ -1,7 +1,8 @@
 """
-How a run continues: the settings a resume (or --eval_only) runs with, the checkpoint it starts
-from, checked against what the user gave, and where its progress stands. train.py calls these before
-any work; the policy is here so the script reads as a loop.
+How a run starts or continues: the settings a resume (or --eval_only) runs with, out_dir made this
+run's alone, the checkpoint it starts from, checked against what the user gave, and where its
+progress stands. train.py calls these before any work; the policy is here so the script reads as a
+loop.
 
 A checkpoint fixes its model (shape and kind) and its optimizer's kind and hyperparameters; every
 other key may change on resume and each change is printed in one line, with whether the run still
@@ -32,15 +33,11 @@ from gptkit.train_config import TrainConfig
 # learning-rate schedule, max_iters, batch sizes, evaluation, logging, checkpointing, W&B, dataset
 # (same tokenizer), seed, device, dtype, compile. Each change is printed (describe_changes).
 FIXED_OPTIMIZER_KEYS = ("optimizer", "weight_decay", "beta1", "beta2", "muon_lr", "embedding_lr")
-
-
 CHANGEABLE_MODEL_KEYS = ("dropout", "sdpa")
-
 
 # Keys that belong to one invocation, not to the run: a resume or --eval_only never takes them from
 # the checkpoint.
 PER_INVOCATION_KEYS = ("init_from", "out_dir", "eval_only", "overwrite", "quantize")
-
 
 # Keys that change only what is evaluated, logged or kept, never the weights (evaluations use fixed
 # batches and draw no random numbers): changing one on resume keeps the run bit for bit the
