@@ -97,15 +97,11 @@ def run_settings(given):
     recorded = {**model_keys, **saved}
     settings = {**{k: getattr(TrainConfig, k) for k in keys}, **recorded, **given}
     if settings["fsdp"] and not distributed.launched() and "fsdp" not in given:
-        settings["fsdp"] = (
-            False  # a sharded run continued in one process: unsharded (the checkpoint is whole)
-        )
+        settings["fsdp"] = False  # a sharded run continued in one process (the checkpoint is whole)
     # a key the checkpoint does not record (nanoGPT's device, say) has no value of the run's to
     # differ from
     changes = [
-        (key, recorded[key], settings[key])
-        for key in sorted(recorded)
-        if settings[key] != recorded[key]
+        (k, recorded[k], settings[k]) for k in sorted(recorded) if settings[k] != recorded[k]
     ]
     return TrainConfig(**settings), changes
 
@@ -116,10 +112,8 @@ def describe_changes(changes, resume):
     lines = []
     for key, was, now in changes:
         diverges = resume and key not in BOOKKEEPING_KEYS
-        lines.append(
-            f"{key}: {was!r} -> {now!r}"
-            + ("; the run no longer matches an uninterrupted one" if diverges else "")
-        )
+        note = "; the run no longer matches an uninterrupted one" if diverges else ""
+        lines.append(f"{key}: {was!r} -> {now!r}{note}")
     return lines
 
 
