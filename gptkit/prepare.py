@@ -152,6 +152,25 @@ def prepare_split(train_text, val_text, tokenizer, out_dir, source, **extra_meta
     return meta
 
 
+def add_refused_input(parser):
+    """--input on a generated corpus's command line: listed, so every prepare script answers it, and
+    refused by refuse_input."""
+    parser.add_argument(
+        "--input",
+        help="not taken: this corpus is generated (a text of your own: data/my_text/prepare.py)",
+    )
+
+
+def refuse_input(args, why):
+    """One error line for --input given to a generated corpus; why: what it generates, and why its
+    guarantees need that."""
+    if args.input is not None:
+        raise UserError(
+            f"{why}, so it reads no --input; "
+            "prepare a text of your own with data/my_text/prepare.py --input=PATH"
+        )
+
+
 def prepare_cli(here, doc, tokenizer, input_required=False):
     """The command line of a text prepare script: Tiny Shakespeare or --input (input_required: no
     default), tokenized by --tokenizer."""

@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", ".."))
 from data.long_range.corpus import as_text, corpus  # noqa: E402
 from gptkit.base import UserError  # noqa: E402
-from gptkit.prepare import prepare_split  # noqa: E402
+from gptkit.prepare import add_refused_input, prepare_split, refuse_input  # noqa: E402
 from gptkit.tokenizer import BPETokenizer  # noqa: E402
 
 
@@ -44,18 +44,13 @@ def main():
         default=1000,
         help="of train's lengths, and as many longer ones",
     )
-    parser.add_argument(
-        "--input",
-        help="not taken: this corpus is generated (a text of your own: data/my_text/prepare.py)",
-    )
+    add_refused_input(parser)
     args = parser.parse_args()
-    if args.input is not None:
-        raise UserError(
-            "data/long_range generates its sentences from --seed (train and val share no subject "
-            "and nearest-animal pair, and long_range.py regenerates val to score a model), "
-            "so it reads no --input; "
-            "prepare a text of your own with data/my_text/prepare.py --input=PATH"
-        )
+    refuse_input(
+        args,
+        "data/long_range generates its sentences from --seed (train and val share no subject "
+        "and nearest-animal pair, and long_range.py regenerates val to score a model)",
+    )
     if args.train_sentences < 1 or args.val_sentences < 1:
         raise UserError("--train_sentences and --val_sentences must be at least 1")
     train, val = corpus(args.seed, args.train_sentences, args.val_sentences)

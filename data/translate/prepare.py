@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", ".."))
 from data.translate.corpus import TASKS, as_text, corpus, line  # noqa: E402
 from gptkit.base import UserError  # noqa: E402
-from gptkit.prepare import prepare_split  # noqa: E402
+from gptkit.prepare import add_refused_input, prepare_split, refuse_input  # noqa: E402
 from gptkit.tokenizer import BPETokenizer  # noqa: E402
 
 OUT_DIRS = {"notes": HERE, "reverse": os.path.join(HERE, "..", "translate_reverse")}
@@ -41,17 +41,13 @@ def main():
     parser.add_argument(
         "--max_words", type=int, default=20, help="train's longest source; val's is twice it"
     )
-    parser.add_argument(
-        "--input",
-        help="not taken: this corpus is generated (a text of your own: data/my_text/prepare.py)",
-    )
+    add_refused_input(parser)
     args = parser.parse_args()
-    if args.input is not None:
-        raise UserError(
-            "data/translate generates its pairs from --seed (val's sentences are never in train, "
-            "and long_range.py regenerates val to score a model), so it reads no --input; "
-            "prepare a text of your own with data/my_text/prepare.py --input=PATH"
-        )
+    refuse_input(
+        args,
+        "data/translate generates its pairs from --seed (val's sentences are never in train, "
+        "and long_range.py regenerates val to score a model)",
+    )
     if min(args.train_pairs, args.val_per_bucket) < 1 or args.max_words < 10:
         raise UserError(
             "--train_pairs and --val_per_bucket must be at least 1, --max_words at least 10"
