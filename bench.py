@@ -39,10 +39,12 @@ time_to_target: runs `python train.py <config>` exactly as a user would, in a su
     this repo's dtype/attention choices), "nanogpt" (the same command as nanoGPT's train.py runs it
     on a CPU: float32, SDPA), "fast" (config/train_shakespeare_char_fast.py), "fast_fp32"
     (config/train_shakespeare_char_fast_fp32.py, for CPUs without native bf16), a path to a config
-    file, or "frontier": the speedrun configs (config/speedrun_*.py, 1 to 10 minutes; ~20 minutes in
-    all). --plot=PNG draws each config's full-val loss against its wall minutes, as
-    docs/speedrun_frontier.png was drawn:
+    file, or "frontier": the speedrun configs (config/speedrun_*.py, 1 to 10 minutes) and "nanogpt"
+    (~25 minutes in all). --plot=PNG draws each config's full-val loss against its wall minutes,
+    with a line at nanoGPT's own GPU result, as docs/speedrun_frontier.png was drawn:
         python bench.py time_to_target --configs=frontier --plot=docs/speedrun_frontier.png
+    --inductor_cache=cold (the default) gives every run an empty Inductor cache, so a run that
+    compiles pays its cold compile in its wall time; =warm uses the user's own cache.
 Peak RSS is the process's high-water mark (ru_maxrss); each subcommand of `all` runs in its own
 process.
 """
@@ -103,6 +105,9 @@ NAMED_CONFIGS = {
 # the speedrun frontier: the lowest full-val loss in 1, 1.5, 2, 5 and 10 minutes on a 2-core CPU
 # (docs/training.md)
 FRONTIER = [f"config/speedrun_{budget}.py" for budget in ("1min", "90s", "2min", "5min", "10min")]
+# --configs=frontier also runs nanoGPT's CPU command (one point), and the plot draws a line at
+# nanoGPT's own GPU result: its README's val loss for train_shakespeare_char.py on an A100
+NANOGPT_GPU_VAL_LOSS = 1.4697
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,9 @@ class BenchConfig:
     repeats: int = 1  # time_to_target: interleaved runs of each config
     # time_to_target: also draw each config's full-val loss against its wall minutes into this PNG
     plot: str = ""
+    # time_to_target: "cold" gives each run an empty Inductor cache (a first compile, counted in
+    # its wall time, as published); "warm" the user's own cache (run twice: the second is warm)
+    inductor_cache: str = "cold"
     seed: int = 1337
 
 
@@ -167,6 +175,8 @@ def peak_rss_mib():
 def bench_train(bench, train_argv):
     cfg = parse_args(TrainConfig(), train_argv)
     validate(cfg)
+    if cfg.compile == "auto":
+        raise UserError("bench.py train times one kind of step: give --compile=True or False")
     # what train.py would choose, and why
     choices = hardware.training_choices(cfg.device, cfg.dtype, cfg.sdpa, cfg.n_embd)
     # bench steps skip the GradScaler (float16 only; bf16 and fp32 need none)
@@ -181,7 +191,7 @@ def bench_train(bench, train_argv):
     # --model_type=gru: the recurrent baseline's step
     model = new_model(cfg, vocab_size, choices.sdpa).to(device)
     optimizer = build_optimizer(model, cfg, hw.device_type, choices.newton_schulz_dtype)
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = torch.compile(model, dynamic=False) if cfg.compile else model
     generator = torch.Generator().manual_seed(bench.seed)
     shape = (cfg.batch_size, cfg.block_size + 1)
 
@@ -504,9 +514,9 @@ def config_args(name):
     )
 
 
-def run_train(args, out_dir):
+def run_train(args, out_dir, inductor_cache="cold"):
     """Run train.py with args into out_dir; (wall seconds, full-val-split loss of its checkpoint,
-    its choices)."""
+    its choices). inductor_cache="cold": the run compiles (if it does) into an empty cache."""
     cmd = [
         sys.executable,
         os.path.join(ROOT, "train.py"),
@@ -515,6 +525,8 @@ def run_train(args, out_dir):
         "--progress=False",
     ]
     env = {**os.environ, "WANDB_MODE": "offline"}
+    if inductor_cache == "cold":
+        env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(out_dir, "inductor-cache")
     t0 = time.perf_counter()
     trained = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -536,8 +548,10 @@ def bench_time_to_target(bench, train_argv):
         config
         for n in bench.configs.split(",")
         if n
-        for config in (FRONTIER if n == "frontier" else [n])
+        for config in ([*FRONTIER, "nanogpt"] if n == "frontier" else [n])
     ]
+    if bench.inductor_cache not in ("cold", "warm"):
+        raise UserError(f"inductor_cache={bench.inductor_cache!r} must be cold or warm")
     runs = {name: [] for name in names}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-ttt-") as tmp:
@@ -546,6 +560,7 @@ def bench_time_to_target(bench, train_argv):
                 wall, loss, choices = run_train(
                     [*config_args(name), *train_argv],
                     os.path.join(tmp, f"{name.replace('/', '_')}-{r}"),
+                    bench.inductor_cache,
                 )
                 print(
                     f"{name} run {r}: {wall:.1f} s wall, full val loss {loss:.4f}", file=sys.stderr
@@ -560,6 +575,7 @@ def bench_time_to_target(bench, train_argv):
             "scored untimed on the full val split; null when its loss is above target"
         ),
         "load_avg_1_5_15_before": [round(x, 2) for x in load_before],
+        "inductor_cache": bench.inductor_cache,
         "configs": {},
     }
     for name, rs in runs.items():
@@ -582,8 +598,9 @@ def bench_time_to_target(bench, train_argv):
 
 
 def plot_frontier(configs, target, path):
-    """Full-val loss against wall minutes, one labelled point per config (its median run):
-    docs/speedrun_frontier.png."""
+    """Full-val loss against wall minutes, one labelled point per config (its median run), the
+    speedrun configs joined by a line, nanoGPT's CPU command apart, and a line at nanoGPT's GPU
+    result: docs/speedrun_frontier.png."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
     points = sorted(
@@ -592,14 +609,29 @@ def plot_frontier(configs, target, path):
     )
     fig = Figure(figsize=(6, 4), layout="tight")
     ax = fig.add_subplot()
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    ours = [p for p in points if p[2] in FRONTIER] or points
+    ax.plot([p[0] for p in ours], [p[1] for p in ours], marker="o", label="speedrun configs")
     for minutes, loss, name in points:
-        label = f"{os.path.basename(name).removesuffix('.py')}: {loss:.3f}"
+        if name == "nanogpt":
+            ax.plot([minutes], [loss], marker="s", color="black", linestyle="none")
+            label = f"nanoGPT's CPU command: {loss:.3f}"
+        else:
+            label = f"{os.path.basename(name).removesuffix('.py')}: {loss:.3f}"
         ax.annotate(label, (minutes, loss), xytext=(4, 4), textcoords="offset points", fontsize=8)
     ax.axhline(target, color="gray", linestyle="--", linewidth=1, label=f"target {target}")
+    ax.axhline(
+        NANOGPT_GPU_VAL_LOSS,
+        color="tab:red",
+        linestyle=":",
+        linewidth=1,
+        label=f"nanoGPT on an A100 ({NANOGPT_GPU_VAL_LOSS})",
+    )
+    losses = [p[1] for p in points] + [target, NANOGPT_GPU_VAL_LOSS]
+    ax.set_ylim(min(losses) - 0.03, max(losses) + 0.03)
+    ax.set_xlim(0, max(p[0] for p in points) * 1.3)  # room for the last label
     ax.set_xlabel("wall time of python train.py <config> (minutes)")
     ax.set_ylabel("loss on the whole val split")
-    ax.legend()
+    ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)
     save_figure(fig, path)
 

@@ -29,9 +29,10 @@ import json
 import math
 import os
 import signal
+import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from tqdm import tqdm
@@ -93,9 +94,10 @@ def main():
     optimizer = build_optimizer(model, cfg, hw.device_type, choices.newton_schulz_dtype)
     progress, saved_rng = resume_progress(checkpoint, model, optimizer, dist, cfg.out_dir)
     checkpoint = None  # free its memory
-    step_model = torch.compile(model) if cfg.compile else model
-    step_model = distributed.wrap(step_model, dist)  # DDP (FSDP was applied in place by shard)
-    run = Run(cfg, dist, hw, loader, model, step_model, optimizer, progress)
+    step_model = step_model_for(model, choices.compile is True, dist)
+    run = Run(cfg, dist, hw, loader, model, step_model, optimizer, progress, choices)
+    if choices.compile == "auto":
+        run.auto_compile = CompileWhenItPays()
     if dist.master:
         tracking.write_run_files(cfg, loader, data_dir, progress.metrics, choices)
         run.wandb = tracking.start_wandb(cfg, progress)
@@ -148,6 +150,8 @@ def train_loop(run):
         lossf, grad_norm, X, Y = train_step(run, X, Y, functools.partial(run.batch, it))
         check_finite(lossf, it, cfg.out_dir)
         dt = time.perf_counter() - t0
+        if run.auto_compile is not None:
+            run.auto_compile.observe(run, dt)
         progress.iter_num += 1
         progress.tokens += run.tokens_per_iter
         pbar.update(1)
@@ -181,7 +185,7 @@ def evaluate_and_save(run, eval_batches, lr):
     """Losses on the fixed eval batches; rank 0 records them, checkpoints (every rank joins), plots
     and logs to W&B."""
     cfg, progress = run.cfg, run.progress
-    losses = estimate_loss(run.model, eval_batches, run.hw.ctx)
+    losses = estimate_loss(run.eval_model, eval_batches, run.hw.ctx)
     # never save diverged weights
     check_finite(losses["train"] + losses["val"], progress.iter_num, cfg.out_dir)
     improved = losses["val"] < progress.best_val_loss
@@ -227,10 +231,18 @@ class Run:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     progress: Progress
+    choices: hardware.TrainingChoices
+    auto_compile: "CompileWhenItPays | None" = None  # compile="auto" until it has decided
     wandb: object = None  # the W&B run, or None
     peak_flops: float | None = None  # the MFU denominator (rank 0)
     # SIGINT / SIGTERM received, appended by their handlers
     stop_signal: list = field(default_factory=list)
+
+    @property
+    def eval_model(self):
+        """What evaluations call: on a GPU the compiled model (nanoGPT's), on a CPU the eager one,
+        since compiling its no-grad graph costs more than a CPU run's few evaluations save."""
+        return self.model if self.hw.device_type == "cuda" else self.raw_model
 
     @property
     def grad_accum(self):  # micro-steps per step on this rank
@@ -248,6 +260,66 @@ class Run:
         T = seq_len(it, self.cfg)
         # (B * block_size / T, T): the same tokens, cut into shorter windows
         return x.view(-1, T), y.view(-1, T)
+
+
+def step_model_for(model, compiled, dist):
+    """What training steps call: the model, compiled or not, DDP-wrapped under torchrun. Static
+    shapes: each window length (seq_warmup_iters) compiles once, to its own fixed-size code."""
+    step_model = torch.compile(model, dynamic=False) if compiled else model
+    return distributed.wrap(step_model, dist)  # DDP (FSDP was applied in place by shard)
+
+
+class CompileWhenItPays:
+    """compile="auto" (one process): the first steps run eager and are timed; if the steps left
+    would pay back a cold compile (hardware.compile_pays), the model is compiled, its next steps
+    timed, and the compiled step kept only if it is the faster. Each decision is printed and
+    written to choices.json."""
+
+    def __init__(self):
+        self.eager, self.compiled = [], None  # step times (s); compiled: None until it compiles
+        self.pays = ""  # compile_pays' why, once it compiles
+
+    def observe(self, run, dt):
+        untimed, timed = hardware.AUTO_COMPILE_STEPS
+        if self.compiled is None:
+            self.eager.append(dt)
+            if len(self.eager) < untimed + timed:
+                return
+            it, cfg = run.progress.iter_num + 1, run.cfg
+            # one graph per window length still to come: where seq_warmup_iters changes it
+            changes = (it, cfg.seq_warmup_iters // 2, cfg.seq_warmup_iters)
+            windows = {seq_len(i, cfg) for i in changes if it <= i < cfg.max_iters}
+            eager_s = statistics.median(self.eager[untimed:])
+            pays, why = hardware.compile_pays(eager_s, cfg.max_iters - it, len(windows))
+            if not pays:
+                return self.decide(run, False, why)
+            self.compiled, self.pays = [], why
+            run.model = step_model_for(run.raw_model, True, run.dist)  # the next step compiles
+            return
+        self.compiled.append(dt)
+        if len(self.compiled) < 1 + timed:
+            return
+        eager_s = statistics.median(self.eager[untimed:])
+        compiled_s = statistics.median(self.compiled[1:])
+        keep = compiled_s < eager_s
+        if not keep:
+            run.model = step_model_for(run.raw_model, False, run.dist)
+        self.decide(
+            run,
+            keep,
+            f"{self.pays}; compiled in {self.compiled[0]:.1f} s (its first step), "
+            f"{compiled_s * 1000:.0f} ms a step against {eager_s * 1000:.0f} ms eager "
+            f"({eager_s / compiled_s:.2f}x): " + ("kept" if keep else "back to eager"),
+        )
+
+    def decide(self, run, compiled, why):
+        run.auto_compile = None
+        run.choices = replace(
+            run.choices, compile=compiled, reasons=run.choices.reasons | {"compile": why}
+        )
+        if run.dist.master:
+            tqdm.write(f"compile = {compiled}: {why}")
+            tracking.save_choices(run.cfg.out_dir, run.choices)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -359,7 +431,7 @@ def decide_hardware(cfg, dist):
     torchrun decide bf16 by the CPU's flags alone, untimed: timings could differ from rank to rank,
     and the ranks must agree."""
     choices = hardware.training_choices(
-        dist.device, cfg.dtype, cfg.sdpa, cfg.n_embd, measure=not dist.launched
+        dist.device, cfg.dtype, cfg.sdpa, cfg.n_embd, measure=not dist.launched, compile=cfg.compile
     )
     hw = hardware.setup(dist.device, choices.dtype)
     hw = hardware.Hardware(

@@ -1,27 +1,27 @@
 # The CPU speedrun frontier, 10 minutes: the lowest full-val loss on Tiny Shakespeare characters we
 # reached within 10 minutes of wall time on a 2-core CPU with native bf16 (the whole command,
-# start-up included; docs/training.md):
+# start-up and a cold compile included; docs/training.md):
 #     python train.py config/speedrun_10min.py
 #     python bench.py time_to_target --configs=config/speedrun_10min.py
-# The fast config's recipe (config/train_shakespeare_char_fast.py: Muon, value embeddings, U-net
-# skips, a sequence-length warmup) at 1400 steps, well inside the budget: no longer run we measured
-# did better within 10 minutes. More steps of this 0.8M-parameter model overfit (2600 steps:
-# 1.5672; 1320: 1.5634, 1400: 1.5459), a 1.5x wider one (1.8M parameters) gets less done in the
-# budget (1700 steps, 1.5535, ran past it), and dropout 0.1 cost 0.11 at 1100 steps
-# (1.5596 -> 1.6682). Further needs both: a bigger model, regularized, and more tokens a second.
+# The fast config's model (config/train_shakespeare_char_fast.py: Muon, value embeddings, U-net
+# skips, a sequence-length warmup), compiled where that pays (compile="auto"), for 3200 steps. So
+# many passes over the data (13) overfit the 0.8M-parameter model unless regularized: Muon's weight
+# decay does it for free, where dropout's random masks would cost more than the compiled step itself
+# (docs/performance.md). Each number's sweep (one seed, full val) is beside it and in
+# docs/training.md.
 out_dir = "out-speedrun-10min"
 dataset = "shakespeare_char"
 device = "cpu"
-compile = False  # a cold compile on 2 cores costs more than it saves in a few minutes
+compile = "auto"  # measured at start-up: compiled when the steps left pay back a cold compile
 
 gradient_accumulation_steps = 1
 batch_size = 32
 block_size = 128
 
-n_layer = 4
+n_layer = 4  # 6 layers overfit more at the same decay (2400 steps: 1.5032 against 1.4937)
 n_head = 4
 n_embd = 128
-dropout = 0.0  # 1400 steps see 5.7M tokens, ~5.5 passes over the data
+dropout = 0.0
 pos = "rope"
 norm = "rmsnorm"
 mlp = "relu2"
@@ -30,18 +30,19 @@ unet = True
 
 optimizer = "muon"
 muon_lr = 0.04
+muon_weight_decay = 0.15  # at 2400 steps: 0.15 -> 1.4820, 0.25 -> 1.4937, 0.5 -> 1.5608
 learning_rate = 3e-3
 embedding_lr = 0.3
 tie_weights = False
 beta2 = 0.99
-max_iters = 1400
-lr_decay_iters = 1400
+max_iters = 3200  # 2400 steps: 1.4820; 3200: 1.4734; 4000: 1.4782
+lr_decay_iters = 3200
 warmup_iters = 0
 min_lr = 3e-4
-seq_warmup_iters = 910  # 65% of the run on windows of 32, then 64 tokens, as the fast config
+seq_warmup_iters = 2080  # 65% of the run on windows of 32, then 64 tokens, as the fast config
 
 # one estimate at the start and one at the end; score fully with --eval_only=True
-eval_interval = 1400
+eval_interval = 3200
 eval_iters = 2
 log_interval = 50
 always_save_checkpoint = False

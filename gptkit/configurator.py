@@ -131,24 +131,30 @@ def read_config_file(path):
     return values
 
 
+def _accepted(field, default):
+    """The types a key takes: its default's, or both for a field annotated `bool | str` (a switch
+    that also takes a word, as compile="auto")."""
+    return (bool, str) if str(field.type) == str(bool | str) else (type(default),)
+
+
 def _parse_cli_value(text, expected):
-    if expected is str:
-        return text
-    if expected is bool and text.lower() in ("true", "false"):
+    if bool in expected and text.lower() in ("true", "false"):
         return text.lower() == "true"
+    if str in expected:
+        return text
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text  # type check below reports it
 
 
-def _check_type(key, value, default, source):
-    expected = type(default)
-    if expected is float and type(value) is int:
+def _check_type(key, value, default, source, expected):
+    if expected == (float,) and type(value) is int:
         return float(value)
-    if type(value) is not expected:
+    if type(value) not in expected:
+        names = " or ".join(t.__name__ for t in expected)
         raise ConfigError(
-            f"{source}: {key}={value!r} should be {expected.__name__}, like the default {default!r}"
+            f"{source}: {key}={value!r} should be {names}, like the default {default!r}"
         )
     return value
 
@@ -175,6 +181,7 @@ def parse_overrides(defaults, argv):
     the difference.
     """
     known = {f.name: getattr(defaults, f.name) for f in fields(defaults)}
+    accepted = {f.name: _accepted(f, known[f.name]) for f in fields(defaults)}
     overrides = {}
     for arg in argv:
         if arg in ("-h", "--help"):
@@ -183,7 +190,7 @@ def parse_overrides(defaults, argv):
         if not arg.startswith("--"):
             for key, value in read_config_file(arg).items():
                 _check_key(key, known, arg)
-                overrides[key] = _check_type(key, value, known[key], arg)
+                overrides[key] = _check_type(key, value, known[key], arg, accepted[key])
             continue
         key, sep, text = arg[2:].partition("=")
         _check_key(key, known, arg)
@@ -191,7 +198,8 @@ def parse_overrides(defaults, argv):
             if not isinstance(known[key], bool):
                 raise ConfigError(f"{arg}: give a value, as --{key}=VALUE")
             text = "True"
-        overrides[key] = _check_type(key, _parse_cli_value(text, type(known[key])), known[key], arg)
+        value = _parse_cli_value(text, accepted[key])
+        overrides[key] = _check_type(key, value, known[key], arg, accepted[key])
     return overrides
 
 

@@ -204,17 +204,20 @@ class TrainingChoices:
     newton_schulz_dtype: str  # Muon's orthogonalization (gptkit/muon.py)
     sdpa: bool  # F.scaled_dot_product_attention, else the explicit math (GPTConfig.sdpa)
     threads: int  # torch's intra-op threads
+    # torch.compile the training step: True, False, or "auto" until train.py's timed first steps
+    # decide (compile_pays, then a compiled step measured against the eager one)
+    compile: bool | str
     reasons: dict  # choice -> why
     facts: dict  # what the choices were made from: bf16 flags, the measured bf16 speedup, cores
 
 
-def training_choices(device, dtype="auto", sdpa="auto", n_embd=768, measure=True):
+def training_choices(device, dtype="auto", sdpa="auto", n_embd=768, measure=True, compile=False):
     """
     Look at the machine (device: a --device setting, "auto" too) and decide (the decide_*
-    functions) what --dtype and --sdpa ("auto" or not) become. On a CPU whose flags promise native
-    bf16, and when measure, this first times a bf16 against an fp32 matmul of the model's width (a
-    fraction of a second). measure=False decides by the flags alone: DDP ranks do, since their
-    timings could differ and they must agree.
+    functions) what --dtype, --sdpa and --compile ("auto" or not) become. On a CPU whose flags
+    promise native bf16, and when measure, this first times a bf16 against an fp32 matmul of the
+    model's width (a fraction of a second). measure=False decides by the flags alone: DDP ranks do,
+    since their timings could differ and they must agree.
     """
     device_type = kind(pick_device(device))
     flags, speedup, facts = frozenset(), None, {}
@@ -236,12 +239,51 @@ def training_choices(device, dtype="auto", sdpa="auto", n_embd=768, measure=True
         "newton_schulz_dtype": decide_newton_schulz_dtype(device_type, flags, speedup, cuda_bf16),
         "sdpa": decide_sdpa(sdpa, device_type, autocast[0]),
         "threads": decide_threads(os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()),
+        "compile": decide_compile(compile, device_type, measure),
     }
     values, reasons = (
         {name: value for name, (value, _) in chosen.items()},
         {name: why for name, (_, why) in chosen.items()},
     )
     return TrainingChoices(**values, reasons=reasons, facts=facts)
+
+
+# compile="auto": what a cold compile of a training step cost with an empty Inductor cache (the
+# first graph, which also starts Inductor, and each further window length of seq_warmup_iters) and
+# the least its compiled step saved, on 2 CPU cores, the speedrun configs' models
+# (docs/performance.md). A warm cache or more cores compile faster: the rule errs towards eager.
+COLD_COMPILE_S = 50.0, 20.0  # the first graph, each further one
+COMPILE_SPEEDUP = 1.4
+AUTO_COMPILE_STEPS = 2, 5  # eager steps first (untimed, timed); then the same for compiled ones
+
+
+def decide_compile(requested, device_type, measure):
+    """(True | False | "auto", why): "auto" stays "auto" where train.py can time steps; ranks
+    under torchrun (measure=False) must agree without timing, so decide by the device."""
+    if requested != "auto":
+        return requested, "set by compile"
+    if not measure:
+        return device_type == "cuda", "auto under torchrun: compiled on a GPU, eager on a CPU"
+    if device_type == "mps":
+        return False, "auto on mps: eager"
+    untimed, timed = AUTO_COMPILE_STEPS
+    return "auto", (
+        f"the first {untimed + timed} steps run eager, timed; then compiled if the steps left "
+        f"would pay back a cold compile at {COMPILE_SPEEDUP}x, and kept only if measured faster"
+    )
+
+
+def compile_pays(eager_step_s, steps_left, graphs=1):
+    """(compile?, why): the eager steps left, made COMPILE_SPEEDUP times faster, save more than a
+    cold compile of `graphs` graphs (one per window length still to come) costs."""
+    first, further = COLD_COMPILE_S
+    cost = first + further * (graphs - 1)
+    saved = steps_left * eager_step_s * (1 - 1 / COMPILE_SPEEDUP)
+    verdict = "pays back" if saved > cost else "would not pay back"
+    return saved > cost, (
+        f"{steps_left} steps left at {eager_step_s * 1000:.0f} ms eager: {COMPILE_SPEEDUP}x faster "
+        f"saves ~{saved:.0f} s, which {verdict} a cold compile of {graphs} graph(s) (~{cost:.0f} s)"
+    )
 
 
 def precision(dtype, device_type):

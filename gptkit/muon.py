@@ -129,14 +129,22 @@ class MuonAdamW(torch.optim.Optimizer):
 
 
 def configure_muon(
-    model, learning_rate, muon_lr, weight_decay, betas, ns_dtype=torch.bfloat16, embedding_lr=0.0
+    model,
+    learning_rate,
+    muon_lr,
+    weight_decay,
+    betas,
+    ns_dtype=torch.bfloat16,
+    embedding_lr=0.0,
+    muon_weight_decay=0.0,
 ):
     """
     MuonAdamW for a GPT: the blocks' 2-D weights on Muon, the rest on AdamW. Each group's lr_scale
     is its lr relative to learning_rate, so one schedule (train.get_lr) drives both.
     embedding_lr > 0 gives the token embedding (and the value embeddings, GPTConfig.value_embeds)
     their own AdamW group at that lr (modded-nanogpt's high embedding lr; with an untied head it
-    let the fast config train in fewer steps, docs/performance.md).
+    let the fast config train in fewer steps, docs/performance.md). muon_weight_decay shrinks the
+    blocks' matrices by lr x it each step (the rest decay by weight_decay, as AdamW's).
     """
     hidden = [p for name, p in model.named_parameters() if p.ndim == 2 and ".h." in f".{name}"]
     # the token embedding, and the value embeddings if any
@@ -154,7 +162,7 @@ def configure_muon(
             use_muon=True,
             lr=muon_lr,
             lr_scale=muon_lr / learning_rate,
-            weight_decay=0.0,
+            weight_decay=muon_weight_decay,
         ),
         dict(
             params=embedding,

@@ -32,7 +32,15 @@ from gptkit.train_config import TrainConfig
 # (applied), sdpa (a kernel, decided again for the machine when "auto"), a shorter block_size, the
 # learning-rate schedule, max_iters, batch sizes, evaluation, logging, checkpointing, W&B, dataset
 # (same tokenizer), seed, device, dtype, compile. Each change is printed (describe_changes).
-FIXED_OPTIMIZER_KEYS = ("optimizer", "weight_decay", "beta1", "beta2", "muon_lr", "embedding_lr")
+FIXED_OPTIMIZER_KEYS = (
+    "optimizer",
+    "weight_decay",
+    "beta1",
+    "beta2",
+    "muon_lr",
+    "embedding_lr",
+    "muon_weight_decay",
+)
 CHANGEABLE_MODEL_KEYS = ("dropout", "sdpa")
 
 # Keys that belong to one invocation, not to the run: a resume or --eval_only never takes them from

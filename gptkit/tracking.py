@@ -23,7 +23,7 @@ def write_run_files(cfg, loader, data_dir, metrics, choices):
         remove_previous_run(cfg.out_dir)
     save_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
     save_json(os.path.join(cfg.out_dir, "meta.json"), loader.meta)
-    save_json(os.path.join(cfg.out_dir, "choices.json"), asdict(choices))
+    save_choices(cfg.out_dir, choices)
     tokenizer_file = loader.meta.get("tokenizer_file")
     if tokenizer_file:
         with open(os.path.join(data_dir, tokenizer_file), "rb") as src:
@@ -32,6 +32,11 @@ def write_run_files(cfg, loader, data_dir, metrics, choices):
             os.path.join(cfg.out_dir, tokenizer_file), lambda tmp: open(tmp, "wb").write(payload)
         )
     write_metrics(cfg.out_dir, metrics)
+
+
+def save_choices(out_dir, choices):
+    """choices.json: the machine's choices, each with why (again when compile="auto" decides)."""
+    save_json(os.path.join(out_dir, "choices.json"), asdict(choices))
 
 
 def read_metrics(out_dir):

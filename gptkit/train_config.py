@@ -101,6 +101,8 @@ class TrainConfig:
     muon_lr: float = 0.02  # follows the same warmup/decay schedule as learning_rate
     # muon: the token embedding's own AdamW lr, e.g. with tie_weights=False (0: learning_rate)
     embedding_lr: float = 0.0
+    # muon: decoupled weight decay on the blocks' matrices (each step shrinks them by lr x this)
+    muon_weight_decay: float = 0.0
     # system
     backend: str = "nccl"  # DDP/FSDP backend on GPUs; CPU ranks always use gloo
     # under torchrun, shard weights, gradients and optimizer state across ranks (FSDP2,
@@ -110,7 +112,9 @@ class TrainConfig:
     # "auto" (decided for this machine: hardware.training_choices) | "float32" | "bfloat16" |
     # "float16"
     dtype: str = "auto"
-    compile: bool = False  # torch.compile: faster steps on GPU after a slow first one
+    # torch.compile the training step: True, False, or "auto" (when the run is long enough to pay
+    # back a cold compile, and then only if the compiled step measures faster: train.py)
+    compile: bool | str = False
     seed: int = 1337
 
 
@@ -159,6 +163,8 @@ def validate(cfg):
         raise UserError(f"dtype={cfg.dtype!r} must be one of {', '.join(hardware.DTYPES)}")
     if str(cfg.sdpa).lower() not in ("auto", "true", "false"):
         raise UserError(f"sdpa={cfg.sdpa!r} must be auto, true or false")
+    if cfg.compile not in (True, False, "auto"):
+        raise UserError(f"compile={cfg.compile!r} must be True, False or auto")
     if not 0 <= cfg.dropout < 1:
         raise UserError(f"dropout={cfg.dropout} must be in [0, 1)")
     if cfg.optimizer not in ("adamw", "muon"):
@@ -172,8 +178,10 @@ def validate(cfg):
             "model_type=gru trains with optimizer=adamw, from scratch or resume, without fsdp "
             "(those are the GPT's)"
         )
-    if cfg.embedding_lr < 0 or (cfg.embedding_lr and cfg.optimizer != "muon"):
-        raise UserError(f"embedding_lr={cfg.embedding_lr} must be >= 0, and is for optimizer=muon")
+    for key in ("embedding_lr", "muon_weight_decay"):
+        value = getattr(cfg, key)
+        if value < 0 or (value and cfg.optimizer != "muon"):
+            raise UserError(f"{key}={value} must be >= 0, and is for optimizer=muon")
     if cfg.fsdp and cfg.optimizer == "muon":
         raise UserError(
             "optimizer=muon needs whole weight matrices, which fsdp=True shards: use "
@@ -215,6 +223,7 @@ def build_optimizer(model, cfg, device_type, newton_schulz_dtype="bfloat16"):
             betas,
             ns_dtype,
             cfg.embedding_lr,
+            cfg.muon_weight_decay,
         )
     return configure_adamw(
         model, cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type

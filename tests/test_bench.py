@@ -37,7 +37,7 @@ def test_bench_train_reports_throughput_mfu_and_memory(char_data):
     choices = out["choices"]  # what was chosen for this machine, and why
     assert choices["dtype"] in ("float32", "bfloat16")
     assert choices["newton_schulz_dtype"] in ("float32", "bfloat16")
-    assert set(choices["reasons"]) == {"dtype", "newton_schulz_dtype", "sdpa", "threads"}
+    assert set(choices["reasons"]) == {"dtype", "newton_schulz_dtype", "sdpa", "threads", "compile"}
     assert all(choices["reasons"].values())
     # sdpa=auto on CPU; OMP_NUM_THREADS=1
     assert choices["sdpa"] == (choices["dtype"] == "float32") and choices["threads"] == 1
@@ -143,7 +143,14 @@ def test_bench_time_to_target_scores_the_full_val_split(char_data, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args", [["nope"], ["sample", "--cache=maybe"], ["time_to_target", "--configs=no_such_config"]]
+    "args",
+    [
+        ["nope"],
+        ["sample", "--cache=maybe"],
+        ["time_to_target", "--configs=no_such_config"],
+        ["time_to_target", "--inductor_cache=hot"],
+        ["train", "--compile=auto"],
+    ],
 )
 def test_bench_bad_input_is_one_clear_line(args):
     result = run_script("bench.py", *args, check=False)
@@ -258,6 +265,30 @@ def test_embedding_lr_gives_the_token_embedding_its_own_group():
         id(model.transformer.wte.weight),
         *(id(t.weight) for t in model.transformer.ve),
     }
+
+
+def test_muon_weight_decay_shrinks_the_block_matrices_by_lr_times_it():
+    """With zero gradients Muon's update is zero: what is left of a step is its decay, lr x
+    muon_weight_decay on the blocks' matrices (weight_decay stays AdamW's, on the rest)."""
+
+    def one_step(muon_weight_decay):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16))
+        optimizer = configure_muon(
+            model, 1e-3, 0.05, 0.0, (0.9, 0.95), muon_weight_decay=muon_weight_decay
+        )
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+        return before, dict(model.named_parameters())
+
+    before, after = one_step(0.5)
+    matrix = "transformer.h.0.mlp.c_fc.weight"
+    torch.testing.assert_close(after[matrix], before[matrix] * (1 - 0.05 * 0.5))
+    torch.testing.assert_close(after["transformer.wte.weight"], before["transformer.wte.weight"])
+    before, after = one_step(0.0)
+    torch.testing.assert_close(after[matrix], before[matrix])
 
 
 def test_muon_fits_a_batch():

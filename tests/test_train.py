@@ -88,8 +88,13 @@ def test_wrong_type_names_key_value_and_expected_type(monkeypatch, capsys):
         == "error: --dropout=lots: dropout='lots' should be float, like the default 0.0"
     )
     assert (
+        config_error(["--max_iters=1.5"], monkeypatch, capsys)
+        == "error: --max_iters=1.5: max_iters=1.5 should be int, like the default 600000"
+    )
+    # a switch that also takes a word
+    assert (
         config_error(["--compile=maybe"], monkeypatch, capsys)
-        == "error: --compile=maybe: compile='maybe' should be bool, like the default False"
+        == "error: compile='maybe' must be True, False or auto"
     )
 
 
@@ -101,6 +106,7 @@ def test_wrong_type_names_key_value_and_expected_type(monkeypatch, capsys):
         (["--block_size=2000000"], "block_size=2000000 is too large for the train split"),
         (["--dtype=float8"], "dtype='float8' must be one of"),
         (["--sdpa=maybe"], "sdpa='maybe' must be auto, true or false"),
+        (["--muon_weight_decay=0.1"], "muon_weight_decay=0.1 must be >= 0, and is for optimizer"),
         (["--gradient_accumulation_steps=0"], "gradient_accumulation_steps=0 must be at least 1"),
         (
             ["--seq_warmup_iters=4", "--block_size=30"],
@@ -289,6 +295,7 @@ def test_training_choices_on_this_machine():
         "newton_schulz_dtype",
         "sdpa",
         "threads",
+        "compile",
     }
     assert choices.threads == torch.get_num_threads()  # reported, not changed
     assert hardware.training_choices("cpu", dtype="float32", sdpa="False").sdpa is False

@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from conftest import ONE_THREAD, read_jsonl, run_script, train, train_args
+from conftest import ONE_THREAD, read_jsonl, run_script, run_train_main, train, train_args
 
 import train as train_module
 from gptkit import checkpoint, distributed, hardware
@@ -59,8 +59,10 @@ def test_grad_clip_scales_the_update_and_the_logged_norm_is_the_unclipped_one(
     ctx, scaler = hardware.precision("float32", "cpu")
     hw = hardware.Hardware("cpu", "cpu", "float32", ctx, scaler)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    choices = hardware.training_choices("cpu", dtype="float32", measure=False)
+    progress = train_module.Progress()
     run = train_module.Run(
-        cfg, distributed.Distributed(), hw, None, model, model, optimizer, train_module.Progress()
+        cfg, distributed.Distributed(), hw, None, model, model, optimizer, progress, choices
     )
     _, grad_norm, _, _ = train_module.train_step(run, x, y, lambda micro_step: (x, y))
 
@@ -127,21 +129,73 @@ def test_muon_state_round_trips_through_a_checkpoint_bit_for_bit(char_data, tmp_
     assert any("momentum_buffer" in state for state in resumed["optimizer"]["state"].values())
 
 
-def test_compile_true_through_train_py_saves_the_plain_models_keys(char_data, tmp_path):
+COMPILE_RUN = [
+    "--n_layer=1",
+    "--block_size=8",
+    "--batch_size=2",
+    "--max_iters=12",
+    "--eval_interval=12",
+    "--eval_iters=2",
+]
+
+
+def final_losses(out_dir):
+    last = read_jsonl(out_dir / "metrics.jsonl")[-1]
+    return last["iter"], last["train_loss"], last["val_loss"]
+
+
+def test_compile_true_trains_to_the_eager_loss_and_saves_the_plain_models_keys(char_data, tmp_path):
     """torch.compile on the CPU (inductor and a C++ compiler): with a cold inductor cache the
-    suite's slowest test, nearly all of it compiling the evaluation and training graphs; far
-    quicker once /tmp/torchinductor_<user> holds them (docs/performance.md)."""
-    args = [
-        "--compile=True",
-        "--n_layer=1",
-        "--block_size=8",
-        "--batch_size=2",
-        "--max_iters=2",
-        "--eval_interval=2",
-        "--eval_iters=1",
-    ]
-    train(char_data, tmp_path, *args)
-    saved = torch.load(tmp_path / "ckpt.pt", weights_only=True)
-    assert saved["iter_num"] == 2 and saved["config"]["compile"] is True
+    suite's slowest test, nearly all of it compiling the training graphs; far quicker once
+    /tmp/torchinductor_<user> holds them (docs/performance.md)."""
+    train(char_data, tmp_path / "eager", *COMPILE_RUN)
+    train(char_data, tmp_path / "compiled", "--compile=True", *COMPILE_RUN)
+    eager, compiled = final_losses(tmp_path / "eager"), final_losses(tmp_path / "compiled")
+    # the same training in float32, up to the compiled kernels' own rounding
+    assert eager[0] == compiled[0] == 12 and eager[1:] == pytest.approx(compiled[1:], abs=1e-3)
+    saved = torch.load(tmp_path / "compiled" / "ckpt.pt", weights_only=True)
+    assert saved["iter_num"] == 12 and saved["config"]["compile"] is True
     # no "_orig_mod." prefix
     assert saved["model"].keys() == GPT(GPTConfig(**saved["model_args"])).state_dict().keys()
+
+
+def test_compile_auto_stays_eager_when_the_steps_left_cannot_pay_for_a_compile(char_data, tmp_path):
+    result = train(char_data, tmp_path, "--compile=auto", *COMPILE_RUN)
+    choices = json.loads((tmp_path / "choices.json").read_text())
+    why = choices["reasons"]["compile"]
+    assert choices["compile"] is False and "would not pay back a cold compile" in why
+    assert f"compile = False: {why}" in result.stdout
+    assert final_losses(tmp_path)[0] == 12
+
+
+def test_compile_auto_compiles_when_it_pays_then_keeps_the_faster_step(
+    char_data, tmp_path, monkeypatch, capsys
+):
+    """A free compile always pays: the run compiles after its timed eager steps, times the compiled
+    ones and keeps whichever is faster, saying so."""
+    monkeypatch.setattr(hardware, "COLD_COMPILE_S", (0.0, 0.0))
+    # 7 eager steps, the compiling one, 5 timed compiled ones, and a few more
+    longer = ["--max_iters=16", "--eval_interval=16"]
+    args = train_args(char_data, tmp_path, "--dtype=float32", "--compile=auto", *COMPILE_RUN)
+    code, out, _ = run_train_main([*args[1:], *longer], monkeypatch, capsys)
+    choices = json.loads((tmp_path / "choices.json").read_text())
+    why = choices["reasons"]["compile"]
+    assert code == 0 and "which pays back a cold compile" in why and "; compiled in " in why
+    kept = choices["compile"]
+    assert why.endswith("kept" if kept else "back to eager")
+    assert f"compile = {kept}: {why}" in out
+    assert final_losses(tmp_path)[0] == 16
+
+
+def test_compile_pays_when_the_eager_steps_left_outlast_a_cold_compile():
+    (first, further), speedup = hardware.COLD_COMPILE_S, hardware.COMPILE_SPEEDUP
+    for graphs in (1, 3):
+        # the steps whose eager time, sped up, saves exactly a cold compile of that many graphs
+        break_even = (first + further * (graphs - 1)) / (1 - 1 / speedup) / 0.1
+        assert hardware.compile_pays(0.1, int(break_even) + 10, graphs)[0]
+        assert not hardware.compile_pays(0.1, int(break_even) - 10, graphs)[0]
+    assert hardware.decide_compile("auto", "cpu", measure=True)[0] == "auto"
+    # ranks under torchrun decide untimed, and alike
+    assert hardware.decide_compile("auto", "cpu", measure=False)[0] is False
+    assert hardware.decide_compile("auto", "cuda", measure=False)[0] is True
+    assert hardware.decide_compile(True, "cpu", measure=True) == (True, "set by compile")
