@@ -277,7 +277,7 @@ class CompileWhenItPays:
 
     def __init__(self):
         self.eager, self.compiled = [], None  # step times (s); compiled: None until it compiles
-        self.pays = ""  # compile_pays' why, once it compiles
+        self.eager_s, self.pays = None, ""  # the eager step's median, and compile_pays' why
 
     def observe(self, run, dt):
         untimed, timed = hardware.AUTO_COMPILE_STEPS
@@ -289,8 +289,8 @@ class CompileWhenItPays:
             # one graph per window length still to come: where seq_warmup_iters changes it
             changes = (it, cfg.seq_warmup_iters // 2, cfg.seq_warmup_iters)
             windows = {seq_len(i, cfg) for i in changes if it <= i < cfg.max_iters}
-            eager_s = statistics.median(self.eager[untimed:])
-            pays, why = hardware.compile_pays(eager_s, cfg.max_iters - it, len(windows))
+            self.eager_s = statistics.median(self.eager[untimed:])
+            pays, why = hardware.compile_pays(self.eager_s, cfg.max_iters - it, len(windows))
             if not pays:
                 return self.decide(run, False, why)
             self.compiled, self.pays = [], why
@@ -299,8 +299,7 @@ class CompileWhenItPays:
         self.compiled.append(dt)
         if len(self.compiled) < 1 + timed:
             return
-        eager_s = statistics.median(self.eager[untimed:])
-        compiled_s = statistics.median(self.compiled[1:])
+        eager_s, compiled_s = self.eager_s, statistics.median(self.compiled[1:])
         keep = compiled_s < eager_s
         if not keep:
             run.model = step_model_for(run.raw_model, False, run.dist)
