@@ -359,16 +359,17 @@ def kernel_modules(model):
 
 @torch.no_grad()
 def linears_s_per_token(model, device, repeats=5):
-    """Seconds one token spends in the model's Linears alone: each kernel module (its own casts,
-    quantization and padding included) on one (1, 1, in) row, all of them in turn, best of
-    `repeats` after a warm pass."""
+    """Seconds one token spends in the model's Linears alone: each kernel module's forward (its own
+    casts, quantization and padding included; called as the decode step calls it, without
+    nn.Module.__call__) on one (1, 1, in) row, all of them in turn, best of `repeats` after a warm
+    pass."""
     modules = kernel_modules(model)
     rows = [torch.randn(1, 1, m.in_features, device=device) for m in modules]
     best = float("inf")
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
         for module, row in zip(modules, rows, strict=True):
-            module(row)
+            module.forward(row)
         hardware.sync(device)
         best = min(best, time.perf_counter() - t0)
     return best

@@ -72,6 +72,9 @@ class SampleConfig:
     quantize: str = "none"
     # a nanoGPT out_dir's tokenizer, its dataset's meta.pkl ("": where nanoGPT's sample.py looks)
     meta_pkl: str = ""
+    # nanoGPT's key: on a GPU, capture the decode step as one CUDA graph (gptkit/decode_step.py);
+    # a CPU keeps the eager step (compiled, it measured no faster: docs/performance.md)
+    compile: bool = False
 
 
 def validate(cfg):
@@ -136,7 +139,9 @@ def generate_texts(model, tokenizer, ids, cfg, generators, ctx, on_text=None):
     # a GPT's KV cache: gptkit.decode_step's static one, the same tokens as model.generate_stream's;
     # the GRU carries its own state (recurrent.py)
     if cfg.use_cache and model.has_attention:
-        stream = decode_step.generate_stream(model, idx, cfg.max_new_tokens, **settings)
+        stream = decode_step.generate_stream(
+            model, idx, cfg.max_new_tokens, **settings, compile=cfg.compile
+        )
     else:
         stream = model.generate_stream(idx, cfg.max_new_tokens, use_cache=cfg.use_cache, **settings)
     with ctx:
@@ -216,6 +221,8 @@ def main(argv=None):
     model, tokenizer = load_model(cfg.init_from, cfg.out_dir, hw.device, cfg.meta_pkl)
     model = prepare_for_decoding(model, cfg.quantize, getattr(torch, hw.dtype))
     decoding = decoding_path(model)
+    if cfg.compile and hardware.kind(hw.device) != "cuda":
+        print(f"--compile=True: {hw.device} keeps the eager decode step", file=sys.stderr)
     stream = cfg.stream.lower() == "true" or (cfg.stream.lower() == "auto" and sys.stdout.isatty())
     try:
         output = open(cfg.output, "a", encoding="utf-8") if cfg.output else None

@@ -141,6 +141,17 @@ def test_quantize_int8_samples_text(char_checkpoint, tmp_path, cli):
     assert out.count(SEP) == 2
 
 
+def test_nanogpts_compile_flag_samples_the_same_text_with_the_eager_step_on_a_cpu(
+    char_checkpoint, cli
+):
+    args = base_args(char_checkpoint, "--start=ROMEO:", "--num_samples=2", "--stream=false")
+    code, plain, _ = cli(sample.main, *args)
+    code, compiled, err = cli(sample.main, *args, "--compile=True")
+    assert code == 0, err
+    assert compiled == plain
+    assert err.startswith("--compile=True: cpu keeps the eager decode step\n")
+
+
 def test_a_cpu_without_onednn_bf16_samples_in_float32_and_names_the_dtype_it_cannot_use(
     char_checkpoint,
 ):
