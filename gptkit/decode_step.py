@@ -52,15 +52,15 @@ def relu_squared(x):  # model.py's MLP without an act: So et al. 2021 (Primer)
 
 
 class StaticKVCache:
-    """One layer's keys and values in one (B, 2, nh, max_length, hs) buffer allocated up front:
+    """One layer's keys and values in one (2, B, nh, max_length, hs) buffer allocated up front:
     model.py's KVCache interface (length, update), so the prompt runs through the model's own
     forward, and each later token's key and value are written in place with one copy. Zeroed, so
     the captured step's masked attention never multiplies a weight of 0 by an uninitialized NaN."""
 
     def __init__(self, batch_size, n_head, max_length, head_size, device, dtype):
-        shape = (batch_size, 2, n_head, max_length, head_size)
+        shape = (2, batch_size, n_head, max_length, head_size)
         self.kv = torch.zeros(shape, device=device, dtype=dtype)
-        self.k, self.v = self.kv[:, 0], self.kv[:, 1]  # (B, nh, max_length, hs) views
+        self.k, self.v = self.kv  # (B, nh, max_length, hs) views
         self.length, self.max_length = 0, max_length
 
     def update(self, k, v):
@@ -180,24 +180,27 @@ class DecodeStep:
                 cos, sin = at(self.model.rope_cos, pos), at(self.model.rope_sin, pos)
                 q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             new = torch.stack((k, v), dim=1)
-        cache = block.cache
+        cache, new = block.cache, new.transpose(0, 1)  # (2, B, nh, 1, hs), the cache's layout
         if self.static:
             cache.kv.index_copy_(3, pos, new.to(cache.kv.dtype))  # copy_ casts; index_copy_ not
             # (B, nh, max_length, hs) each, views taken inside the graph of the one static buffer
-            keys, values = cache.kv.unbind(1)
+            keys, values = cache.kv.unbind(0)
         else:
             cache.kv.narrow(3, pos, 1).copy_(new)
-            keys, values = cache.k.narrow(2, 0, pos + 1), cache.v.narrow(2, 0, pos + 1)
-        # (B, nh, 1, hs) @ (B, nh, hs, keys) -> (B, nh, 1, keys)
-        attn_scores = q @ keys.transpose(-2, -1) / self.scale
+            keys, values = cache.kv.narrow(3, 0, pos + 1).unbind(0)  # (B, nh, pos + 1, hs) each
+        # every head of every row in one bmm on 3-d views (model.py's 4-d matmul reshapes to the
+        # same bmm, with more ops around it):
+        # (B * nh, 1, hs) @ (B * nh, hs, keys) -> (B * nh, 1, keys)
+        attn_scores = torch.bmm(q.flatten(0, 1), keys.flatten(0, 1).transpose(1, 2)) / self.scale
         if self.static:  # the positions after pos: zeros, or a longer sample's stale keys
             attn_weights = causal_softmax(attn_scores, self.future[pos])
         else:  # every cached key is in the past: model.py's softmax, nothing to mask
             attn_weights = torch.softmax(
                 attn_scores, dim=-1, dtype=torch.promote_types(attn_scores.dtype, torch.float32)
             ).type_as(attn_scores)
-        context = attn_weights @ values  # (B, nh, 1, hs)
-        return block.attn_proj(context.transpose(1, 2).reshape(B, 1, nh * hs))  # (B, 1, C)
+        context = torch.bmm(attn_weights, values.flatten(0, 1))  # (B * nh, 1, hs)
+        # one query: (B * nh, 1, hs) holds the heads of each row side by side, (B, 1, C)
+        return block.attn_proj(context.view(B, 1, nh * hs))
 
 
 def at(table, pos):
