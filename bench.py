@@ -123,7 +123,9 @@ class BenchConfig:
     # sample: adds <path>_loop, model.generate on each prepared model (the notes' loop around the
     # same kernels, what sample.py ran before gptkit.decode_step)
     loop: bool = False
-    profile_tokens: int = 16  # sample: tokens per path under torch.profiler, for the top ops
+    # sample: decoded tokens per path under torch.profiler (the prompt's share subtracted), for the
+    # top ops
+    profile_tokens: int = 16
     # sample: build the one --quantize path's random model a block at a time, each block quantized
     # before the next is built, so the fp32 model is never whole (GPT-2 XL's peak RSS)
     layerwise: bool = False
@@ -377,14 +379,21 @@ def linears_s_per_token(model, device, repeats=5):
 
 @torch.no_grad()
 def top_ops(generate, model, prompt, tokens, n=8):
-    """{op: ms per token} for the n ops with the most self CPU time while `generate` makes `tokens`
-    greedy tokens (torch.profiler; the prompt's forward included, so a long prompt weighs in)."""
+    """{op: ms per token} for the n ops with the most self CPU time in a decoded token
+    (torch.profiler): `generate` making `tokens` + 1 greedy tokens, less the same call making one
+    (the prompt's forward and the first token), over `tokens`. Without the subtraction a 64-token
+    prompt would weigh in as several tokens' worth of kernel time."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        generate(model, prompt, tokens, temperature=0)
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    return {e.key: round(e.self_cpu_time_total / 1e3 / tokens, 3) for e in events[:n]}
+    def self_ms(new_tokens):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            generate(model, prompt, new_tokens, temperature=0)
+        return {e.key: e.self_cpu_time_total / 1e3 for e in prof.key_averages()}
+
+    prefill, whole = self_ms(1), self_ms(tokens + 1)
+    per_token = {op: (ms - prefill.get(op, 0.0)) / tokens for op, ms in whole.items()}
+    top = sorted(per_token.items(), key=lambda item: item[1], reverse=True)[:n]
+    return {op: round(ms, 3) for op, ms in top}
 
 
 def bench_sample(bench, train_argv):

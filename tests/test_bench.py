@@ -62,6 +62,10 @@ def test_bench_sample_reports_every_path_and_its_fraction_of_the_read_bandwidth(
     assert out["int8_speedup"] == pytest.approx(
         out["int8_tok_per_s"] / out["cached_tok_per_s"], rel=0.02
     )
+    # a decoded token's top ops, the prompt's share subtracted: each path's kernel among them
+    assert "mkldnn::_linear_pointwise" in out["cached_top_ops_ms_per_token"]
+    assert "aten::_int_mm" in out["int8_top_ops_ms_per_token"]
+    assert "aten::_weight_int4pack_mm_for_cpu" in out["int4_top_ops_ms_per_token"]
     # the same greedy tokens
     assert out["cached_equals_uncached"] is True
     assert out["generate_first_greedy_token_differing"] is None
