@@ -28,7 +28,10 @@ sample: a GPT-2-small-shaped model (GPTConfig defaults; --shape=gpt2-xl: 1.5B) w
     Linear, LM head, norm, int8/int4 scales; not the embedding lookups), kv_bytes_per_token the mean
     keys and values it reads, and <path>_read_fraction = tok/s x (weight + KV bytes per token) / the
     read bandwidth measured right before or after that run (the higher), the median over repeats
-    (_best: the highest).
+    (_best: the highest). --baseline=DIR, another checkout of this repository (git worktree add
+    DIR COMMIT), adds <path>_baseline for each decoded path (its model.generate and decoding
+    kernels, the same weights), interleaved with today's, and <path>_vs_baseline, the tok/s ratio:
+        python bench.py sample --cache=on --quantize=int8,int4 --dtype=float32 --baseline=/tmp/base
 time_to_target: runs `python train.py <config>` exactly as a user would, in a subprocess, and times
     its whole wall clock (interpreter start, data, model build, compile, its own periodic evals and
     checkpoint writes). Then, untimed, it scores the run's checkpoint on the FULL val split
@@ -126,6 +129,10 @@ class BenchConfig:
     # sample: decoded tokens per path under torch.profiler (the prompt's share subtracted), for the
     # top ops
     profile_tokens: int = 16
+    # sample: another checkout of this repository (`git worktree add /tmp/base d580eb3`) adds
+    # <path>_baseline for each decoded path: its model.generate and its decoding kernels on the same
+    # weights, interleaved with today's, and <path>_vs_baseline, the tok/s ratio
+    baseline: str = ""
     # sample: build the one --quantize path's random model a block at a time, each block quantized
     # before the next is built, so the fp32 model is never whole (GPT-2 XL's peak RSS)
     layerwise: bool = False
@@ -319,6 +326,56 @@ def layerwise_model(config, quantize, device):
     return prepare_for_decoding(model.eval(), quantize)
 
 
+def baseline_files(directory):
+    """--baseline's model.py and decoding module (gptkit/decoding.py, or a top-level decoding.py as
+    before gptkit/), or a UserError naming what is missing."""
+    found = []
+    for candidates in (["model.py"], ["gptkit/decoding.py", "decoding.py"]):
+        paths = [
+            os.path.join(directory, c)
+            for c in candidates
+            if os.path.exists(os.path.join(directory, c))
+        ]
+        if not paths:
+            raise UserError(
+                f"--baseline={directory} has no {' or '.join(candidates)}: give a checkout of this "
+                "repository (git worktree add DIR COMMIT)"
+            )
+        found.append(paths[0])
+    return found
+
+
+def baseline_modules(directory):
+    """(model, decoding): another checkout's model.py and decoding module, each imported under a
+    name of its own with the checkout first on sys.path, so that its own imports resolve inside
+    it."""
+    import importlib.util
+
+    modules = []
+    for name, path in zip(("model", "decoding"), baseline_files(directory), strict=True):
+        spec = importlib.util.spec_from_file_location(f"baseline_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, directory)
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(directory)
+        modules.append(module)
+    return modules
+
+
+def baseline_path(directory, plain, quantize, dtype):
+    """(model, generate) of --baseline's checkout: its GPT with plain's weights, prepared by its
+    own prepare_for_decoding, sampled by its own model.generate."""
+    model_module, decoding = baseline_modules(directory)
+    c = plain.config
+    shape = dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, vocab_size=c.vocab_size)
+    model = model_module.GPT(model_module.GPTConfig(**shape, block_size=c.block_size))
+    model.load_state_dict(plain.state_dict())
+    model = decoding.prepare_for_decoding(model.eval(), quantize, dtype)
+    return model, lambda m, *a, **k: m.generate(*a, **k)
+
+
 def sample_paths(bench, plain, dtype):
     """name -> (model, generate). `cached` is sample.py's path in the decoding dtype (the prepared
     model's Linears under gptkit.decode_step), `int8`/`int4` its --quantize ones, `<name>_loop` the
@@ -339,8 +396,13 @@ def sample_paths(bench, plain, dtype):
             "--cache=quantized times only the --quantize paths: give --quantize=int8 or int4"
         )
     paths = {}
+    if bench.baseline:  # built first, from the plain weights, before a path prepares them in place
+        for name in [n for n in names if n not in ("uncached", "generate")]:
+            quantize = "none" if name == "cached" else name
+            baseline = baseline_path(bench.baseline, plain, quantize, getattr(torch, dtype))
+            paths[f"{name}_baseline"] = baseline
     for name in names:
-        model = plain if len(names) == 1 else copy.deepcopy(plain)
+        model = plain if len(names) == 1 and not paths else copy.deepcopy(plain)
         if name in ("uncached", "generate"):
             use_cache = name == "generate"
             paths[name] = (model, lambda m, *a, c=use_cache, **k: m.generate(*a, use_cache=c, **k))
@@ -398,6 +460,8 @@ def top_ops(generate, model, prompt, tokens, n=8):
 
 def bench_sample(bench, train_argv):
     cfg = parse_args(TrainConfig(), train_argv)  # only device and dtype are used
+    if bench.baseline:
+        baseline_files(bench.baseline)  # a wrong directory is said before any model is built
     hw = hardware.setup_for_sampling(cfg.device, cfg.dtype)
     device, dtype = hw.device, hw.dtype
     torch.manual_seed(bench.seed)
@@ -491,17 +555,22 @@ def bench_sample(bench, train_argv):
         )
         # whether the two paths picked the same greedy tokens
         result["cached_equals_uncached"] = torch.equal(outputs["cached"], outputs["uncached"])
-    # int8, int4 and generate against sample.py's fp32 path; each <path>_loop against its <path>
-    pairs = [(name, "cached") for name in ("int8", "int4", "generate")]
-    pairs += [(name, name.removesuffix("_loop")) for name in paths if name.endswith("_loop")]
-    for name, reference in pairs:
+    # (ratio key, path, reference, differing key): int8, int4 and generate against sample.py's fp32
+    # path, each <path>_loop against its <path>, and with --baseline each path against the other
+    # checkout's
+    comparisons = [(f"{n}_speedup", n, "cached", n) for n in ("int8", "int4", "generate")]
+    comparisons += [
+        (f"{n}_speedup", n, n.removesuffix("_loop"), n) for n in paths if n.endswith("_loop")
+    ]
+    comparisons += [(f"{n}_vs_baseline", n, f"{n}_baseline", f"{n}_baseline") for n in paths]
+    for ratio_key, name, reference, differing_key in comparisons:
         if name in paths and reference in paths:
-            result[f"{name}_speedup"] = round(
+            result[ratio_key] = round(
                 result[f"{name}_tok_per_s"] / result[f"{reference}_tok_per_s"], 2
             )
             differs = (outputs[name] != outputs[reference])[0, bench.prompt_len :].nonzero()
             # null when every greedy token equals the reference's
-            result[f"{name}_first_greedy_token_differing"] = (
+            result[f"{differing_key}_first_greedy_token_differing"] = (
                 differs[0].item() if len(differs) else None
             )
     result["load_avg_1_5_15_after"] = [round(x, 2) for x in os.getloadavg()]

@@ -99,6 +99,25 @@ def test_bench_sample_reports_every_path_and_its_fraction_of_the_read_bandwidth(
         )
 
 
+def test_bench_sample_runs_another_checkout_beside_this_one():
+    # this checkout as its own baseline: the same code, so the same greedy tokens
+    out = bench(
+        "sample",
+        "--cache=quantized",
+        "--quantize=int4",
+        f"--baseline={ROOT}",
+        "--prompt_len=3",
+        "--new_tokens=3",
+        "--profile_tokens=0",
+        "--device=cpu",
+    )
+    assert out["int4_baseline_tok_per_s"] > 0
+    assert out["int4_vs_baseline"] == pytest.approx(
+        out["int4_tok_per_s"] / out["int4_baseline_tok_per_s"], rel=0.02
+    )
+    assert out["int4_baseline_first_greedy_token_differing"] is None
+
+
 def test_the_frontier_is_every_speedrun_config_cheapest_first():
     from bench import FRONTIER, config_args
 
@@ -151,6 +170,7 @@ def test_bench_time_to_target_scores_the_full_val_split(char_data, tmp_path):
     [
         ["nope"],
         ["sample", "--cache=maybe"],
+        ["sample", "--baseline=tests"],  # a directory, not a checkout
         ["time_to_target", "--configs=no_such_config"],
         ["time_to_target", "--inductor_cache=hot"],
         ["train", "--compile=auto"],
