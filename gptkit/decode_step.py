@@ -253,8 +253,10 @@ def generate_stream(
     block_size = model.config.block_size
     decoder, forward = None, None
     if idx.shape[1] <= block_size:
-        max_length = min(block_size, idx.shape[1] + max_new_tokens)
         capture = compile and idx.device.type == "cuda"
+        # eager: a cache as long as the sample; captured: the whole context, so that every prompt
+        # length replays the same graph (a GPU reads the unused positions in microseconds)
+        max_length = block_size if capture else min(block_size, idx.shape[1] + max_new_tokens)
         decoder = DecodeStep(model, idx.shape[0], max_length, static=capture)
         forward = captured(decoder) if capture else None
     new = []
