@@ -19,7 +19,8 @@ alone. Only a single sample is streamed; a batch's samples are printed when the 
 --quantize=int8 samples with int8 weights, --quantize=int4 with 4-bit ones
 (decoding.prepare_for_decoding): fewer bytes to stream per token, more tokens/s on a CPU
 (docs/performance.md). After the prompt each token runs gptkit.decode_step's step over a static KV
-cache: model.py's numbers with fewer ops around the kernels.
+cache: model.py's numbers with fewer ops around the kernels. --compile=True (nanoGPT's key) captures
+that step as one CUDA graph on a GPU; a CPU keeps it eager (compiled, it measured no faster there).
 
 --output appends one JSON object per sample: prompt, text, tokens (the new token ids of text: see
 text_tokens), settings, decoding (the kernel the model's Linears ran, read from the prepared model)
