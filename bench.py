@@ -28,7 +28,10 @@ sample: a GPT-2-small-shaped model (GPTConfig defaults; --shape=gpt2-xl: 1.5B) w
     Linear, LM head, norm, int8/int4 scales; not the embedding lookups), kv_bytes_per_token the mean
     keys and values it reads, and <path>_read_fraction = tok/s x (weight + KV bytes per token) / the
     read bandwidth measured right before or after that run (the higher), the median over repeats
-    (_best: the highest). --baseline=DIR, another checkout of this repository (git worktree add
+    (_best: the highest). The split of a token: <path>_linears_ms_per_token is the Linears alone
+    (every kernel module on one row, timed right after each run), <path>_else_fraction the rest of
+    the token's time (each run against its own Linears, the median), <path>_top_ops_ms_per_token
+    a decoded token's profile. --baseline=DIR, another checkout of this repository (git worktree add
     DIR COMMIT), adds <path>_baseline for each decoded path (its model.generate and decoding
     kernels, the same weights), interleaved with today's, and <path>_vs_baseline, the tok/s ratio:
         python bench.py sample --cache=on --quantize=int8,int4 --dtype=float32 --baseline=/tmp/base
@@ -503,6 +506,7 @@ def bench_sample(bench, train_argv):
     kv_bytes = kv_bytes_per_token(plain.config, bench.prompt_len, bench.new_tokens)
     times = {name: [] for name in paths}
     fractions = {name: [] for name in paths}
+    linears, else_fractions = {name: [] for name in paths}, {name: [] for name in paths}
     outputs = {}
     bandwidths = [read_bandwidth(device)]
     for r in range(bench.repeats):  # interleaved, so background load hits every path alike
@@ -520,6 +524,9 @@ def bench_sample(bench, train_argv):
             tok_per_s = bench.new_tokens / times[name][-1]
             bytes_per_s = tok_per_s * (weight_bytes_per_token(model) + kv_bytes)
             fractions[name].append(bytes_per_s / max(bandwidths[-2:]))
+            if name != "uncached":  # the Linears alone, timed right beside the run they split
+                linears[name].append(linears_s_per_token(model, device, repeats=3))
+                else_fractions[name].append(1 - linears[name][-1] * tok_per_s)
     result["read_gb_per_s"] = round(statistics.median(bandwidths) / 1e9, 2)
     result["read_gb_per_s_min_max"] = [
         round(min(bandwidths) / 1e9, 2),
@@ -535,12 +542,13 @@ def bench_sample(bench, train_argv):
             # the fraction of the read limit this path reached
             result[f"{name}_read_fraction"] = round(statistics.median(fractions[name]), 3)
             result[f"{name}_read_fraction_best"] = round(max(fractions[name]), 3)
-            # the split of a token's time: the Linears alone, and everything else
-            token_ms = 1e3 * dt / bench.new_tokens
-            linears_ms = 1e3 * linears_s_per_token(model, device)
-            result[f"{name}_ms_per_token"] = round(token_ms, 3)
+            # the split of a token's time: the Linears alone, and everything else (each run's
+            # fraction against the Linears timed right after it, the median: a shared machine's
+            # speed moves between a path's runs)
+            result[f"{name}_ms_per_token"] = round(1e3 * dt / bench.new_tokens, 3)
+            linears_ms = 1e3 * statistics.median(linears[name])
             result[f"{name}_linears_ms_per_token"] = round(linears_ms, 3)
-            result[f"{name}_else_fraction"] = round(1 - linears_ms / token_ms, 3)
+            result[f"{name}_else_fraction"] = round(statistics.median(else_fractions[name]), 3)
             if bench.profile_tokens:
                 with hw.ctx:
                     result[f"{name}_top_ops_ms_per_token"] = top_ops(
