@@ -119,9 +119,11 @@ class DecodeStep:
             for block, cache, ve in zip(t.h, self.caches, value_embeddings, strict=True)
         ]
         self.static = static
-        # (max_length, max_length) bool, True = future: row p masks what position p may not see
-        self.future = torch.ones(max_length, max_length, dtype=torch.bool, device=device)
-        self.future = self.future.triu(diagonal=1) if static else None
+        # static: (max_length, max_length) bool, True = future: row p masks what p may not see
+        self.future = None
+        if static:
+            ones = torch.ones(max_length, max_length, dtype=torch.bool, device=device)
+            self.future = ones.triu(diagonal=1)
 
     @property
     def length(self):
