@@ -334,11 +334,7 @@ def baseline_files(directory):
     before gptkit/), or a UserError naming what is missing."""
     found = []
     for candidates in (["model.py"], ["gptkit/decoding.py", "decoding.py"]):
-        paths = [
-            os.path.join(directory, c)
-            for c in candidates
-            if os.path.exists(os.path.join(directory, c))
-        ]
+        paths = [p for p in (os.path.join(directory, c) for c in candidates) if os.path.exists(p)]
         if not paths:
             raise UserError(
                 f"--baseline={directory} has no {' or '.join(candidates)}: give a checkout of this "

@@ -62,6 +62,9 @@ def test_bench_sample_reports_every_path_and_its_fraction_of_the_read_bandwidth(
     assert out["int8_speedup"] == pytest.approx(
         out["int8_tok_per_s"] / out["cached_tok_per_s"], rel=0.02
     )
+    # the split: the Linears alone take part of a token
+    for path in ("cached", "int8", "int4"):
+        assert 0 < out[f"{path}_linears_ms_per_token"] and out[f"{path}_else_fraction"] < 1
     # a decoded token's top ops, the prompt's share subtracted: each path's kernel among them
     assert "mkldnn::_linear_pointwise" in out["cached_top_ops_ms_per_token"]
     assert "aten::_int_mm" in out["int8_top_ops_ms_per_token"]
