@@ -35,6 +35,10 @@ sample: a GPT-2-small-shaped model (GPTConfig defaults; --shape=gpt2-xl: 1.5B) w
     DIR COMMIT), adds <path>_baseline for each decoded path (its model.generate and decoding
     kernels, the same weights), interleaved with today's, and <path>_vs_baseline, the tok/s ratio:
         python bench.py sample --cache=on --quantize=int8,int4 --dtype=float32 --baseline=/tmp/base
+    --compile=True (a GPU only) adds <path>_compiled, the captured decode step (one CUDA graph a
+    token, gptkit/decode_step.py) on the same model, and <path>_compiled_speedup against the eager
+    step (its first run pays the compile: read the median of --repeats=3):
+        python bench.py sample --device=cuda --cache=on --compile=True --repeats=3
 time_to_target: runs `python train.py <config>` exactly as a user would, in a subprocess, and times
     its whole wall clock (interpreter start, data, model build, compile, its own periodic evals and
     checkpoint writes). Then, untimed, it scores the run's checkpoint on the FULL val split
@@ -56,6 +60,7 @@ process.
 """
 
 import copy
+import functools
 import json
 import math
 import os
@@ -375,7 +380,7 @@ def baseline_path(directory, plain, quantize, dtype):
     return model, lambda m, *a, **k: m.generate(*a, **k)
 
 
-def sample_paths(bench, plain, dtype):
+def sample_paths(bench, plain, dtype, compiled=False):
     """name -> (model, generate). `cached` is sample.py's path in the decoding dtype (the prepared
     model's Linears under gptkit.decode_step), `int8`/`int4` its --quantize ones, `<name>_loop` the
     same prepared model in model.generate (--loop=true), `generate` the plain model's model.generate
@@ -409,6 +414,11 @@ def sample_paths(bench, plain, dtype):
         quantize = "none" if name == "cached" else name
         model = prepare_for_decoding(model, quantize, getattr(torch, dtype))
         paths[name] = (model, decode_step.generate)
+        if compiled:  # the captured step (a GPU's CUDA graph) on the same prepared model
+            paths[f"{name}_compiled"] = (
+                model,
+                functools.partial(decode_step.generate, compile=True),
+            )
         if bench.loop:
             paths[f"{name}_loop"] = (model, lambda m, *a, **k: m.generate(*a, **k))
     return paths
@@ -461,6 +471,12 @@ def bench_sample(bench, train_argv):
     cfg = parse_args(TrainConfig(), train_argv)  # only device and dtype are used
     if bench.baseline:
         baseline_files(bench.baseline)  # a wrong directory is said before any model is built
+    on_gpu = hardware.kind(hardware.pick_device(cfg.device)) == "cuda"
+    if cfg.compile not in (False, True) or (cfg.compile and not on_gpu):
+        raise UserError(
+            f"bench.py sample --compile={cfg.compile}: True times the captured decode step, on a "
+            "GPU only (a CPU keeps the eager step: docs/sampling.md)"
+        )
     hw = hardware.setup_for_sampling(cfg.device, cfg.dtype)
     device, dtype = hw.device, hw.dtype
     torch.manual_seed(bench.seed)
@@ -498,7 +514,7 @@ def bench_sample(bench, train_argv):
         "greedy": True,
         "load_avg_1_5_15_before": [round(x, 2) for x in os.getloadavg()],
     }
-    paths = sample_paths(bench, plain, dtype)
+    paths = sample_paths(bench, plain, dtype, compiled=cfg.compile is True)
     kv_bytes = kv_bytes_per_token(plain.config, bench.prompt_len, bench.new_tokens)
     times = {name: [] for name in paths}
     fractions = {name: [] for name in paths}
@@ -567,6 +583,7 @@ def bench_sample(bench, train_argv):
         (f"{n}_speedup", n, n.removesuffix("_loop"), n) for n in paths if n.endswith("_loop")
     ]
     comparisons += [(f"{n}_vs_baseline", n, f"{n}_baseline", f"{n}_baseline") for n in paths]
+    comparisons += [(f"{n}_compiled_speedup", f"{n}_compiled", n, f"{n}_compiled") for n in paths]
     for ratio_key, name, reference, differing_key in comparisons:
         if name in paths and reference in paths:
             result[ratio_key] = round(

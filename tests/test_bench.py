@@ -174,6 +174,7 @@ def test_bench_time_to_target_scores_the_full_val_split(char_data, tmp_path):
         ["nope"],
         ["sample", "--cache=maybe"],
         ["sample", "--baseline=tests"],  # a directory, not a checkout
+        ["sample", "--compile=True", "--device=cpu"],  # the captured step is a GPU's
         ["time_to_target", "--configs=no_such_config"],
         ["time_to_target", "--inductor_cache=hot"],
         ["train", "--compile=auto"],
