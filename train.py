@@ -112,6 +112,8 @@ def main():
     if run.wandb is not None:
         run.wandb.finish(exit_code=stopped_by or 0)
     distributed.teardown(dist)
+    if dist.launched:
+        distributed.exit_rank(stopped_by or 0)
     if stopped_by:
         raise SystemExit(stopped_by)
 
