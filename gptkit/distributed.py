@@ -96,8 +96,8 @@ def exit_rank(code):
     """End a torchrun rank right after teardown: flush what it printed, then leave without the
     interpreter's shutdown. DDP and FSDP still hold the process group, so gloo's worker threads live
     until the interpreter's last destructors, and one still joinable there aborts the rank
-    (SIGABRT, "terminate called without an active exception") after a complete run: once in the
-    five suite runs of one session on the Xeon, after the teardown barrier. By then every file the
+    (SIGABRT, "terminate called without an active exception") after a complete run: once in four
+    suite runs of one session on the Xeon, after the teardown barrier. By then every file the
     run wrote is closed (checkpoints and metrics are written whole, W&B is finished), and the OS
     releases out_dir's lock."""
     sys.stdout.flush()
