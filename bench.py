@@ -368,10 +368,10 @@ def baseline_modules(directory):
     return modules
 
 
-def baseline_path(directory, plain, quantize, dtype):
-    """(model, generate) of --baseline's checkout: its GPT with plain's weights, prepared by its
-    own prepare_for_decoding, sampled by its own model.generate."""
-    model_module, decoding = baseline_modules(directory)
+def baseline_path(modules, plain, quantize, dtype):
+    """(model, generate) of --baseline's checkout (its baseline_modules): its GPT with plain's
+    weights, prepared by its own prepare_for_decoding, sampled by its own model.generate."""
+    model_module, decoding = modules
     c = plain.config
     shape = dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, vocab_size=c.vocab_size)
     model = model_module.GPT(model_module.GPTConfig(**shape, block_size=c.block_size))
@@ -401,9 +401,10 @@ def sample_paths(bench, plain, dtype, compiled=False):
         )
     paths = {}
     if bench.baseline:  # built first, from the plain weights, before a path prepares them in place
+        modules = baseline_modules(bench.baseline)
         for name in [n for n in names if n not in ("uncached", "generate")]:
             quantize = "none" if name == "cached" else name
-            baseline = baseline_path(bench.baseline, plain, quantize, getattr(torch, dtype))
+            baseline = baseline_path(modules, plain, quantize, getattr(torch, dtype))
             paths[f"{name}_baseline"] = baseline
     for name in names:
         model = plain if len(names) == 1 and not paths else copy.deepcopy(plain)

@@ -80,7 +80,9 @@ class StepBlock:
         attn, mlp = block.attn, block.mlp
         self.ln_1, self.ln_2 = plain_call(block.ln_1), plain_call(block.ln_2)
         self.c_attn, self.attn_proj = plain_call(attn.c_attn), plain_call(attn.c_proj)
-        self.qk_norm = None if attn.q_norm is None else (attn.q_norm.forward, attn.k_norm.forward)
+        self.qk_norm = (
+            None if attn.q_norm is None else (plain_call(attn.q_norm), plain_call(attn.k_norm))
+        )
         self.c_fc, self.mlp_proj = plain_call(mlp.c_fc), plain_call(mlp.c_proj)
         self.act = relu_squared if mlp.act is None else plain_call(mlp.act)
         self.value_embedding, self.cache, self.rope = value_embedding, cache, rope
